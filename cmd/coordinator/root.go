@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/coordinator-dev/coordinator/pkg/embedded"
+	"github.com/coordinator-dev/coordinator/pkg/keyspace"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// usageError marks command-line misuse: exit status 2 and a usage line.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return &usageError{err: fmt.Errorf(format, args...)}
+}
+
+// globalOptions are the flags every command shares.
+type globalOptions struct {
+	endpoints   string
+	namespace   string
+	output      string
+	dialTimeout time.Duration
+}
+
+func (g *globalOptions) endpointList() []string { return splitList(g.endpoints) }
+
+// validate checks the shared flags; errors are usage errors.
+func (g *globalOptions) validate() error {
+	if g.output != "table" && g.output != "json" {
+		return usagef("-o/--write-out must be table or json, not %q", g.output)
+	}
+	if _, err := keyspace.New(g.namespace); err != nil {
+		return usagef("--namespace: %v", err)
+	}
+	if len(g.endpointList()) == 0 {
+		return usagef("--endpoints is empty")
+	}
+	return nil
+}
+
+// etcdClient dials the etcd endpoints.
+func (g *globalOptions) etcdClient(ctx context.Context) (*clientv3.Client, error) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: g.endpointList(), DialTimeout: g.dialTimeout, Context: ctx})
+	if err != nil {
+		return nil, fmt.Errorf("connect to etcd at %s: %w", g.endpoints, err)
+	}
+	// Fail fast when nothing answers, instead of hanging on the first call.
+	sctx, cancel := context.WithTimeout(ctx, g.dialTimeout)
+	defer cancel()
+	if _, err := cli.Get(sctx, "health"); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("etcd at %s does not answer: %w", g.endpoints, err)
+	}
+	return cli, nil
+}
+
+// newRootCommand builds the command tree. Streams are passed in so tests can
+// run commands in-process.
+func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	g := &globalOptions{}
+	root := &cobra.Command{
+		Use:   "coordinator",
+		Short: "Fenced, ordered writes to memcached for many callers, coordinated through etcd",
+		Long: `coordinator lets processes on many machines write shared state to memcached
+without stepping on each other. Callers register under a name; every accepted
+operation gets a token (an etcd revision); the elected leader node applies
+operations to memcached in token order, fenced against former leaders.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.endpoints, "endpoints", "http://"+embedded.DefaultClientAddr, "etcd endpoints, comma separated (default: the embedded node's address)")
+	pf.StringVar(&g.namespace, "namespace", keyspace.DefaultNamespace, "namespace: every key of this deployment lives under it")
+	pf.StringVarP(&g.output, "write-out", "o", "table", "output format: table or json")
+	pf.DurationVar(&g.dialTimeout, "dial-timeout", 5*time.Second, "how long to wait for etcd to answer")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err: err} })
+
+	root.AddCommand(
+		newServeCommand(g),
+		newSubmitCommand(g),
+		newStatusCommand(g),
+		newRegistrationsCommand(g),
+		newOpsCommand(g),
+	)
+	return root
+}
+
+// run executes the CLI and returns the exit status.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRootCommand(stdin, stdout, stderr)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return exitOK
+	}
+	var ue *usageError
+	if errors.As(err, &ue) || isCobraUsageError(err) {
+		fmt.Fprintf(stderr, "Error: %v\n", err)
+		fmt.Fprintf(stderr, "Usage: %s\n", cmd.UseLine())
+		fmt.Fprintf(stderr, "Run '%s --help' for more.\n", cmd.CommandPath())
+		return exitUsage
+	}
+	fmt.Fprintf(stderr, "Error: %v\n", err)
+	return exitFailure
+}
+
+// isCobraUsageError recognises the argument errors cobra itself returns.
+func isCobraUsageError(err error) bool {
+	msg := err.Error()
+	for _, s := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "accepts ", "requires at least", "requires at most", "flag needs an argument", "invalid argument"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,335 @@
+// Package election elects the one coordinator node that writes to memcached.
+//
+// Nodes campaign with etcd's concurrency election. The winner bumps the
+// term counter in a transaction guarded by its own leader key, so terms grow
+// with every new leader and only a real leader can take one. A Leadership
+// carries a context that is cancelled the moment leadership is lost: the
+// session's lease is gone, the leader key was deleted, or the lease deadline
+// measured on this node's own clock has passed without a renewal.
+//
+// The local deadline is conservative: it is the send time of the last
+// successful keep-alive plus the TTL etcd granted, which is never later than
+// the moment etcd itself expires the lease. A node that is not paused
+// therefore stops writing before any other node can be elected. A paused
+// node cannot check anything; the fencing in package memfence covers it.
+//
+// Pitfalls of the raw etcd API handled here: Campaign is cancelled when the
+// session dies (it would otherwise block forever, or return nil after the
+// lease expired); leadership is re-checked by transaction after Campaign
+// returns; Resign and lease revocation on shutdown use a fresh context so a
+// graceful stop hands leadership over at once instead of after a lease wait.
+package election
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/coordinator-dev/coordinator/internal/retry"
+	"github.com/coordinator-dev/coordinator/pkg/keyspace"
+)
+
+// DefaultTTL is the election lease TTL when Config.TTL is zero.
+const DefaultTTL = 5 * time.Second
+
+// Errors of the election.
+var (
+	// ErrNotLeader is returned when an operation needs leadership that this
+	// node does not hold (any more).
+	ErrNotLeader = errors.New("election: not leader")
+	// ErrLeadershipLost is the cause of a Leadership context's cancellation.
+	ErrLeadershipLost = errors.New("election: leadership lost")
+	// ErrBadConfig is returned for an invalid Config.
+	ErrBadConfig = errors.New("election: bad config")
+)
+
+// Config configures a campaigning node.
+type Config struct {
+	// Client is the etcd client.
+	Client *clientv3.Client
+	// Layout is the namespace's key layout.
+	Layout keyspace.Layout
+	// NodeID names this node in the election and in status output.
+	NodeID string
+	// TTL is the session lease TTL; zero means DefaultTTL. A dead leader is
+	// replaced within about this long.
+	TTL time.Duration
+	// Logger receives state changes; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Validate checks the config.
+func (c *Config) Validate() error {
+	switch {
+	case c.Client == nil:
+		return fmt.Errorf("%w: Client is nil", ErrBadConfig)
+	case c.Layout.Prefix() == "":
+		return fmt.Errorf("%w: Layout is empty", ErrBadConfig)
+	case c.TTL != 0 && c.TTL < 2*time.Second:
+		return fmt.Errorf("%w: TTL %s is under 2s", ErrBadConfig, c.TTL)
+	}
+	if err := keyspace.ValidateName(c.NodeID); err != nil {
+		return fmt.Errorf("%w: NodeID: %w", ErrBadConfig, err)
+	}
+	return nil
+}
+
+// LeaderInfo is what the leader publishes under its election key.
+type LeaderInfo struct {
+	NodeID string `json:"node_id"`
+}
+
+// Leadership is one term of leadership held by this node.
+type Leadership struct {
+	// Term grows with every new leader of the namespace.
+	Term uint64
+	// NodeID is this node.
+	NodeID string
+	// Key and Rev are the leader key and its create revision.
+	Key string
+	Rev int64
+
+	ctx      context.Context
+	deadline *atomic.Int64 // unix nanoseconds
+}
+
+// Context is cancelled, with cause ErrLeadershipLost, when leadership ends.
+func (l *Leadership) Context() context.Context { return l.ctx }
+
+// Valid reports whether this node may still act as leader: its context is
+// live and the local lease deadline has not passed. Check it right before
+// every external write.
+func (l *Leadership) Valid() bool {
+	return l.ctx.Err() == nil && time.Now().UnixNano() < l.deadline.Load()
+}
+
+// Guard is the comparison that makes an etcd transaction succeed only while
+// this leadership holds.
+func (l *Leadership) Guard() clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(l.Key), "=", l.Rev)
+}
+
+// Run campaigns until ctx ends. Each time this node wins, lead runs with the
+// new Leadership; when lead returns or leadership is lost, the node resigns
+// and campaigns again. When ctx ends, Run resigns at once (a follower takes
+// over without waiting for a lease to expire) and returns nil.
+func Run(ctx context.Context, cfg Config, lead func(*Leadership) error) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if cfg.TTL == 0 {
+		cfg.TTL = DefaultTTL
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	backoff := retry.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
+	for ctx.Err() == nil {
+		err := runOnce(ctx, cfg, lead)
+		if ctx.Err() != nil {
+			break
+		}
+		if err != nil {
+			cfg.Logger.Warn("election round ended", "node", cfg.NodeID, "err", err)
+			if !retry.Sleep(ctx, backoff.Next()) {
+				break
+			}
+			continue
+		}
+		backoff.Reset()
+	}
+	return nil
+}
+
+// runOnce holds one session: campaign, lead, resign.
+func runOnce(ctx context.Context, cfg Config, lead func(*Leadership) error) error {
+	cli := cfg.Client
+	ttlSec := int64(cfg.TTL / time.Second)
+	sent := time.Now()
+	grant, err := cli.Grant(ctx, ttlSec)
+	if err != nil {
+		return fmt.Errorf("grant lease: %w", err)
+	}
+	var deadline atomic.Int64
+	deadline.Store(sent.Add(time.Duration(grant.TTL) * time.Second).UnixNano())
+
+	sessCtx, cancelSess := context.WithCancelCause(ctx)
+	defer cancelSess(nil)
+	sess, err := concurrency.NewSession(cli, concurrency.WithLease(grant.ID), concurrency.WithContext(sessCtx))
+	if err != nil {
+		revokeLease(cli, grant.ID)
+		return fmt.Errorf("session: %w", err)
+	}
+	defer revokeLease(cli, grant.ID)
+
+	// Keep our own deadline: renew every TTL/3 and record the send time.
+	go keepDeadline(sessCtx, cancelSess, cli, grant.ID, &deadline, cfg.TTL)
+	go func() {
+		select {
+		case <-sess.Done():
+			cancelSess(fmt.Errorf("%w: session lease ended", ErrLeadershipLost))
+		case <-sessCtx.Done():
+		}
+	}()
+
+	info, _ := json.Marshal(LeaderInfo{NodeID: cfg.NodeID})
+	el := concurrency.NewElection(sess, cfg.Layout.Election())
+	if err := el.Campaign(sessCtx, string(info)); err != nil {
+		if cause := context.Cause(sessCtx); cause != nil && ctx.Err() == nil {
+			return cause
+		}
+		return fmt.Errorf("campaign: %w", err)
+	}
+	defer resign(el)
+
+	key, rev := el.Key(), el.Rev()
+	// Campaign can return after the session expired: confirm the leader key
+	// is still ours while taking a new term.
+	termKey := cfg.Layout.Term()
+	tresp, err := cli.Txn(sessCtx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).
+		Then(clientv3.OpPut(termKey, cfg.NodeID), clientv3.OpGet(termKey)).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("take term: %w", err)
+	}
+	if !tresp.Succeeded {
+		return fmt.Errorf("take term: %w", ErrNotLeader)
+	}
+	term := uint64(tresp.Responses[1].GetResponseRange().Kvs[0].Version)
+
+	leadCtx, cancelLead := context.WithCancelCause(sessCtx)
+	defer cancelLead(nil)
+	go watchLeaderKey(leadCtx, cancelLead, cli, key, tresp.Header.Revision)
+
+	l := &Leadership{Term: term, NodeID: cfg.NodeID, Key: key, Rev: rev, ctx: leadCtx, deadline: &deadline}
+	cfg.Logger.Info("became leader", "node", cfg.NodeID, "term", term)
+	err = lead(l)
+	cause := context.Cause(leadCtx)
+	cfg.Logger.Info("leadership ended", "node", cfg.NodeID, "term", term, "err", err, "cause", cause)
+	if ctx.Err() == nil && err == nil && cause != nil {
+		err = cause
+	}
+	return err
+}
+
+// keepDeadline renews the lease every ttl/3 and moves the local deadline to
+// send time + granted TTL after each success. It cancels the session when the
+// lease is gone or the deadline passes.
+func keepDeadline(ctx context.Context, cancel context.CancelCauseFunc, cli *clientv3.Client, id clientv3.LeaseID, deadline *atomic.Int64, ttl time.Duration) {
+	tick := time.NewTicker(ttl / 3)
+	defer tick.Stop()
+	for {
+		left := time.Until(time.Unix(0, deadline.Load()))
+		if left <= 0 {
+			cancel(fmt.Errorf("%w: lease deadline passed without renewal", ErrLeadershipLost))
+			return
+		}
+		expire := time.NewTimer(left)
+		select {
+		case <-ctx.Done():
+			expire.Stop()
+			return
+		case <-expire.C:
+			continue
+		case <-tick.C:
+			expire.Stop()
+		}
+		sent := time.Now()
+		rctx, rcancel := context.WithTimeout(ctx, ttl/3)
+		resp, err := cli.KeepAliveOnce(rctx, id)
+		rcancel()
+		if err != nil {
+			if isLeaseNotFound(err) {
+				cancel(fmt.Errorf("%w: lease not found", ErrLeadershipLost))
+				return
+			}
+			continue // transient: the deadline decides
+		}
+		deadline.Store(sent.Add(time.Duration(resp.TTL) * time.Second).UnixNano())
+	}
+}
+
+// watchLeaderKey cancels leadership when the leader key is deleted.
+func watchLeaderKey(ctx context.Context, cancel context.CancelCauseFunc, cli *clientv3.Client, key string, rev int64) {
+	for ctx.Err() == nil {
+		wch := cli.Watch(clientv3.WithRequireLeader(ctx), key, clientv3.WithRev(rev+1))
+		for wr := range wch {
+			for _, ev := range wr.Events {
+				if ev.Type == clientv3.EventTypeDelete {
+					cancel(fmt.Errorf("%w: leader key deleted", ErrLeadershipLost))
+					return
+				}
+			}
+			if wr.Header.Revision > rev {
+				rev = wr.Header.Revision
+			}
+		}
+		// The watch broke (no etcd leader, member lost); if the key is gone,
+		// leadership is; otherwise the lease deadline guards meanwhile.
+		gctx, gcancel := context.WithTimeout(ctx, time.Second)
+		resp, err := cli.Get(gctx, key)
+		gcancel()
+		if err == nil {
+			if len(resp.Kvs) == 0 {
+				cancel(fmt.Errorf("%w: leader key deleted", ErrLeadershipLost))
+				return
+			}
+			rev = resp.Header.Revision
+		} else if !retry.Sleep(ctx, 100*time.Millisecond) {
+			return
+		}
+	}
+}
+
+func resign(el *concurrency.Election) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = el.Resign(ctx)
+}
+
+func revokeLease(cli *clientv3.Client, id clientv3.LeaseID) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, _ = cli.Revoke(ctx, id)
+}
+
+// Status is the namespace's leadership as seen in etcd.
+type Status struct {
+	// Leader is the current leader's node ID, empty when there is none.
+	Leader string
+	// Term is the latest term taken.
+	Term uint64
+	// TermHolder is the node that took Term.
+	TermHolder string
+}
+
+// Observe reads the current leader and term.
+func Observe(ctx context.Context, cli *clientv3.Client, layout keyspace.Layout) (Status, error) {
+	resp, err := cli.Txn(ctx).Then(
+		clientv3.OpGet(layout.Election(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1)),
+		clientv3.OpGet(layout.Term()),
+	).Commit()
+	if err != nil {
+		return Status{}, fmt.Errorf("election: observe: %w", err)
+	}
+	var st Status
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		var info LeaderInfo
+		if json.Unmarshal(kvs[0].Value, &info) == nil {
+			st.Leader = info.NodeID
+		}
+	}
+	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
+		st.Term = uint64(kvs[0].Version)
+		st.TermHolder = string(kvs[0].Value)
+	}
+	return st, nil
+}

@@ -1,0 +1,154 @@
+// Package keyspace is the layout of the coordinator's keys in etcd. Every
+// key lives under one namespace prefix, so several deployments can share an
+// etcd cluster:
+//
+//	<root>/<namespace>/reg/<name>                  registration, under the caller's lease
+//	<root>/<namespace>/ops/<name>/<inc>/<id>       a pending batch (no lease: it outlives the caller)
+//	<root>/<namespace>/applied                     the applied watermark
+//	<root>/<namespace>/term                        leadership term counter (its version is the term)
+//	<root>/<namespace>/election/                   etcd concurrency election
+//	<root>/<namespace>/quarantine/<token>          records set aside as undecodable or unappliable
+//
+// The incarnation is zero-padded so that a name's batches sort by incarnation.
+package keyspace
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode"
+)
+
+// Root is the prefix under which every namespace lives.
+const Root = "/coordinator/"
+
+// DefaultNamespace is the namespace used when none is given.
+const DefaultNamespace = "default"
+
+// MaxNameBytes bounds registration names and namespaces.
+const MaxNameBytes = 128
+
+// Errors returned by name validation; each also wraps ErrInvalidName.
+var (
+	ErrInvalidName = errors.New("invalid name")
+	ErrNameEmpty   = errors.New("name is empty")
+	ErrNameTooLong = errors.New("name is longer than 128 bytes")
+	ErrNameBadChar = errors.New("name holds '/', whitespace or a control character")
+)
+
+// ValidateName checks a registration name or namespace.
+func ValidateName(name string) error {
+	if name == "" {
+		return errors.Join(ErrInvalidName, ErrNameEmpty)
+	}
+	if len(name) > MaxNameBytes {
+		return fmt.Errorf("%w: %w (%d bytes)", ErrInvalidName, ErrNameTooLong, len(name))
+	}
+	for _, r := range name {
+		if r == '/' || unicode.IsSpace(r) || unicode.IsControl(r) || r == unicode.ReplacementChar {
+			return fmt.Errorf("%w: %w: %q", ErrInvalidName, ErrNameBadChar, name)
+		}
+	}
+	return nil
+}
+
+// Layout builds the keys of one namespace.
+type Layout struct {
+	prefix string
+}
+
+// New returns the layout of namespace ns; it validates ns.
+func New(ns string) (Layout, error) {
+	if err := ValidateName(ns); err != nil {
+		return Layout{}, fmt.Errorf("namespace: %w", err)
+	}
+	return Layout{prefix: Root + ns + "/"}, nil
+}
+
+// MustNew is New for namespaces known to be valid; it panics otherwise.
+func MustNew(ns string) Layout {
+	l, err := New(ns)
+	if err != nil {
+		panic(err)
+	}
+	return l
+}
+
+// Prefix is the namespace's prefix.
+func (l Layout) Prefix() string { return l.prefix }
+
+// RegPrefix is the prefix of all registrations.
+func (l Layout) RegPrefix() string { return l.prefix + "reg/" }
+
+// Reg is the registration key of name.
+func (l Layout) Reg(name string) string { return l.RegPrefix() + name }
+
+// NameFromReg returns the name of a registration key.
+func (l Layout) NameFromReg(key string) string { return strings.TrimPrefix(key, l.RegPrefix()) }
+
+// OpsPrefix is the prefix of all pending batches.
+func (l Layout) OpsPrefix() string { return l.prefix + "ops/" }
+
+// NameOpsPrefix is the prefix of every pending batch of name.
+func (l Layout) NameOpsPrefix(name string) string { return l.OpsPrefix() + name + "/" }
+
+// IncarnationOpsPrefix is the prefix of the pending batches of one incarnation.
+func (l Layout) IncarnationOpsPrefix(name string, inc int64) string {
+	return l.NameOpsPrefix(name) + padRev(inc) + "/"
+}
+
+// Batch is the key of one pending batch.
+func (l Layout) Batch(name string, inc int64, id string) string {
+	return l.IncarnationOpsPrefix(name, inc) + id
+}
+
+// BatchKey is a parsed batch key.
+type BatchKey struct {
+	Name        string
+	Incarnation int64
+	ID          string
+}
+
+// ParseBatch parses a key under OpsPrefix.
+func (l Layout) ParseBatch(key string) (BatchKey, error) {
+	rest, ok := strings.CutPrefix(key, l.OpsPrefix())
+	parts := strings.Split(rest, "/")
+	if !ok || len(parts) != 3 {
+		return BatchKey{}, fmt.Errorf("keyspace: %q is not a batch key", key)
+	}
+	inc, err := strconv.ParseInt(parts[1], 10, 64)
+	if err != nil {
+		return BatchKey{}, fmt.Errorf("keyspace: %q is not a batch key: %v", key, err)
+	}
+	return BatchKey{Name: parts[0], Incarnation: inc, ID: parts[2]}, nil
+}
+
+// Applied is the key of the applied watermark.
+func (l Layout) Applied() string { return l.prefix + "applied" }
+
+// Term is the key whose version is the leadership term.
+func (l Layout) Term() string { return l.prefix + "term" }
+
+// Election is the prefix of the leader election.
+func (l Layout) Election() string { return l.prefix + "election/" }
+
+// QuarantinePrefix is the prefix of records set aside.
+func (l Layout) QuarantinePrefix() string { return l.prefix + "quarantine/" }
+
+// Quarantine is the key a record with the given token is set aside under.
+func (l Layout) Quarantine(rev int64) string { return l.QuarantinePrefix() + padRev(rev) }
+
+func padRev(rev int64) string { return fmt.Sprintf("%020d", rev) }
+
+// PrefixEnd returns the end of the range of keys starting with prefix.
+func PrefixEnd(prefix string) string {
+	b := []byte(prefix)
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] < 0xff {
+			b[i]++
+			return string(b[:i+1])
+		}
+	}
+	return "\x00"
+}

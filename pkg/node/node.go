@@ -1,0 +1,103 @@
+// Package node runs one coordinator node: it campaigns for leadership and,
+// while it leads, runs the applier. A node that loses leadership stops
+// writing at once and campaigns again; a node whose context ends resigns so
+// a follower takes over without waiting for a lease to expire.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/coordinator-dev/coordinator/internal/retry"
+	"github.com/coordinator-dev/coordinator/pkg/applier"
+	"github.com/coordinator-dev/coordinator/pkg/election"
+	"github.com/coordinator-dev/coordinator/pkg/keyspace"
+	"github.com/coordinator-dev/coordinator/pkg/memfence"
+	"github.com/coordinator-dev/coordinator/pkg/ops"
+)
+
+// DefaultMemcached is the memcached address used when none is given.
+const DefaultMemcached = "127.0.0.1:11211"
+
+// Config configures a node.
+type Config struct {
+	// Etcd is the etcd client.
+	Etcd *clientv3.Client
+	// Layout is the namespace's key layout.
+	Layout keyspace.Layout
+	// NodeID names the node.
+	NodeID string
+	// LeaseTTL is the election lease TTL; zero means election.DefaultTTL.
+	LeaseTTL time.Duration
+	// Memcached lists memcached servers (host:port); keys are spread over
+	// them by gomemcache's hashing. Empty means DefaultMemcached.
+	Memcached []string
+	// MemcachedTimeout is the socket timeout; default 500ms.
+	MemcachedTimeout time.Duration
+	// Limits validate records before they are applied.
+	Limits ops.Limits
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+	// Stats, when set, counts the applier's work.
+	Stats *applier.Stats
+	// Hooks observe the applier's writes (tests, tracing).
+	Hooks applier.Hooks
+}
+
+// Run runs the node until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Etcd == nil {
+		return errors.New("node: Etcd is nil")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	servers := cfg.Memcached
+	if len(servers) == 0 {
+		servers = []string{DefaultMemcached}
+	}
+	var ss memcache.ServerList
+	if err := ss.SetServers(servers...); err != nil {
+		return fmt.Errorf("node: memcached servers: %w", err)
+	}
+	mc := memcache.NewFromSelector(&ss)
+	mc.Timeout = cfg.MemcachedTimeout
+	if mc.Timeout == 0 {
+		mc.Timeout = 500 * time.Millisecond
+	}
+	defer mc.Close()
+	acfg := applier.Config{
+		Client: cfg.Etcd, Layout: cfg.Layout, Memcached: memfence.New(mc), Limits: cfg.Limits,
+		Logger: cfg.Logger, Stats: cfg.Stats, Hooks: cfg.Hooks,
+	}
+	ecfg := election.Config{Client: cfg.Etcd, Layout: cfg.Layout, NodeID: cfg.NodeID, TTL: cfg.LeaseTTL, Logger: cfg.Logger}
+	return election.Run(ctx, ecfg, func(l *election.Leadership) error {
+		return lead(l, acfg, cfg.Logger)
+	})
+}
+
+// lead runs the applier for as long as the leadership lasts, restarting it
+// after errors that do not end leadership (a broken watch, etcd hiccups).
+func lead(l *election.Leadership, acfg applier.Config, log *slog.Logger) error {
+	ctx := l.Context()
+	backoff := retry.Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
+	for {
+		err := applier.Run(ctx, acfg, l)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, election.ErrNotLeader) || errors.Is(err, memfence.ErrFenced) {
+			return err
+		}
+		log.Warn("applier stopped; restarting", "err", err)
+		if !retry.Sleep(ctx, backoff.Next()) {
+			return nil
+		}
+	}
+}

@@ -1,0 +1,54 @@
+package node_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+
+	"github.com/coordinator-dev/coordinator/internal/testenv"
+	"github.com/coordinator-dev/coordinator/pkg/client"
+	"github.com/coordinator-dev/coordinator/pkg/keyspace"
+	"github.com/coordinator-dev/coordinator/pkg/node"
+)
+
+func TestSetIsAppliedToMemcached(t *testing.T) {
+	_, cli := testenv.Etcd(t)
+	mc := testenv.StartMemcached(t)
+	layout := keyspace.MustNew("t")
+	testenv.StartNode(t, node.Config{Etcd: cli, Layout: layout, NodeID: "n1", Memcached: []string{mc.Addr}})
+
+	c, err := client.New(client.Config{Etcd: cli, Namespace: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testenv.Ctx(t, 30*time.Second)
+	caller, err := c.Register(ctx, "demo", client.RegisterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := caller.Set(ctx, "hello", []byte("world"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := caller.WaitApplied(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	it, err := memcache.New(mc.Addr).Get("hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(it.Value) != "world" {
+		t.Fatalf("got %q", it.Value)
+	}
+	tok2, err := caller.Delete(ctx, "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := caller.WaitApplied(ctx, tok2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := memcache.New(mc.Addr).Get("hello"); err != memcache.ErrCacheMiss {
+		t.Fatalf("after delete: %v", err)
+	}
+}

@@ -1,0 +1,331 @@
+// Package registry registers callers under leases. A registration is a key
+// under the caller's lease, so a dead caller's registration disappears on
+// its own. Each registration of a name is an incarnation; its token is the
+// etcd revision at which it was written. Registering a name that is held
+// supersedes the earlier incarnation, which is what a restart does.
+//
+// The registry also offers the drain barrier (G7): waiting until every
+// batch of a name's earlier incarnations has been applied.
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/coordinator-dev/coordinator/pkg/keyspace"
+)
+
+// DefaultTTL is the lease TTL used when Options.TTL is zero.
+const DefaultTTL = 10 * time.Second
+
+// Errors returned by the registry.
+var (
+	// ErrNameHeld is returned by Register with IfAbsent when a live
+	// incarnation holds the name.
+	ErrNameHeld = errors.New("registry: name is held by a live incarnation")
+	// ErrBadTTL is returned for a TTL under one second.
+	ErrBadTTL = errors.New("registry: lease TTL must be at least 1s")
+	// ErrLeaseLost is reported by Incarnation.Err when the lease expired or
+	// was revoked by someone else.
+	ErrLeaseLost = errors.New("registry: lease lost")
+	// ErrClosed is reported by Incarnation.Err after Close.
+	ErrClosed = errors.New("registry: incarnation closed")
+)
+
+// Holder describes the process that holds a registration.
+type Holder struct {
+	Host    string    `json:"host"`
+	PID     int       `json:"pid"`
+	Started time.Time `json:"started"`
+}
+
+// CurrentProcess describes this process.
+func CurrentProcess() Holder {
+	host, _ := os.Hostname()
+	return Holder{Host: host, PID: os.Getpid(), Started: processStart}
+}
+
+var processStart = time.Now().UTC().Truncate(time.Millisecond)
+
+type record struct {
+	Holder
+	TTLSeconds int64 `json:"ttl_seconds"`
+}
+
+// Registration is a registration as stored in etcd.
+type Registration struct {
+	Name        string
+	Incarnation int64
+	Holder      Holder
+	LeaseID     clientv3.LeaseID
+	TTL         time.Duration
+}
+
+// Options configure Register.
+type Options struct {
+	// TTL is the lease TTL; zero means DefaultTTL. etcd may round it up to
+	// its minimum lease TTL.
+	TTL time.Duration
+	// IfAbsent refuses with ErrNameHeld instead of superseding a live
+	// incarnation.
+	IfAbsent bool
+	// WaitDrained blocks Register, after registering, until every batch of
+	// the name's earlier incarnations has been applied (G7).
+	WaitDrained bool
+	// Holder overrides the holder metadata; zero means CurrentProcess().
+	Holder Holder
+}
+
+// Registry registers callers in one namespace.
+type Registry struct {
+	cli    *clientv3.Client
+	layout keyspace.Layout
+}
+
+// New returns a Registry for the namespace of layout.
+func New(cli *clientv3.Client, layout keyspace.Layout) *Registry {
+	return &Registry{cli: cli, layout: layout}
+}
+
+// Register registers name under a new lease with keep-alive running, and
+// returns the new incarnation. Unless opts.IfAbsent is set, a live
+// incarnation of the name is superseded.
+func (r *Registry) Register(ctx context.Context, name string, opts Options) (*Incarnation, error) {
+	if err := keyspace.ValidateName(name); err != nil {
+		return nil, err
+	}
+	ttl := opts.TTL
+	if ttl == 0 {
+		ttl = DefaultTTL
+	}
+	if ttl < time.Second {
+		return nil, fmt.Errorf("%w (got %s)", ErrBadTTL, ttl)
+	}
+	holder := opts.Holder
+	if holder == (Holder{}) {
+		holder = CurrentProcess()
+	}
+	ttlSec := int64((ttl + time.Second - 1) / time.Second)
+	val, err := json.Marshal(record{Holder: holder, TTLSeconds: ttlSec})
+	if err != nil {
+		return nil, err
+	}
+	grant, err := r.cli.Grant(ctx, ttlSec)
+	if err != nil {
+		return nil, fmt.Errorf("registry: grant lease: %w", err)
+	}
+	revoke := func() {
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, _ = r.cli.Revoke(rctx, grant.ID)
+	}
+	key := r.layout.Reg(name)
+	put := clientv3.OpPut(key, string(val), clientv3.WithLease(grant.ID))
+	var rev int64
+	if opts.IfAbsent {
+		resp, err := r.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(put).
+			Else(clientv3.OpGet(key)).
+			Commit()
+		if err != nil {
+			revoke()
+			return nil, fmt.Errorf("registry: register %q: %w", name, err)
+		}
+		if !resp.Succeeded {
+			revoke()
+			held := "a live process"
+			if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+				if reg, err := r.decode(kvs[0].Key, kvs[0].Value, kvs[0].ModRevision, kvs[0].Lease); err == nil {
+					held = fmt.Sprintf("pid %d on %s (incarnation %d)", reg.Holder.PID, reg.Holder.Host, reg.Incarnation)
+				}
+			}
+			return nil, fmt.Errorf("%w: %q is held by %s", ErrNameHeld, name, held)
+		}
+		rev = resp.Header.Revision
+	} else {
+		resp, err := r.cli.Do(ctx, put)
+		if err != nil {
+			revoke()
+			return nil, fmt.Errorf("registry: register %q: %w", name, err)
+		}
+		rev = resp.Put().Header.Revision
+	}
+	inc := newIncarnation(r, Registration{
+		Name: name, Incarnation: rev, Holder: holder, LeaseID: grant.ID, TTL: time.Duration(grant.TTL) * time.Second,
+	})
+	if opts.WaitDrained {
+		if err := r.WaitDrained(ctx, name, rev); err != nil {
+			_ = inc.Close(context.Background())
+			return nil, err
+		}
+	}
+	return inc, nil
+}
+
+// Get returns the current registration of name, or false when none is.
+func (r *Registry) Get(ctx context.Context, name string) (Registration, bool, error) {
+	if err := keyspace.ValidateName(name); err != nil {
+		return Registration{}, false, err
+	}
+	resp, err := r.cli.Get(ctx, r.layout.Reg(name))
+	if err != nil {
+		return Registration{}, false, fmt.Errorf("registry: get %q: %w", name, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return Registration{}, false, nil
+	}
+	kv := resp.Kvs[0]
+	reg, err := r.decode(kv.Key, kv.Value, kv.ModRevision, kv.Lease)
+	return reg, err == nil, err
+}
+
+// List returns every current registration, sorted by name. Records that
+// cannot be decoded are returned in bad, not as an error.
+func (r *Registry) List(ctx context.Context) (regs []Registration, bad []string, err error) {
+	prefix := r.layout.RegPrefix()
+	resp, err := r.cli.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, nil, fmt.Errorf("registry: list: %w", err)
+	}
+	for _, kv := range resp.Kvs {
+		reg, err := r.decode(kv.Key, kv.Value, kv.ModRevision, kv.Lease)
+		if err != nil {
+			bad = append(bad, string(kv.Key))
+			continue
+		}
+		regs = append(regs, reg)
+	}
+	return regs, bad, nil
+}
+
+func (r *Registry) decode(key, value []byte, modRev, lease int64) (Registration, error) {
+	var rec record
+	if err := json.Unmarshal(value, &rec); err != nil {
+		return Registration{}, fmt.Errorf("registry: record %q: %w", key, err)
+	}
+	return Registration{
+		Name:        r.layout.NameFromReg(string(key)),
+		Incarnation: modRev,
+		Holder:      rec.Holder,
+		LeaseID:     clientv3.LeaseID(lease),
+		TTL:         time.Duration(rec.TTLSeconds) * time.Second,
+	}, nil
+}
+
+// PendingBefore counts the pending batches of name's incarnations older than
+// inc.
+func (r *Registry) PendingBefore(ctx context.Context, name string, inc int64) (int64, int64, error) {
+	resp, err := r.cli.Get(ctx, r.layout.NameOpsPrefix(name),
+		clientv3.WithRange(r.layout.IncarnationOpsPrefix(name, inc)), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, 0, fmt.Errorf("registry: count pending of %q: %w", name, err)
+	}
+	return resp.Count, resp.Header.Revision, nil
+}
+
+// WaitDrained blocks until no batch of an incarnation of name older than inc
+// is pending (G7), or ctx ends.
+func (r *Registry) WaitDrained(ctx context.Context, name string, inc int64) error {
+	for {
+		n, rev, err := r.PendingBefore(ctx, name, inc)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+		if err := r.waitDelete(ctx, name, rev); err != nil && ctx.Err() != nil {
+			return fmt.Errorf("registry: waiting for %q to drain: %w", name, ctx.Err())
+		}
+	}
+}
+
+// waitDelete returns after the first deletion under name's batches after
+// rev, or when the watch ends.
+func (r *Registry) waitDelete(ctx context.Context, name string, rev int64) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	for wr := range r.cli.Watch(wctx, r.layout.NameOpsPrefix(name), clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
+		if err := wr.Err(); err != nil {
+			return err
+		}
+		for _, ev := range wr.Events {
+			if ev.Type == clientv3.EventTypeDelete {
+				return nil
+			}
+		}
+	}
+	return ctx.Err()
+}
+
+// Incarnation is a live registration held by this process. Its lease is kept
+// alive until Close or until the lease is lost.
+type Incarnation struct {
+	Registration
+
+	reg    *Registry
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu  sync.Mutex
+	err error
+}
+
+func newIncarnation(r *Registry, reg Registration) *Incarnation {
+	ctx, cancel := context.WithCancel(context.Background())
+	inc := &Incarnation{Registration: reg, reg: r, cancel: cancel, done: make(chan struct{})}
+	ka, err := r.cli.KeepAlive(ctx, reg.LeaseID)
+	if err != nil {
+		inc.finish(fmt.Errorf("%w: %v", ErrLeaseLost, err))
+		return inc
+	}
+	go func() {
+		for range ka {
+		}
+		inc.finish(ErrLeaseLost)
+	}()
+	return inc
+}
+
+func (i *Incarnation) finish(err error) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.err != nil {
+		return
+	}
+	i.err = err
+	close(i.done)
+}
+
+// Done is closed when the incarnation ends: its lease was lost (expired or
+// revoked elsewhere) or Close was called.
+func (i *Incarnation) Done() <-chan struct{} { return i.done }
+
+// Err returns nil while the incarnation is live, then ErrLeaseLost or
+// ErrClosed.
+func (i *Incarnation) Err() error {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.err
+}
+
+// Close unregisters: it stops the keep-alive and revokes the lease, which
+// deletes the registration if it is still this incarnation's. Pending
+// batches of the incarnation are still applied (G4).
+func (i *Incarnation) Close(ctx context.Context) error {
+	i.finish(ErrClosed)
+	i.cancel()
+	_, err := i.reg.cli.Revoke(ctx, i.LeaseID)
+	if err != nil && !isLeaseNotFound(err) {
+		return fmt.Errorf("registry: revoke lease of %q: %w", i.Name, err)
+	}
+	return nil
+}
