@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/coordinator-dev/coordinator/pkg/applier"
 	"github.com/coordinator-dev/coordinator/pkg/node"
 )
@@ -70,4 +69,3 @@ func Ctx(t testing.TB, timeout time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
-

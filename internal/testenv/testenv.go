@@ -18,6 +18,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/coordinator-dev/coordinator/pkg/embedded"
 )
@@ -28,7 +29,7 @@ func Etcd(t testing.TB) (*embedded.Server, *clientv3.Client) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	srv, err := embedded.Start(ctx, embedded.Config{Dir: t.TempDir(), ClientAddr: "127.0.0.1:0"})
+	srv, err := embedded.Start(ctx, embedded.Config{Dir: t.TempDir(), ClientAddr: "127.0.0.1:0", LogLevel: "panic"})
 	if err != nil {
 		t.Fatalf("start embedded etcd: %v", err)
 	}
@@ -39,7 +40,7 @@ func Etcd(t testing.TB) (*embedded.Server, *clientv3.Client) {
 // Client dials etcd; the client is closed when the test ends.
 func Client(t testing.TB, endpoints []string) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatalf("etcd client: %v", err)
 	}

@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -92,7 +93,7 @@ type Write struct {
 type Stats struct {
 	Applied     atomic.Uint64 // operations written to memcached
 	Skipped     atomic.Uint64 // operations overwritten by a newer one before being written
-	Batches     atomic.Uint64 // batches removed as applied
+	Batches     atomic.Uint64 // batches removed as applied or set aside
 	Quarantined atomic.Uint64 // records or operations set aside
 	Retries     atomic.Uint64 // memcached write attempts that failed transiently
 	Commits     atomic.Uint64 // watermark transactions
@@ -105,12 +106,27 @@ var (
 	ErrNotLeader = election.ErrNotLeader
 )
 
-// QuarantineRecord is what is stored under the quarantine prefix.
+// QuarantineRecord is what is stored under the quarantine prefix. It keeps
+// an excerpt of the record, not all of it, so that setting aside a large
+// record cannot push the commit transaction over etcd's request size limit.
 type QuarantineRecord struct {
-	Key    string `json:"key"`
-	Token  int64  `json:"token"`
-	Reason string `json:"reason"`
-	Value  []byte `json:"value"`
+	Key        string `json:"key"`
+	Token      int64  `json:"token"`
+	Reason     string `json:"reason"`
+	ValueBytes int    `json:"value_bytes"`
+	// Excerpt is the first QuarantineExcerptBytes of the record.
+	Excerpt []byte `json:"excerpt"`
+}
+
+// QuarantineExcerptBytes bounds the excerpt kept of a record set aside.
+const QuarantineExcerptBytes = 1024
+
+func quarantineRecord(it pending, reason string) QuarantineRecord {
+	ex := it.value
+	if len(ex) > QuarantineExcerptBytes {
+		ex = ex[:QuarantineExcerptBytes]
+	}
+	return QuarantineRecord{Key: it.key, Token: it.rev, Reason: reason, ValueBytes: len(it.value), Excerpt: ex}
 }
 
 type applier struct {
@@ -306,7 +322,7 @@ func (a *applier) apply(ctx context.Context, items []pending, newest map[string]
 	var quarantine []QuarantineRecord
 	for _, it := range items {
 		if it.batch == nil {
-			quarantine = append(quarantine, QuarantineRecord{Key: it.key, Token: it.rev, Reason: it.bad, Value: it.value})
+			quarantine = append(quarantine, quarantineRecord(it, it.bad))
 			continue
 		}
 		var rejected []string
@@ -326,7 +342,7 @@ func (a *applier) apply(ctx context.Context, items []pending, newest map[string]
 			}
 		}
 		if len(rejected) > 0 {
-			quarantine = append(quarantine, QuarantineRecord{Key: it.key, Token: it.rev, Reason: fmt.Sprint(rejected), Value: it.value})
+			quarantine = append(quarantine, quarantineRecord(it, strings.Join(rejected, "; ")))
 		}
 	}
 	return a.commit(ctx, items, quarantine)
@@ -400,7 +416,7 @@ func (a *applier) commit(ctx context.Context, items []pending, quarantine []Quar
 	}
 	a.wm = wm
 	a.stats.Commits.Add(1)
-	a.stats.Batches.Add(uint64(len(items) - len(quarantine)))
+	a.stats.Batches.Add(uint64(len(items)))
 	for _, q := range quarantine {
 		a.stats.Quarantined.Add(1)
 		a.log.Error("record set aside", "key", q.Key, "token", q.Token, "reason", q.Reason)

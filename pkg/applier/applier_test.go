@@ -1,0 +1,236 @@
+package applier_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/coordinator-dev/coordinator/internal/testenv"
+	"github.com/coordinator-dev/coordinator/pkg/applier"
+	"github.com/coordinator-dev/coordinator/pkg/client"
+	"github.com/coordinator-dev/coordinator/pkg/inspect"
+	"github.com/coordinator-dev/coordinator/pkg/keyspace"
+	"github.com/coordinator-dev/coordinator/pkg/node"
+	"github.com/coordinator-dev/coordinator/pkg/ops"
+	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
+)
+
+const ns = "t"
+
+type env struct {
+	cli    *clientv3.Client
+	layout keyspace.Layout
+	mc     *testenv.Memcached
+	client *client.Client
+	ctx    context.Context
+}
+
+func newEnv(t *testing.T, limits ops.Limits, memcachedArgs ...string) *env {
+	_, cli := testenv.Etcd(t)
+	c, err := client.New(client.Config{Etcd: cli, Namespace: ns, Limits: limits})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{cli: cli, layout: keyspace.MustNew(ns), mc: testenv.StartMemcached(t, memcachedArgs...), client: c, ctx: testenv.Ctx(t, 90*time.Second)}
+}
+
+func (e *env) startNode(t *testing.T, id string, hooks applier.Hooks, limits ops.Limits) *testenv.Node {
+	return testenv.StartNode(t, node.Config{Etcd: e.cli, Layout: e.layout, NodeID: id, Memcached: []string{e.mc.Addr}, Hooks: hooks, Limits: limits})
+}
+
+func (e *env) register(t *testing.T, name string) *client.Caller {
+	c, err := e.client.Register(e.ctx, name, client.RegisterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+func (e *env) value(t *testing.T, key string) (string, bool) {
+	t.Helper()
+	it, err := memcache.New(e.mc.Addr).Get(key)
+	if errors.Is(err, memcache.ErrCacheMiss) {
+		return "", false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(it.Value), true
+}
+
+// A record that cannot be decoded neither crashes nor stalls the leader: it
+// is set aside under the quarantine prefix and reported, and later
+// operations are applied.
+func TestUndecodableRecordsAreSetAside(t *testing.T) {
+	e := newEnv(t, ops.Limits{})
+	n := e.startNode(t, "n1", applier.Hooks{}, ops.Limits{})
+	caller := e.register(t, "svc")
+	// Records written by something else: garbage under a well-formed key, a
+	// key that is not a batch key, and a valid record whose key lies about it.
+	valid := (&ops.Batch{Name: "other", Incarnation: 1, ID: "x", Ops: []ops.Op{ops.Set("k", []byte("v"), 0)}}).Encode()
+	for key, val := range map[string]string{
+		e.layout.Batch("svc", caller.Incarnation(), "junk"): "not a record",
+		e.layout.OpsPrefix() + "stray":                      "x",
+		e.layout.Batch("svc", caller.Incarnation(), "lies"): string(valid),
+	} {
+		if _, err := e.cli.Put(e.ctx, key, val); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tok, err := caller.Set(e.ctx, "after", []byte("ok"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := caller.WaitApplied(e.ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := e.value(t, "after"); v != "ok" {
+		t.Fatalf("operation after the bad records: %q", v)
+	}
+	if _, ok := e.value(t, "k"); ok {
+		t.Fatal("the mislabelled record was applied")
+	}
+	in, _ := inspect.New(e.cli, ns)
+	q, err := in.Quarantined(e.ctx)
+	if err != nil || len(q) != 3 {
+		t.Fatalf("quarantined = %+v, %v; want 3 records", q, err)
+	}
+	if got := n.Stats.Quarantined.Load(); got != 3 {
+		t.Fatalf("Stats.Quarantined = %d", got)
+	}
+	st, _ := in.Status(e.ctx)
+	if st.PendingBatches != 0 || st.Quarantined != 3 {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// An operation memcached refuses for good (here: bigger than its -I) is set
+// aside; it does not block the operations after it.
+func TestItemMemcachedRefusesIsSetAside(t *testing.T) {
+	limits := ops.Limits{MaxItemBytes: 2 << 20, MaxBatchBytes: 3 << 20}
+	e := newEnv(t, limits, "-I", "1m")
+	n := e.startNode(t, "n1", applier.Hooks{}, limits)
+	caller := e.register(t, "svc")
+	if _, err := caller.Set(e.ctx, "big", bytes.Repeat([]byte("x"), 3<<19), 0); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := caller.Set(e.ctx, "small", []byte("ok"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := caller.WaitApplied(e.ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := e.value(t, "small"); v != "ok" {
+		t.Fatalf("small = %q", v)
+	}
+	if n.Stats.Quarantined.Load() != 1 {
+		t.Fatalf("Quarantined = %d", n.Stats.Quarantined.Load())
+	}
+}
+
+// While memcached is down operations stay pending; they are applied when it
+// is back, and WaitApplied (G8) returns only then.
+func TestMemcachedOutageLeavesOperationsPending(t *testing.T) {
+	e := newEnv(t, ops.Limits{})
+	n := e.startNode(t, "n1", applier.Hooks{}, ops.Limits{})
+	caller := e.register(t, "svc")
+	e.mc.Stop()
+	var last tokenseq.Token
+	for i := range 5 {
+		tok, err := caller.Set(e.ctx, "k", []byte{'0' + byte(i)}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = tok
+	}
+	testenv.Eventually(t, 20*time.Second, func() bool { return n.Stats.Retries.Load() >= 2 }, "leader never retried")
+	in, _ := inspect.New(e.cli, ns)
+	st, err := in.Status(e.ctx)
+	if err != nil || st.PendingOps == 0 || !st.Applied.Less(last) {
+		t.Fatalf("status during outage: %+v %v", st, err)
+	}
+	wctx, cancel := context.WithTimeout(e.ctx, 200*time.Millisecond)
+	if err := caller.WaitApplied(wctx, last); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitApplied during the outage = %v", err)
+	}
+	cancel()
+	e.mc.Start()
+	if err := caller.WaitApplied(e.ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := e.value(t, "k"); v != "4" {
+		t.Fatalf("k = %q, want 4", v)
+	}
+}
+
+// After a failover the new leader writes only the newest pending operation
+// per key of its replay window, so a value its predecessor already wrote
+// never goes back (G6).
+func TestReplayWritesOnlyNewestPerKey(t *testing.T) {
+	e := newEnv(t, ops.Limits{})
+	caller := e.register(t, "svc")
+	var toks []tokenseq.Token
+	for i := range 3 {
+		tok, err := caller.Submit(e.ctx, ops.Set("k", []byte{'a' + byte(i)}, 0), ops.Set("other", []byte{'a' + byte(i)}, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, tok)
+	}
+	// A predecessor wrote the newest value, then died before recording it.
+	if err := memcache.New(e.mc.Addr).Set(&memcache.Item{Key: "k", Value: []byte("c")}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var writes []applier.Write
+	n := e.startNode(t, "n1", applier.Hooks{AfterWrite: func(w applier.Write) {
+		mu.Lock()
+		defer mu.Unlock()
+		writes = append(writes, w)
+	}}, ops.Limits{})
+	if err := caller.WaitApplied(e.ctx, toks[2]); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(writes) != 2 {
+		t.Fatalf("wrote %d operations, want 2 (newest per key): %+v", len(writes), writes)
+	}
+	for _, w := range writes {
+		if w.Token != toks[2] || string(w.Op.Value) != "c" {
+			t.Fatalf("replay wrote an older operation: %+v", w)
+		}
+	}
+	if n.Stats.Skipped.Load() != 4 {
+		t.Fatalf("Skipped = %d, want 4", n.Stats.Skipped.Load())
+	}
+}
+
+// A batch is applied in the order given, and within a run of batches only
+// the last write to a key is made.
+func TestBatchOrderWithinBatch(t *testing.T) {
+	e := newEnv(t, ops.Limits{})
+	e.startNode(t, "n1", applier.Hooks{}, ops.Limits{})
+	caller := e.register(t, "svc")
+	tok, err := caller.Submit(e.ctx, ops.Set("k", []byte("1"), 0), ops.Delete("k"), ops.Set("k", []byte("3"), 0), ops.Set("j", []byte("x"), 0), ops.Delete("j"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := caller.WaitApplied(e.ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := e.value(t, "k"); v != "3" {
+		t.Fatalf("k = %q", v)
+	}
+	if _, ok := e.value(t, "j"); ok {
+		t.Fatal("j should be deleted")
+	}
+}

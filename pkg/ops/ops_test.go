@@ -1,0 +1,132 @@
+package ops
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestValidateRefusesBadInput(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), DefaultMaxItemBytes)
+	cases := []struct {
+		name string
+		op   Op
+		want error
+	}{
+		{"empty key", Set("", []byte("v"), 0), ErrEmptyKey},
+		{"key over 250 bytes", Set(strings.Repeat("k", 251), nil, 0), ErrKeyTooLong},
+		{"key with space", Set("a b", nil, 0), ErrKeyBadChar},
+		{"key with tab", Set("a\tb", nil, 0), ErrKeyBadChar},
+		{"key with newline", Delete("a\nb"), ErrKeyBadChar},
+		{"key with control char", Set("a\x01b", nil, 0), ErrKeyBadChar},
+		{"key with DEL", Set("a\x7fb", nil, 0), ErrKeyBadChar},
+		{"key not UTF-8", Set("a\xffb", nil, 0), ErrKeyBadChar},
+		{"value over item size", Set("k", big, 0), ErrValueTooLarge},
+		{"negative expiration", Set("k", nil, -time.Second), ErrNegativeExpiry},
+		{"expiration over 30 days", Set("k", nil, 31*24*time.Hour), ErrExpiryTooLong},
+		{"unknown flags", Op{Kind: KindSet, Key: "k", Flags: 4}, ErrUnknownFlags},
+		{"unknown kind", Op{Kind: 9, Key: "k"}, ErrUnknownKind},
+		{"delete with value", Op{Kind: KindDelete, Key: "k", Value: []byte("v")}, ErrValueOnDelete},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := c.op.Validate(Limits{})
+			if !errors.Is(err, c.want) {
+				t.Fatalf("got %v, want %v", err, c.want)
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("%v does not wrap ErrInvalid", err)
+			}
+		})
+	}
+}
+
+func TestValidateAcceptsEdges(t *testing.T) {
+	max := DefaultMaxItemBytes - ItemOverheadBytes - 1
+	for _, op := range []Op{
+		Set(strings.Repeat("k", 250), []byte("v"), 0),
+		Set("k", bytes.Repeat([]byte("x"), max), 0),
+		Set("ключ", nil, 30*24*time.Hour),
+		Delete("k"),
+	} {
+		if err := op.Validate(Limits{}); err != nil {
+			t.Errorf("%s %q: %v", op.Kind, op.Key, err)
+		}
+	}
+}
+
+func TestValidateBatch(t *testing.T) {
+	if err := ValidateBatch(nil, Limits{}); !errors.Is(err, ErrEmptyBatch) {
+		t.Fatalf("empty batch: %v", err)
+	}
+	err := ValidateBatch([]Op{Set("a", nil, 0), Set("", nil, 0)}, Limits{})
+	if !errors.Is(err, ErrEmptyKey) || !strings.Contains(err.Error(), "operation 1") {
+		t.Fatalf("bad second op: %v", err)
+	}
+	half := bytes.Repeat([]byte("x"), 700<<10)
+	err = ValidateBatch([]Op{Set("a", half, 0), Set("b", half, 0)}, Limits{})
+	if !errors.Is(err, ErrBatchTooLarge) {
+		t.Fatalf("large batch: %v", err)
+	}
+}
+
+func TestParseKind(t *testing.T) {
+	if k, err := ParseKind("delete"); err != nil || k != KindDelete {
+		t.Fatalf("delete: %v %v", k, err)
+	}
+	if _, err := ParseKind("incr"); !errors.Is(err, ErrUnknownKind) {
+		t.Fatalf("incr: %v", err)
+	}
+}
+
+func TestBatchRoundTrip(t *testing.T) {
+	b := &Batch{Name: "agent-1", Incarnation: 42, ID: "abc", Ops: []Op{
+		Set("k1", []byte("v1"), 90*time.Second),
+		Delete("k2"),
+		Set("k3", bytes.Repeat([]byte{0, 1, 2}, 1000), 0),
+	}}
+	got, err := DecodeBatch(b.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Name != b.Name || got.Incarnation != b.Incarnation || got.ID != b.ID || len(got.Ops) != len(b.Ops) {
+		t.Fatalf("got %+v", got)
+	}
+	for i := range b.Ops {
+		w, g := b.Ops[i], got.Ops[i]
+		if w.Kind != g.Kind || w.Key != g.Key || !bytes.Equal(w.Value, g.Value) || w.Expiration != g.Expiration {
+			t.Errorf("op %d: got %+v want %+v", i, g, w)
+		}
+	}
+}
+
+func TestDecodeRejectsCorruptRecords(t *testing.T) {
+	good := (&Batch{Name: "n", Incarnation: 1, ID: "i", Ops: []Op{Set("k", []byte("value"), 0)}}).Encode()
+	inputs := [][]byte{nil, []byte("{}"), []byte("cb1\x00"), good[:len(good)-1], append(append([]byte{}, good...), 0)}
+	// Every truncation of a valid record is refused, never a panic.
+	for i := range good {
+		inputs = append(inputs, good[:i])
+	}
+	for _, in := range inputs {
+		if _, err := DecodeBatch(in); !errors.Is(err, ErrCorruptRecord) {
+			t.Errorf("DecodeBatch(%q) = %v, want ErrCorruptRecord", in, err)
+		}
+	}
+}
+
+func FuzzDecodeBatch(f *testing.F) {
+	f.Add((&Batch{Name: "n", Incarnation: 7, ID: "x", Ops: []Op{Set("k", []byte("v"), time.Second), Delete("d")}}).Encode())
+	f.Add([]byte("cb1\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		b, err := DecodeBatch(data)
+		if err != nil {
+			return
+		}
+		again, err := DecodeBatch(b.Encode())
+		if err != nil || again.Name != b.Name || len(again.Ops) != len(b.Ops) {
+			t.Fatalf("re-encoding a decoded record failed: %v", err)
+		}
+	})
+}
