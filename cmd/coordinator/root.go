@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/coordinator-dev/coordinator/pkg/embedded"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
@@ -58,7 +59,7 @@ func (g *globalOptions) validate() error {
 
 // etcdClient dials the etcd endpoints.
 func (g *globalOptions) etcdClient(ctx context.Context) (*clientv3.Client, error) {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: g.endpointList(), DialTimeout: g.dialTimeout, Context: ctx})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: g.endpointList(), DialTimeout: g.dialTimeout, Context: ctx, Logger: zap.NewNop()})
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd at %s: %w", g.endpoints, err)
 	}
@@ -125,11 +126,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	return exitFailure
 }
 
-// isCobraUsageError recognises the argument errors cobra itself returns.
+// isCobraUsageError recognises the argument errors cobra itself returns
+// (flag errors already arrive as *usageError through SetFlagErrorFunc).
 func isCobraUsageError(err error) bool {
 	msg := err.Error()
-	for _, s := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "accepts ", "requires at least", "requires at most", "flag needs an argument", "invalid argument"} {
-		if strings.Contains(msg, s) {
+	for _, s := range []string{"unknown command ", "accepts ", "requires at least ", "requires at most ", "accepts between ", "invalid argument "} {
+		if strings.HasPrefix(msg, s) {
 			return true
 		}
 	}

@@ -107,7 +107,13 @@ func runServe(cmd *cobra.Command, g *globalOptions, o *serveOptions) error {
 		if err != nil {
 			return err
 		}
-		srv, err := embedded.Start(ctx, embedded.Config{Dir: dir, ClientAddr: o.embedListen})
+		// etcd logs its own shutdown at error level; show its logs only when
+		// debugging.
+		etcdLog := "fatal"
+		if lvl <= slog.LevelDebug {
+			etcdLog = "warn"
+		}
+		srv, err := embedded.Start(ctx, embedded.Config{Dir: dir, ClientAddr: o.embedListen, LogLevel: etcdLog})
 		if err != nil {
 			return err
 		}
@@ -142,4 +148,3 @@ func splitList(s string) []string {
 	}
 	return out
 }
-

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 	"github.com/coordinator-dev/coordinator/pkg/ops"
@@ -81,7 +82,7 @@ func New(cfg Config) (*Client, error) {
 		if cfg.DialTimeout == 0 {
 			cfg.DialTimeout = 5 * time.Second
 		}
-		cli, err = clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: cfg.DialTimeout})
+		cli, err = clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: cfg.DialTimeout, Logger: zap.NewNop()})
 		if err != nil {
 			return nil, fmt.Errorf("client: connect to etcd: %w", err)
 		}

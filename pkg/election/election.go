@@ -314,7 +314,7 @@ type Status struct {
 // Observe reads the current leader and term.
 func Observe(ctx context.Context, cli *clientv3.Client, layout keyspace.Layout) (Status, error) {
 	resp, err := cli.Txn(ctx).Then(
-		clientv3.OpGet(layout.Election(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1)),
+		clientv3.OpGet(layout.Election()+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1)),
 		clientv3.OpGet(layout.Term()),
 	).Commit()
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -43,6 +44,7 @@ var ErrStartTimeout = errors.New("embedded: etcd did not become ready in time")
 type Server struct {
 	etcd      *embed.Etcd
 	endpoints []string
+	closeOnce sync.Once
 }
 
 // Start starts the member and waits until it serves.
@@ -110,8 +112,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 // Endpoints are the client URLs of the member.
 func (s *Server) Endpoints() []string { return s.endpoints }
 
-// Close stops the member cleanly.
-func (s *Server) Close() { s.etcd.Close() }
+// Close stops the member cleanly. It is safe to call more than once.
+func (s *Server) Close() { s.closeOnce.Do(s.etcd.Close) }
 
 // resolvePort replaces port 0 with a free port, since etcd must advertise
 // the address it listens on.

@@ -8,8 +8,16 @@
 //	<root>/<namespace>/term                        leadership term counter (its version is the term)
 //	<root>/<namespace>/election/                   etcd concurrency election
 //	<root>/<namespace>/quarantine/<token>          records set aside as undecodable or unappliable
+//	<root>/<namespace>/receipts/<name>/<inc>/<id>  a submission's receipt, under the caller's lease
 //
 // The incarnation is zero-padded so that a name's batches sort by incarnation.
+//
+// A receipt is written in the same transaction as the batch it records, under
+// the lease of the submitting incarnation, so it outlives the batch (which the
+// leader deletes once applied) but not the incarnation. It lets a caller whose
+// reply was lost find out whether the batch was accepted; see
+// tokenseq.Submitter.Lookup. Receipts are optional and cost one small key per
+// submission while they exist.
 package keyspace
 
 import (
@@ -40,7 +48,7 @@ var (
 // ValidateName checks a registration name or namespace.
 func ValidateName(name string) error {
 	if name == "" {
-		return errors.Join(ErrInvalidName, ErrNameEmpty)
+		return fmt.Errorf("%w: %w", ErrInvalidName, ErrNameEmpty)
 	}
 	if len(name) > MaxNameBytes {
 		return fmt.Errorf("%w: %w (%d bytes)", ErrInvalidName, ErrNameTooLong, len(name))
@@ -124,14 +132,31 @@ func (l Layout) ParseBatch(key string) (BatchKey, error) {
 	return BatchKey{Name: parts[0], Incarnation: inc, ID: parts[2]}, nil
 }
 
+// ReceiptsPrefix is the prefix of all submission receipts.
+func (l Layout) ReceiptsPrefix() string { return l.prefix + "receipts/" }
+
+// NameReceiptsPrefix is the prefix of every receipt of name.
+func (l Layout) NameReceiptsPrefix(name string) string { return l.ReceiptsPrefix() + name + "/" }
+
+// IncarnationReceiptsPrefix is the prefix of the receipts of one incarnation.
+func (l Layout) IncarnationReceiptsPrefix(name string, inc int64) string {
+	return l.NameReceiptsPrefix(name) + padRev(inc) + "/"
+}
+
+// Receipt is the key of the receipt of batch id of incarnation inc of name.
+func (l Layout) Receipt(name string, inc int64, id string) string {
+	return l.IncarnationReceiptsPrefix(name, inc) + id
+}
+
 // Applied is the key of the applied watermark.
 func (l Layout) Applied() string { return l.prefix + "applied" }
 
 // Term is the key whose version is the leadership term.
 func (l Layout) Term() string { return l.prefix + "term" }
 
-// Election is the prefix of the leader election.
-func (l Layout) Election() string { return l.prefix + "election/" }
+// Election is the prefix of the leader election, as etcd's concurrency
+// package takes it (it appends the "/" itself).
+func (l Layout) Election() string { return l.prefix + "election" }
 
 // QuarantinePrefix is the prefix of records set aside.
 func (l Layout) QuarantinePrefix() string { return l.prefix + "quarantine/" }

@@ -184,3 +184,33 @@ func TestWaitAppliedWakesOnWatermark(t *testing.T) {
 		t.Fatalf("cancelled wait: %v", err)
 	}
 }
+
+// A caller superseded by an incarnation that has since ended (a takeover
+// that unregistered) is told superseded, not expired: its own lease never
+// ended, so it must not re-register and fight back.
+func TestSupersededByAnEndedIncarnationIsSuperseded(t *testing.T) {
+	f := newFixture(t)
+	old := f.register(t, "svc")
+	taker := f.register(t, "svc")
+	if err := taker.Close(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.sub.Submit(f.ctx, "svc", old.Incarnation, "", []ops.Op{ops.Delete("k")})
+	if !errors.Is(err, tokenseq.ErrSuperseded) {
+		t.Fatalf("got %v, want ErrSuperseded", err)
+	}
+	// Whereas an incarnation whose own lease ended first is expired, even if
+	// the name was registered and released again afterwards.
+	mine := f.register(t, "other")
+	if _, err := f.cli.Revoke(f.ctx, mine.LeaseID); err != nil {
+		t.Fatal(err)
+	}
+	later := f.register(t, "other")
+	if err := later.Close(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.sub.Submit(f.ctx, "other", mine.Incarnation, "", []ops.Op{ops.Delete("k")})
+	if !errors.Is(err, tokenseq.ErrExpired) {
+		t.Fatalf("got %v, want ErrExpired", err)
+	}
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"unicode"
+)
+
+// view is what a command prints. Its exported fields, with their JSON tags,
+// are the JSON output; header and rows are the table output. JSON field
+// names are part of the command-line interface: keep them stable. Every
+// token (operation token, incarnation token, applied watermark) is a JSON
+// string such as "1234".
+type view interface {
+	header() []string
+	rows() [][]string
+}
+
+// printer writes views in the format chosen with -o/--write-out.
+type printer interface {
+	print(v view) error
+}
+
+// newPrinter returns the printer for format, which globalOptions.validate
+// has already checked to be "table" or "json".
+func newPrinter(format string, w io.Writer) printer {
+	if format == "json" {
+		return jsonPrinter{w: w}
+	}
+	return tablePrinter{w: w}
+}
+
+// tablePrinter writes a header row and one row per record, aligned in
+// columns.
+type tablePrinter struct{ w io.Writer }
+
+func (p tablePrinter) print(v view) error {
+	tw := tabwriter.NewWriter(p.w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(v.header(), "\t"))
+	for _, r := range v.rows() {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	return tw.Flush()
+}
+
+// jsonPrinter writes the view as one indented JSON document.
+type jsonPrinter struct{ w io.Writer }
+
+func (p jsonPrinter) print(v view) error {
+	enc := json.NewEncoder(p.w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// cell makes s safe for a table cell: strings that are empty or hold
+// whitespace or control characters (possible in records written by
+// something other than the coordinator) are shown quoted, so they cannot
+// break the columns.
+func cell(s string) string {
+	if s == "" {
+		return `""`
+	}
+	for _, r := range s {
+		if unicode.IsSpace(r) || unicode.IsControl(r) || r == unicode.ReplacementChar {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
+
+// orDash returns s, or "-" when s is empty.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return cell(s)
+}
+
+// formatRev formats an etcd revision (an incarnation token) the way tokens
+// are printed.
+func formatRev(rev int64) string { return strconv.FormatInt(rev, 10) }

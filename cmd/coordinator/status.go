@@ -1,0 +1,77 @@
+package main
+
+import (
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/coordinator-dev/coordinator/pkg/inspect"
+)
+
+func newStatusCommand(g *globalOptions) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the leader, term, applied watermark and pending work of a namespace",
+		Long: `Show a summary of the namespace: the leader node (empty when none is
+elected), the leadership term, the applied watermark (the highest token such
+that it and every token before it are in memcached), the pending operations
+and batches, the number of live registrations, and the number of records the
+leader set aside as undecodable or unappliable (quarantined).`,
+		Example: `  coordinator status
+  coordinator status --endpoints http://etcd-1:2379 --namespace prod -o json`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			in, done, err := openInspector(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer done()
+			st, err := in.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return newPrinter(g.output, cmd.OutOrStdout()).print(newStatusView(st))
+		},
+	}
+	return cmd
+}
+
+// statusView is the output of status.
+type statusView struct {
+	Namespace      string `json:"namespace"`
+	Leader         string `json:"leader"`
+	Term           uint64 `json:"term"`
+	Applied        string `json:"applied"`
+	PendingOps     int    `json:"pending_ops"`
+	PendingBatches int    `json:"pending_batches"`
+	Registrations  int    `json:"registrations"`
+	Quarantined    int64  `json:"quarantined"`
+}
+
+func newStatusView(st inspect.Status) statusView {
+	return statusView{
+		Namespace: st.Namespace, Leader: st.Leader, Term: st.Term, Applied: st.Applied.String(),
+		PendingOps: st.PendingOps, PendingBatches: st.PendingBatches,
+		Registrations: st.Registrations, Quarantined: st.Quarantined,
+	}
+}
+
+func (v statusView) header() []string {
+	return []string{"NAMESPACE", "LEADER", "TERM", "APPLIED", "PENDING OPS", "PENDING BATCHES", "REGISTRATIONS", "QUARANTINED"}
+}
+
+func (v statusView) rows() [][]string {
+	return [][]string{{
+		cell(v.Namespace), orDash(v.Leader), strconv.FormatUint(v.Term, 10), v.Applied,
+		strconv.Itoa(v.PendingOps), strconv.Itoa(v.PendingBatches),
+		strconv.Itoa(v.Registrations), strconv.FormatInt(v.Quarantined, 10),
+	}}
+}
+
+// noArgs is cobra.NoArgs returning a usage error.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usagef("%s takes no arguments (got %q)", cmd.CommandPath(), args)
+	}
+	return nil
+}
