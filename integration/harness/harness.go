@@ -24,43 +24,69 @@ import (
 	"time"
 )
 
-var (
-	buildOnce sync.Once
-	buildPath string
-	buildErr  error
-	buildDir  string
-)
-
-// Binary builds cmd/coordinator once per test binary and returns its path.
-// Call Cleanup from TestMain to remove it.
-func Binary(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "coordinator-bin-")
-		if buildErr != nil {
-			return
-		}
-		buildPath = filepath.Join(buildDir, "coordinator")
-		args := []string{"build", "-o", buildPath}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		args = append(args, "github.com/coordinator-dev/coordinator/cmd/coordinator")
-		cmd := exec.Command("go", args...)
-		cmd.Dir = repoRoot()
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("build coordinator: %v", buildErr)
-	}
-	return buildPath
+// build is one binary built for the test binary.
+type build struct {
+	once sync.Once
+	path string
+	err  error
 }
 
-// Cleanup removes the built binary; call it from TestMain after m.Run.
+var (
+	buildMu  sync.Mutex
+	builds   = map[string]*build{}
+	buildDir string
+)
+
+// Build builds the main package pkg (an import path of this module) once
+// per test binary, with the race detector when race is set, and returns the
+// binary's path. Call Cleanup from TestMain to remove what was built.
+func Build(t testing.TB, pkg string, race bool) string {
+	t.Helper()
+	buildMu.Lock()
+	if buildDir == "" {
+		dir, err := os.MkdirTemp("", "coordinator-bin-")
+		if err != nil {
+			buildMu.Unlock()
+			t.Fatalf("build %s: %v", pkg, err)
+		}
+		buildDir = dir
+	}
+	b, ok := builds[pkg]
+	if !ok {
+		b = &build{}
+		builds[pkg] = b
+	}
+	dir := buildDir
+	buildMu.Unlock()
+	b.once.Do(func() {
+		b.path = filepath.Join(dir, filepath.Base(pkg))
+		args := []string{"build", "-o", b.path}
+		if race {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, pkg)...)
+		cmd.Dir = repoRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
+
+// Binary builds cmd/coordinator once per test binary (with the race
+// detector when the tests run with it) and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	return Build(t, "github.com/coordinator-dev/coordinator/cmd/coordinator", raceEnabled)
+}
+
+// Cleanup removes the binaries built; call it from TestMain after m.Run.
 func Cleanup() {
+	buildMu.Lock()
+	defer buildMu.Unlock()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
 	}

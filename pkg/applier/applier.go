@@ -198,13 +198,12 @@ func (a *applier) replay(ctx context.Context) (int64, error) {
 	if len(items) > 0 {
 		a.log.Info("replaying pending batches", "batches", len(items), "watermark", a.wm.String(), "term", a.term)
 	}
-	newest := newestPerKey(items)
-	for len(items) > 0 {
-		n := min(len(items), a.cfg.MaxBatchesPerCommit)
-		if err := a.apply(ctx, items[:n], newest); err != nil {
-			return 0, err
-		}
-		items = items[n:]
+	// Every write of the window is made before the first commit: an
+	// operation skipped because a newer one on its key comes later in the
+	// window is applied only once that newer one is written, so the
+	// watermark may not pass it before then.
+	if err := a.apply(ctx, items, newestPerKey(items)); err != nil {
+		return 0, err
 	}
 	return resp.Header.Revision, nil
 }
@@ -317,12 +316,16 @@ func newestPerKey(items []pending) map[string]opPos {
 }
 
 // apply writes items to memcached in order, then commits the watermark and
-// removes the items.
+// removes the items, in transactions of at most MaxBatchesPerCommit batches.
+// All writes come before the first commit, so the watermark never passes an
+// operation whose effect (its own write, or the newer write on its key that
+// replaced it) is not in memcached yet.
 func (a *applier) apply(ctx context.Context, items []pending, newest map[string]opPos) error {
-	var quarantine []QuarantineRecord
-	for _, it := range items {
+	quarantine := make([]*QuarantineRecord, len(items))
+	for n, it := range items {
 		if it.batch == nil {
-			quarantine = append(quarantine, quarantineRecord(it, it.bad))
+			q := quarantineRecord(it, it.bad)
+			quarantine[n] = &q
 			continue
 		}
 		var rejected []string
@@ -342,10 +345,18 @@ func (a *applier) apply(ctx context.Context, items []pending, newest map[string]
 			}
 		}
 		if len(rejected) > 0 {
-			quarantine = append(quarantine, quarantineRecord(it, strings.Join(rejected, "; ")))
+			q := quarantineRecord(it, strings.Join(rejected, "; "))
+			quarantine[n] = &q
 		}
 	}
-	return a.commit(ctx, items, quarantine)
+	for len(items) > 0 {
+		n := min(len(items), a.cfg.MaxBatchesPerCommit)
+		if err := a.commit(ctx, items[:n], quarantine[:n]); err != nil {
+			return err
+		}
+		items, quarantine = items[n:], quarantine[n:]
+	}
+	return nil
 }
 
 // write writes one operation, retrying transient memcached failures until
@@ -390,7 +401,7 @@ func (a *applier) write(ctx context.Context, w Write) error {
 
 // commit records the watermark and removes the applied batches in one
 // transaction that succeeds only while this node is leader.
-func (a *applier) commit(ctx context.Context, items []pending, quarantine []QuarantineRecord) error {
+func (a *applier) commit(ctx context.Context, items []pending, quarantine []*QuarantineRecord) error {
 	if len(items) == 0 {
 		return nil
 	}
@@ -398,12 +409,19 @@ func (a *applier) commit(ctx context.Context, items []pending, quarantine []Quar
 	if wm.Less(a.wm) {
 		wm = a.wm
 	}
-	txnOps := make([]clientv3.Op, 0, 1+len(items)+len(quarantine))
+	// quarantine[i] is the record set aside for items[i], nil for most.
+	var setAside []*QuarantineRecord
+	for _, q := range quarantine {
+		if q != nil {
+			setAside = append(setAside, q)
+		}
+	}
+	txnOps := make([]clientv3.Op, 0, 1+len(items)+len(setAside))
 	txnOps = append(txnOps, clientv3.OpPut(a.cfg.Layout.Applied(), wm.String()))
 	for _, it := range items {
 		txnOps = append(txnOps, clientv3.OpDelete(it.key))
 	}
-	for _, q := range quarantine {
+	for _, q := range setAside {
 		rec, _ := json.Marshal(q)
 		txnOps = append(txnOps, clientv3.OpPut(a.cfg.Layout.Quarantine(q.Token), string(rec)))
 	}
@@ -417,7 +435,7 @@ func (a *applier) commit(ctx context.Context, items []pending, quarantine []Quar
 	a.wm = wm
 	a.stats.Commits.Add(1)
 	a.stats.Batches.Add(uint64(len(items)))
-	for _, q := range quarantine {
+	for _, q := range setAside {
 		a.stats.Quarantined.Add(1)
 		a.log.Error("record set aside", "key", q.Key, "token", q.Token, "reason", q.Reason)
 	}

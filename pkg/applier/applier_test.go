@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -232,5 +233,49 @@ func TestBatchOrderWithinBatch(t *testing.T) {
 	}
 	if _, ok := e.value(t, "j"); ok {
 		t.Fatal("j should be deleted")
+	}
+}
+
+// A replay window larger than one commit is written whole before the first
+// commit: the watermark must not pass an operation skipped in favour of a
+// newer one on its key before that newer one is in memcached (G8, G7).
+func TestReplayCommitsOnlyAfterTheWholeWindowIsWritten(t *testing.T) {
+	e := newEnv(t, ops.Limits{})
+	caller := e.register(t, "svc")
+	n := 2*applier.DefaultMaxBatchesPerCommit + 10
+	var last tokenseq.Token
+	for i := range n {
+		batch := []ops.Op{ops.Set(fmt.Sprintf("k%d", i), []byte("v"), 0)}
+		if i == 0 || i == n-1 {
+			batch = append(batch, ops.Set("hot", []byte(fmt.Sprint(i)), 0))
+		}
+		tok, err := caller.Submit(e.ctx, batch...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = tok
+	}
+	watermarkAtHotWrite := make(chan tokenseq.Token, 1)
+	e.startNode(t, "n1", applier.Hooks{BeforeWrite: func(ctx context.Context, w applier.Write) {
+		if w.Op.Key != "hot" {
+			return
+		}
+		wm, _, err := tokenseq.Watermark(ctx, e.cli, e.layout)
+		if err != nil {
+			t.Error(err)
+		}
+		select {
+		case watermarkAtHotWrite <- wm:
+		default:
+		}
+	}}, ops.Limits{})
+	if err := caller.WaitApplied(e.ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	if wm := <-watermarkAtHotWrite; !wm.IsZero() {
+		t.Fatalf("watermark was %v when the newest write of a skipped key was made; want no commit before it", wm)
+	}
+	if v, _ := e.value(t, "hot"); v != fmt.Sprint(n-1) {
+		t.Fatalf("hot = %q", v)
 	}
 }

@@ -1,0 +1,169 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/coordinator-dev/coordinator/integration/checker"
+	"github.com/coordinator-dev/coordinator/pkg/ops"
+	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
+)
+
+// Pending counts the batches not yet applied.
+func (c *Cluster) Pending(ctx context.Context) (int, error) {
+	resp, err := c.Client.Get(ctx, c.Layout.OpsPrefix(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, err
+	}
+	return int(resp.Count), nil
+}
+
+// Watermark reads the applied watermark.
+func (c *Cluster) Watermark(ctx context.Context) (tokenseq.Token, error) {
+	wm, _, err := tokenseq.Watermark(ctx, c.Client, c.Layout)
+	return wm, err
+}
+
+// WaitDrained waits until no batch is pending.
+func (c *Cluster) WaitDrained(ctx context.Context) error {
+	var n int
+	var lastErr error
+	err := poll(ctx, 50*time.Millisecond, func() bool {
+		gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		var err error
+		n, err = c.Pending(gctx)
+		lastErr = err
+		return err == nil && n == 0
+	})
+	if err != nil {
+		return fmt.Errorf("%d batches still pending (last error %v): %w", n, lastErr, err)
+	}
+	return nil
+}
+
+// WaitApplied waits until the watermark reaches tok.
+func (c *Cluster) WaitApplied(ctx context.Context, tok int64) error {
+	var wm tokenseq.Token
+	err := poll(ctx, 50*time.Millisecond, func() bool {
+		gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		var err error
+		wm, err = c.Watermark(gctx)
+		return err == nil && wm.Revision >= tok
+	})
+	if err != nil {
+		return fmt.Errorf("watermark %s never reached %d: %w", wm, tok, err)
+	}
+	return nil
+}
+
+// FinalState reads what the checker needs at the end: memcached's items
+// for keys (directly, not through a proxy), the watermark, the pending
+// count, and from etcd's key history every accepted batch, registration
+// change, term and watermark of the namespace.
+func (c *Cluster) FinalState(ctx context.Context, keys []string) (checker.Final, error) {
+	f := checker.Final{Memcached: map[string]checker.Item{}}
+	mc := memcache.New(c.Memcached.Addr)
+	mc.Timeout = 2 * time.Second
+	defer mc.Close()
+	for _, k := range keys {
+		it, err := mc.Get(k)
+		switch {
+		case errors.Is(err, memcache.ErrCacheMiss):
+			f.Memcached[k] = checker.Item{}
+		case err != nil:
+			return f, fmt.Errorf("read %s from memcached: %w", k, err)
+		default:
+			f.Memcached[k] = checker.Item{Found: true, Value: string(it.Value), Term: it.Flags}
+		}
+	}
+	wm, err := c.Watermark(ctx)
+	if err != nil {
+		return f, err
+	}
+	f.Watermark = wm.Revision
+	if f.Pending, err = c.Pending(ctx); err != nil {
+		return f, err
+	}
+	if err := c.readHistory(ctx, &f); err != nil {
+		return f, err
+	}
+	f.EtcdHistory = true
+	return f, nil
+}
+
+// readHistory replays the namespace's key history from revision 1 (the
+// members never compact) up to a marker it writes.
+func (c *Cluster) readHistory(ctx context.Context, f *checker.Final) error {
+	prefix := c.Layout.Prefix()
+	marker := prefix + "zz-history-end"
+	put, err := c.Client.Put(ctx, marker, "end")
+	if err != nil {
+		return fmt.Errorf("write history marker: %w", err)
+	}
+	end := put.Header.Revision
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for wr := range c.Client.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(1)) {
+		if err := wr.Err(); err != nil {
+			return fmt.Errorf("read etcd history: %w", err)
+		}
+		for _, ev := range wr.Events {
+			key := string(ev.Kv.Key)
+			rev := ev.Kv.ModRevision
+			if rev >= end {
+				return nil
+			}
+			switch {
+			case strings.HasPrefix(key, c.Layout.OpsPrefix()):
+				if ev.Type != clientv3.EventTypePut {
+					continue
+				}
+				a, err := c.accepted(key, rev, ev.Kv.Value)
+				if err != nil {
+					return err
+				}
+				f.Accepted = append(f.Accepted, a)
+			case strings.HasPrefix(key, c.Layout.RegPrefix()):
+				f.Registrations = append(f.Registrations, checker.RegEvent{
+					Name: c.Layout.NameFromReg(key), Rev: rev, Deleted: ev.Type == clientv3.EventTypeDelete,
+				})
+			case key == c.Layout.Term() && ev.Type == clientv3.EventTypePut:
+				f.Terms = append(f.Terms, rev)
+			case key == c.Layout.Applied() && ev.Type == clientv3.EventTypePut:
+				tok, err := tokenseq.ParseToken(string(ev.Kv.Value))
+				if err != nil {
+					return fmt.Errorf("watermark record at %d: %w", rev, err)
+				}
+				f.Watermarks = append(f.Watermarks, tok.Revision)
+			}
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return errors.New("etcd history watch closed before the marker")
+}
+
+func (c *Cluster) accepted(key string, rev int64, value []byte) (checker.Accepted, error) {
+	bk, err := c.Layout.ParseBatch(key)
+	if err != nil {
+		return checker.Accepted{}, fmt.Errorf("batch key %q: %w", key, err)
+	}
+	b, err := ops.DecodeBatch(value)
+	if err != nil {
+		return checker.Accepted{}, fmt.Errorf("batch %q at %d: %w", key, rev, err)
+	}
+	a := checker.Accepted{ID: bk.ID, Name: bk.Name, Incarnation: bk.Incarnation, Token: rev}
+	for _, o := range b.Ops {
+		a.Ops = append(a.Ops, checker.Op{Kind: o.Kind.String(), Key: o.Key, Value: string(o.Value)})
+	}
+	return a, nil
+}

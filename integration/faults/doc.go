@@ -1,0 +1,14 @@
+// Package faults is the fault suite: each test starts a real cluster
+// (package cluster: 3 etcd member processes, 3 `coordinator serve`
+// processes, memcached, and a TCP proxy on every link a node has), runs a
+// recorded workload against it (package workload), injects one kind of
+// fault — or, in TestRandomFaults, a seeded mix of them — heals everything,
+// lets the leader drain, and checks the recorded history with package
+// checker against the guarantees of shared/CONTRACT.md.
+//
+// Each test prints one summary line (operations, faults, violations). A
+// history with a violation is saved as JSON and its path printed; run with
+// -faults.keep to save every history. The randomized run takes
+// -faults.seed and -faults.duration and prints its seed so a failure can be
+// replayed; scripts/faults.sh runs long randomized runs by hand.
+package faults

@@ -1,0 +1,448 @@
+package faults
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coordinator-dev/coordinator/integration/checker"
+	"github.com/coordinator-dev/coordinator/integration/cluster"
+	"github.com/coordinator-dev/coordinator/integration/cluster/proxy"
+	"github.com/coordinator-dev/coordinator/integration/faults/workload"
+	"github.com/coordinator-dev/coordinator/integration/harness"
+	"github.com/coordinator-dev/coordinator/pkg/election"
+)
+
+var (
+	flagSeed     = flag.Int64("faults.seed", 0, "seed of TestRandomFaults; 0 picks one from the clock")
+	flagDuration = flag.Duration("faults.duration", 20*time.Second, "how long TestRandomFaults injects faults")
+	flagKeep     = flag.Bool("faults.keep", false, "save every history as JSON, not only those with a violation")
+)
+
+// recoverTimeout bounds every wait for the cluster to get somewhere (a new
+// leader, operations applied): generous, as the machine may be busy.
+const recoverTimeout = 2 * time.Minute
+
+var (
+	keys  = []string{"k0", "k1", "k2", "k3", "k4", "k5"}
+	names = []string{"w0", "w1", "w2", "w3"}
+)
+
+// scenario is one fault test: a cluster, a recorded workload, and the
+// faults injected so far.
+type scenario struct {
+	t     *testing.T
+	name  string
+	ctx   context.Context
+	c     *cluster.Cluster
+	rec   *workload.Recorder
+	w     *workload.Workload
+	began time.Time
+	// callerLink is the proxy caller w0 reaches etcd through, when asked.
+	callerLink *proxy.Proxy
+
+	mu       sync.Mutex
+	open     map[int]bool // faults not healed yet
+	mcDown   int64        // when memcached went down; -1 while it runs
+	finished bool
+}
+
+// setup configures start.
+type setup struct {
+	seed int64
+	// callerLink makes caller w0 reach etcd through a proxy the test can
+	// cut (lease expiry).
+	callerLink bool
+	// timeout bounds the whole scenario; default 6 minutes.
+	timeout time.Duration
+	// maxPending is workload.Config.MaxPending; zero means no bound.
+	maxPending int
+}
+
+// start starts a cluster and a workload and waits until the workload is
+// under way.
+func start(t *testing.T, name string, o setup) *scenario {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("fault suite skipped in -short mode")
+	}
+	if o.timeout == 0 {
+		o.timeout = 6 * time.Minute
+	}
+	if o.seed == 0 {
+		o.seed = *flagSeed
+	}
+	if o.seed == 0 {
+		o.seed = time.Now().UnixNano() % 1_000_000_000
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	t.Cleanup(cancel)
+	s := &scenario{t: t, name: name, ctx: ctx, began: time.Now(), open: map[int]bool{}, mcDown: -1}
+	s.c = cluster.Start(ctx, t, cluster.Config{})
+	var eps []string
+	for _, m := range s.c.Members {
+		eps = append(eps, m.Endpoint())
+	}
+	cfg := workload.Config{
+		Endpoints: eps, Namespace: s.c.Namespace, Memcached: s.c.Memcached.Addr,
+		Names: names, Keys: keys, Seed: o.seed, MaxPending: max(o.maxPending, 0),
+	}
+	if o.callerLink {
+		p, err := proxy.New("127.0.0.1:0", s.c.Members[0].ClientAddr)
+		if err != nil {
+			t.Fatalf("caller proxy: %v", err)
+		}
+		t.Cleanup(func() { p.Close() })
+		s.callerLink = p
+		cfg.EndpointsFor = map[string][]string{"w0": {"http://" + p.Addr()}}
+	}
+	s.rec = workload.NewRecorder(name, o.seed, keys)
+	w, err := workload.Start(cfg, s.rec)
+	if err != nil {
+		t.Fatalf("start workload: %v", err)
+	}
+	s.w = w
+	t.Cleanup(func() {
+		w.Stop()
+		if t.Failed() && !s.finished {
+			// Keep what was recorded for the post-mortem, without a final
+			// state.
+			if path, err := save(s.rec.History(checker.Final{}), nil); err == nil {
+				s.say("FAULTS %s: failed before the check; partial history saved to %s", s.name, path)
+			}
+		}
+	})
+	s.progress(50)
+	return s
+}
+
+// say logs a line and prints it, so it shows in `go test` output with or
+// without -v.
+func (s *scenario) say(format string, args ...any) {
+	s.t.Helper()
+	line := fmt.Sprintf(format, args...)
+	s.t.Log(line)
+	fmt.Println(line)
+}
+
+// fatalf fails the scenario with the cluster's state.
+func (s *scenario) fatalf(format string, args ...any) {
+	s.t.Helper()
+	s.t.Fatalf("%s\ncluster: %s", fmt.Sprintf(format, args...), s.state())
+}
+
+// state describes the cluster for failure messages.
+func (s *scenario) state() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var b strings.Builder
+	st, err := s.c.Observe(ctx)
+	fmt.Fprintf(&b, "leader=%q term=%d holder=%q err=%v", st.Leader, st.Term, st.TermHolder, err)
+	wm, err := s.c.Watermark(ctx)
+	fmt.Fprintf(&b, " watermark=%s err=%v", wm, err)
+	n, err := s.c.Pending(ctx)
+	fmt.Fprintf(&b, " pending=%d err=%v", n, err)
+	for _, ms := range s.c.EtcdStatus(ctx) {
+		fmt.Fprintf(&b, " %s(id=%x leader=%x err=%v)", ms.Member.Name, ms.ID, ms.Leader, ms.Err)
+	}
+	fmt.Fprintf(&b, " ok=%d refused=%d unknown=%d", s.w.OK(), s.w.Refused(), s.w.Unknown())
+	return b.String()
+}
+
+func (s *scenario) timeout() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(s.ctx, recoverTimeout)
+}
+
+// progress waits until n more submissions are acknowledged and the last of
+// them is applied: the cluster is making progress.
+func (s *scenario) progress(n int64) {
+	s.t.Helper()
+	ctx, cancel := s.timeout()
+	defer cancel()
+	tok, err := s.w.WaitOK(ctx, n)
+	if err != nil {
+		s.fatalf("no progress: %v", err)
+	}
+	if err := s.c.WaitApplied(ctx, tok); err != nil {
+		s.fatalf("no progress: %v", err)
+	}
+}
+
+// leader returns the leading node.
+func (s *scenario) leader() (*cluster.Node, election.Status) {
+	s.t.Helper()
+	ctx, cancel := s.timeout()
+	defer cancel()
+	n, st, err := s.c.Leader(ctx)
+	if err != nil {
+		s.fatalf("%v", err)
+	}
+	return n, st
+}
+
+// waitNewLeader waits until a node other than old leads with a newer term.
+func (s *scenario) waitNewLeader(old string, term uint64) election.Status {
+	s.t.Helper()
+	ctx, cancel := s.timeout()
+	defer cancel()
+	st, err := s.c.WaitNewLeader(ctx, old, term)
+	if err != nil {
+		s.fatalf("%v", err)
+	}
+	s.t.Logf("new leader %s term %d", st.Leader, st.Term)
+	return st
+}
+
+// fault records a fault injected now.
+func (s *scenario) fault(kind, target, detail string) int {
+	i := s.rec.Fault(kind, target, detail)
+	s.mu.Lock()
+	s.open[i] = true
+	s.mu.Unlock()
+	s.t.Logf("%.3fs fault #%d: %s %s %s", float64(s.rec.Now())/1e9, i, kind, target, detail)
+	return i
+}
+
+// healed records that fault i was undone.
+func (s *scenario) healed(i int) {
+	s.mu.Lock()
+	delete(s.open, i)
+	s.mu.Unlock()
+	s.rec.Healed(i)
+	s.t.Logf("%.3fs healed #%d", float64(s.rec.Now())/1e9, i)
+}
+
+func (s *scenario) killNode(n *cluster.Node) int {
+	i := s.fault("kill -9", n.ID, "")
+	n.Kill()
+	return i
+}
+
+func (s *scenario) stopNode(n *cluster.Node) int {
+	i := s.fault("stop", n.ID, "SIGTERM")
+	s.c.StopNode(n)
+	return i
+}
+
+func (s *scenario) restartNode(n *cluster.Node, i int) {
+	s.t.Helper()
+	ctx, cancel := s.timeout()
+	defer cancel()
+	if err := s.c.RestartNode(ctx, n); err != nil {
+		s.fatalf("%v", err)
+	}
+	s.healed(i)
+}
+
+func (s *scenario) pauseNode(n *cluster.Node) int {
+	i := s.fault("SIGSTOP", n.ID, "")
+	n.Pause()
+	return i
+}
+
+func (s *scenario) resumeNode(n *cluster.Node, i int) {
+	n.Resume()
+	s.healed(i)
+}
+
+func (s *scenario) killMember(m *cluster.Member) int {
+	i := s.fault("kill -9", "etcd "+m.Name, "")
+	s.c.KillMember(m)
+	return i
+}
+
+func (s *scenario) restartMember(m *cluster.Member, i int) {
+	s.t.Helper()
+	ctx, cancel := s.timeout()
+	defer cancel()
+	if err := s.c.RestartMember(ctx, m); err != nil {
+		s.fatalf("%v", err)
+	}
+	if err := s.c.WaitEtcdHealthy(ctx); err != nil {
+		s.fatalf("%v", err)
+	}
+	s.healed(i)
+}
+
+func (s *scenario) stopMemcached() int {
+	s.mu.Lock()
+	s.mcDown = s.rec.Now()
+	s.mu.Unlock()
+	i := s.fault("kill -9", "memcached", "")
+	s.c.Memcached.Stop()
+	return i
+}
+
+func (s *scenario) startMemcached(i int) {
+	s.c.Memcached.Start()
+	s.mu.Lock()
+	down := s.mcDown
+	s.mcDown = -1
+	s.mu.Unlock()
+	s.rec.Wipe(down, s.rec.Now())
+	s.healed(i)
+}
+
+// healAll undoes every fault still in place: links healed, paused
+// processes resumed, dead ones restarted, memcached started.
+func (s *scenario) healAll() {
+	s.t.Helper()
+	for _, n := range s.c.Nodes {
+		n.EtcdLink.Heal()
+		n.MemcachedLink.Heal()
+	}
+	if s.callerLink != nil {
+		s.callerLink.Heal()
+	}
+	ctx, cancel := s.timeout()
+	defer cancel()
+	for _, m := range s.c.Members {
+		m.Proc.Resume()
+		if !cluster.Running(m.Proc) {
+			if err := s.c.RestartMember(ctx, m); err != nil {
+				s.fatalf("%v", err)
+			}
+		}
+	}
+	for _, n := range s.c.Nodes {
+		n.Resume()
+		if !cluster.Running(n.Process) {
+			if err := s.c.RestartNode(ctx, n); err != nil {
+				s.fatalf("%v", err)
+			}
+		}
+	}
+	s.mu.Lock()
+	down := s.mcDown
+	s.mu.Unlock()
+	if down >= 0 {
+		s.c.Memcached.Start()
+		s.rec.Wipe(down, s.rec.Now())
+		s.mu.Lock()
+		s.mcDown = -1
+		s.mu.Unlock()
+	}
+	s.mu.Lock()
+	var open []int
+	for i := range s.open {
+		open = append(open, i)
+	}
+	s.mu.Unlock()
+	sort.Ints(open)
+	for _, i := range open {
+		s.healed(i)
+	}
+}
+
+// finish stops the workload, heals everything, lets the leader drain,
+// reads the final state and checks the history. A violation fails the test
+// with the evidence and the path of the saved history.
+func (s *scenario) finish() checker.Report {
+	s.t.Helper()
+	s.w.Stop()
+	s.healAll()
+	ctx, cancel := s.timeout()
+	defer cancel()
+	if err := s.c.WaitEtcdHealthy(ctx); err != nil {
+		s.fatalf("after healing: %v", err)
+	}
+	if _, err := s.c.WaitLeader(ctx, nil); err != nil {
+		s.fatalf("after healing: %v", err)
+	}
+	if err := s.c.WaitDrained(ctx); err != nil {
+		s.t.Errorf("after healing: %v", err) // the checker reports what is left
+	}
+	final, err := s.c.FinalState(ctx, keys)
+	if err != nil {
+		s.fatalf("read final state: %v", err)
+	}
+	h := s.rec.History(final)
+	rep := checker.Check(h)
+	s.t.Logf("leader changes: %s", s.takeovers())
+	for _, n := range s.c.Nodes {
+		if strings.Contains(n.Output(), "WARNING: DATA RACE") {
+			s.t.Errorf("%s: the race detector reported a data race (its output is printed below)", n.ID)
+		}
+	}
+	s.finished = true
+	s.say("FAULTS %-20s %s seed=%d elapsed=%s", s.name, rep.Summary(), h.Seed, time.Since(s.began).Round(100*time.Millisecond))
+	if len(rep.DeleteWindows) > 0 || len(rep.Notes) > 0 {
+		s.t.Logf("%s", rep.Describe(10))
+	}
+	var path string
+	if !rep.OK() || *flagKeep {
+		if path, err = save(h, &rep); err != nil {
+			s.t.Errorf("save history: %v", err)
+		} else {
+			s.say("FAULTS %-20s history saved to %s", s.name, path)
+		}
+	}
+	if !rep.OK() {
+		s.t.Errorf("%s: %d violations\n%s\nhistory: %s", s.name, len(rep.Violations), rep.Describe(10), path)
+	}
+	return rep
+}
+
+// save writes the history and its report as JSON to a new file under the
+// system's temporary directory and returns its path.
+func save(h *checker.History, rep *checker.Report) (string, error) {
+	dir, err := os.MkdirTemp("", "faults-history-")
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, h.Scenario+".json")
+	b, err := json.Marshal(struct {
+		Report  *checker.Report  `json:"report,omitempty"`
+		History *checker.History `json:"history"`
+	}{rep, h})
+	if err != nil {
+		return "", err
+	}
+	return path, os.WriteFile(path, b, 0o644)
+}
+
+// hold waits d while a fault stays in place; this is the fault's length,
+// not a wait for anything to happen.
+func (s *scenario) hold(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.ctx.Done():
+	}
+}
+
+// takeovers lists, from the nodes' logs, every "became leader" and the
+// batches each new leader found pending and replayed.
+func (s *scenario) takeovers() string {
+	var out []string
+	for _, n := range s.c.Nodes {
+		for _, line := range harness.Lines(n.Output()) {
+			switch {
+			case strings.Contains(line, `msg="became leader"`):
+				out = append(out, n.ID+" "+field(line, "term="))
+			case strings.Contains(line, `msg="replaying pending batches"`):
+				out = append(out, n.ID+" replayed "+field(line, "batches="))
+			}
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+// field returns the value of key=value in a log line.
+func field(line, key string) string {
+	_, rest, ok := strings.Cut(line, " "+key)
+	if !ok {
+		return "?"
+	}
+	v, _, _ := strings.Cut(rest, " ")
+	return key + v
+}
