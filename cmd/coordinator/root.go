@@ -103,6 +103,7 @@ operations to memcached in token order, fenced against former leaders.`,
 		newStatusCommand(g),
 		newRegistrationsCommand(g),
 		newOpsCommand(g),
+		newBenchCommand(g),
 	)
 	return root
 }

@@ -1,0 +1,162 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Measurement names of the end-to-end scenario.
+const (
+	whatApplied   = "coordinator submit→applied (caller waits)"
+	whatSaturated = "coordinator applied, callers not waiting"
+)
+
+// endToEndConcurrency are the concurrency levels of the end-to-end scenario.
+var endToEndConcurrency = []int{endToEndConc16, endToEndConc64}
+
+// runEndToEnd measures operations per second from submission to memcached
+// and the submit→applied latency, next to raw etcd puts. Two ways: every
+// caller waits until its operation is applied before it submits the next
+// (the latency and throughput the targets read), and callers that submit
+// without waiting (the applier's throughput when it never runs dry; its
+// latency grows with the length of the run, as a queue does).
+func (e *env) runEndToEnd(ctx context.Context) (*ScenarioReport, error) {
+	sr := &ScenarioReport{Name: ScenarioEndToEnd}
+	if err := e.startNode(ctx); err != nil {
+		return sr, err
+	}
+	if err := e.probe(ctx); err != nil {
+		return sr, err
+	}
+	for _, conc := range endToEndConcurrency {
+		put := e.measure(ctx, whatEtcdPut, conc, e.etcdPut)
+		ours, err := e.endToEndWaiting(ctx, conc)
+		if err != nil {
+			return sr, err
+		}
+		sat, note, err := e.endToEndSaturated(ctx, conc)
+		if err != nil {
+			return sr, err
+		}
+		sr.Measurements = append(sr.Measurements, ours, sat, put)
+		sr.notef("c=%d, callers not waiting: %s", conc, note)
+		sr.addRatio(ratioE2EPut, conc, ratio(ours.OpsPerSec, put.OpsPerSec))
+		sr.addRatio(ratioE2EP99, conc, ratio(ours.P99Ms, put.P99Ms))
+		sr.addRatio(ratioE2ESaturatedPut, conc, ratio(sat.OpsPerSec, put.OpsPerSec))
+		if err := failed(ours, sat, put); err != nil {
+			return sr, err
+		}
+	}
+	return sr, nil
+}
+
+// endToEndWaiting runs conc closed-loop callers that each submit one
+// operation and wait until the applied watermark covers its token before
+// they submit the next. One watch on the watermark serves them all (what
+// WaitApplied does, without a watch per call); an operation's latency runs
+// from the start of its submission to the watermark event covering it. A
+// node must be running.
+func (e *env) endToEndWaiting(ctx context.Context, conc int) (Measurement, error) {
+	w, err := watchWatermark(ctx, e.cli, e.layout)
+	if err != nil {
+		return Measurement{}, err
+	}
+	defer w.stop()
+	before := e.nodeStats()
+	timeout := max(time.Minute, 10*e.cfg.Duration)
+	res := closedLoop(ctx, conc, e.cfg.Duration, func(ctx context.Context, wk, i int) error {
+		tok, err := e.caller(wk).Set(ctx, e.key("k", wk, i), e.value, 0)
+		if err != nil {
+			return err
+		}
+		wctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		_, err = w.wait(wctx, tok.Revision)
+		return err
+	})
+	m := measurement(whatApplied, conc, res)
+	m.Note = joinNote(m.Note, e.nodeStats().sub(before).String())
+	e.progressMeasurement(m)
+	return m, nil
+}
+
+// submission is one accepted submission: its token's revision and when the
+// submission was sent.
+type submission struct {
+	rev int64
+	at  time.Time
+}
+
+// endToEndSaturated submits in conc closed-loop workers that do not wait
+// for their operations to be applied, for the configured duration, then
+// waits until everything submitted is applied. A watch on the applied
+// watermark records when each token became applied; the throughput is the
+// operations submitted divided by the time from the first submission to the
+// last one applied. A node must be running.
+func (e *env) endToEndSaturated(ctx context.Context, conc int) (Measurement, string, error) {
+	w, err := watchWatermark(ctx, e.cli, e.layout)
+	if err != nil {
+		return Measurement{}, "", err
+	}
+	defer w.stop()
+	before := e.nodeStats()
+	subs := make([][]submission, conc)
+	start := time.Now()
+	res := closedLoop(ctx, conc, e.cfg.Duration, func(ctx context.Context, wk, i int) error {
+		t0 := time.Now()
+		tok, err := e.caller(wk).Set(ctx, e.key("k", wk, i), e.value, 0)
+		if err != nil {
+			return err
+		}
+		subs[wk] = append(subs[wk], submission{rev: tok.Revision, at: t0})
+		return nil
+	})
+	submitted := time.Now()
+	var last int64
+	n := 0
+	for _, s := range subs {
+		for _, x := range s {
+			last = max(last, x.rev)
+			n++
+		}
+	}
+	m := Measurement{What: whatSaturated, Concurrency: conc, Errors: res.errors}
+	if res.firstErr != nil {
+		m.Note = "first error: " + res.firstErr.Error()
+	}
+	if n == 0 {
+		return m, "", fmt.Errorf("end-to-end at concurrency %d: no submission accepted (%s)", conc, m.Note)
+	}
+	wctx, cancel := context.WithTimeout(ctx, max(2*time.Minute, 20*e.cfg.Duration))
+	defer cancel()
+	done, err := w.wait(wctx, last)
+	if err != nil {
+		return m, "", err
+	}
+	lat := make([]time.Duration, 0, n)
+	for _, s := range subs {
+		for _, x := range s {
+			t, ok := w.reached(x.rev)
+			if !ok {
+				return m, "", fmt.Errorf("token %d applied but not recorded", x.rev)
+			}
+			lat = append(lat, max(0, t.Sub(x.at)))
+		}
+	}
+	s := summarize(lat)
+	elapsed := done.Sub(start)
+	m.Ops, m.Seconds, m.OpsPerSec = int64(n), elapsed.Seconds(), float64(n)/elapsed.Seconds()
+	m.P50Ms, m.P99Ms, m.MaxMs = ms(s.p50), ms(s.p99), ms(s.max)
+	e.progressMeasurement(m)
+	note := fmt.Sprintf("submitted %.0f ops/s for %.1fs; the last was applied %.2fs after submissions stopped (its latencies are queueing time); %s",
+		res.opsPerSec(), res.elapsed.Seconds(), max(0, done.Sub(submitted).Seconds()), e.nodeStats().sub(before))
+	return m, note, nil
+}
+
+func joinNote(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
+}

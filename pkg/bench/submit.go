@@ -1,0 +1,123 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Measurement names of the submit scenario.
+const (
+	whatSubmit  = "coordinator submit"
+	whatEtcdPut = "etcd put"
+	whatEtcdTxn = "etcd txn (compare mod revision + put)"
+)
+
+// runSubmit measures accepted submissions per second and their latency at
+// each concurrency, next to raw etcd puts and guarded etcd transactions at
+// the same concurrency on the same etcd. A node runs and applies, as in a
+// deployment; after each of our measurements the run waits until it has
+// caught up, so the baselines that follow do not share etcd with it.
+func (e *env) runSubmit(ctx context.Context) (*ScenarioReport, error) {
+	sr := &ScenarioReport{Name: ScenarioSubmit}
+	if err := e.startNode(ctx); err != nil {
+		return sr, err
+	}
+	if err := e.probe(ctx); err != nil {
+		return sr, err
+	}
+	guards, err := e.makeGuards(ctx)
+	if err != nil {
+		return sr, err
+	}
+	for _, conc := range e.cfg.Concurrency {
+		put := e.measure(ctx, whatEtcdPut, conc, e.etcdPut)
+		txn := e.measure(ctx, whatEtcdTxn, conc, func(ctx context.Context, w, i int) error {
+			g := guards[w%len(guards)]
+			resp, err := e.cli.Txn(ctx).
+				If(clientv3.Compare(clientv3.ModRevision(g.key), "=", g.rev)).
+				Then(clientv3.OpPut(e.rawKey(w, i), string(e.value))).
+				Commit()
+			if err == nil && !resp.Succeeded {
+				err = errors.New("guard compare failed")
+			}
+			return err
+		})
+		ours := e.measure(ctx, whatSubmit, conc, func(ctx context.Context, w, i int) error {
+			_, err := e.caller(w).Set(ctx, e.key("k", w, i), e.value, 0)
+			return err
+		})
+		start := time.Now()
+		if err := e.waitNothingPending(ctx); err != nil {
+			return sr, err
+		}
+		sr.notef("c=%d: the node applied the rest %.2fs after the submissions stopped", conc, time.Since(start).Seconds())
+		sr.Measurements = append(sr.Measurements, ours, put, txn)
+		sr.addRatio(ratioSubmitPut, conc, ratio(ours.OpsPerSec, put.OpsPerSec))
+		sr.addRatio(ratioSubmitTxn, conc, ratio(ours.OpsPerSec, txn.OpsPerSec))
+		if err := failed(ours, put, txn); err != nil {
+			return sr, err
+		}
+	}
+	return sr, nil
+}
+
+// guard is a key whose mod revision a guarded transaction compares.
+type guard struct {
+	key string
+	rev int64
+}
+
+// makeGuards writes one guard key per registration name.
+func (e *env) makeGuards(ctx context.Context) ([]guard, error) {
+	gs := make([]guard, len(e.callers))
+	for i := range gs {
+		key := e.layout.Prefix() + "bench-guard/" + strconv.Itoa(i)
+		resp, err := e.cli.Put(ctx, key, "guard")
+		if err != nil {
+			return nil, err
+		}
+		gs[i] = guard{key: key, rev: resp.Header.Revision}
+	}
+	return gs, nil
+}
+
+// rawKey is the etcd key of a baseline write.
+func (e *env) rawKey(w, i int) string {
+	return e.layout.Prefix() + "bench-raw/" + strconv.Itoa((w*7919+i*31)%e.cfg.Keys)
+}
+
+// etcdPut is the raw etcd put baseline.
+func (e *env) etcdPut(ctx context.Context, w, i int) error {
+	_, err := e.cli.Put(ctx, e.rawKey(w, i), string(e.value))
+	return err
+}
+
+// measure runs a closed-loop measurement and reports it as progress.
+func (e *env) measure(ctx context.Context, what string, conc int, op func(ctx context.Context, w, i int) error) Measurement {
+	m := measurement(what, conc, closedLoop(ctx, conc, e.cfg.Duration, op))
+	e.progressMeasurement(m)
+	return m
+}
+
+func (e *env) progressMeasurement(m Measurement) {
+	conc := "-"
+	if m.Concurrency > 0 {
+		conc = strconv.Itoa(m.Concurrency)
+	}
+	e.progress("  %-45s c=%-4s %9.0f ops/s  p50 %7.2f ms  p99 %7.2f ms  errors %d", m.What, conc, m.OpsPerSec, m.P50Ms, m.P99Ms, m.Errors)
+}
+
+// failed returns an error when a measurement did nothing but fail.
+func failed(ms ...Measurement) error {
+	for _, m := range ms {
+		if m.Ops == 0 {
+			return fmt.Errorf("%s at concurrency %d: no operation succeeded (%s)", m.What, m.Concurrency, m.Note)
+		}
+	}
+	return nil
+}

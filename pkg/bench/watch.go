@@ -1,0 +1,166 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/coordinator-dev/coordinator/pkg/keyspace"
+	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
+)
+
+// waitPrefixCount waits until the number of keys under prefix satisfies
+// ok, reading the count again on every change (a watch, not a poll).
+func waitPrefixCount(ctx context.Context, cli *clientv3.Client, prefix string, ok func(int64) bool) error {
+	for {
+		resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			return err
+		}
+		if ok(resp.Count) {
+			return nil
+		}
+		if err := waitChange(ctx, cli, prefix, resp.Header.Revision); err != nil {
+			return err
+		}
+	}
+}
+
+// waitChange returns after the first change under prefix after rev.
+func waitChange(ctx context.Context, cli *clientv3.Client, prefix string, rev int64) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	for wr := range cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1)) {
+		if err := wr.Err(); err != nil {
+			return err
+		}
+		if len(wr.Events) > 0 {
+			return nil
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return errors.New("watch closed")
+}
+
+// wmEvent is the watermark reaching rev, as seen at when.
+type wmEvent struct {
+	rev  int64
+	when time.Time
+}
+
+// watermarkWatcher records when the applied watermark moves.
+type watermarkWatcher struct {
+	mu      sync.Mutex
+	events  []wmEvent // in increasing rev
+	changed chan struct{}
+	err     error
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+// watchWatermark starts recording the watermark of layout's namespace. The
+// watermark read at the start counts as reached at the start.
+func watchWatermark(ctx context.Context, cli *clientv3.Client, layout keyspace.Layout) (*watermarkWatcher, error) {
+	cur, rev, err := tokenseq.Watermark(ctx, cli, layout)
+	if err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	w := &watermarkWatcher{
+		events: []wmEvent{{rev: cur.Revision, when: time.Now()}}, changed: make(chan struct{}),
+		cancel: cancel, done: make(chan struct{}),
+	}
+	wch := cli.Watch(wctx, layout.Applied(), clientv3.WithRev(rev+1))
+	go func() {
+		defer close(w.done)
+		for wr := range wch {
+			now := time.Now()
+			if err := wr.Err(); err != nil {
+				w.fail(err)
+				return
+			}
+			for _, ev := range wr.Events {
+				if ev.Type != clientv3.EventTypePut {
+					continue
+				}
+				t, err := tokenseq.ParseToken(string(ev.Kv.Value))
+				if err != nil {
+					continue
+				}
+				w.add(wmEvent{rev: t.Revision, when: now})
+			}
+		}
+		w.fail(errors.New("watermark watch closed"))
+	}()
+	return w, nil
+}
+
+func (w *watermarkWatcher) add(ev wmEvent) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if last := w.events[len(w.events)-1]; ev.rev <= last.rev {
+		return
+	}
+	w.events = append(w.events, ev)
+	close(w.changed)
+	w.changed = make(chan struct{})
+}
+
+func (w *watermarkWatcher) fail(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err == nil {
+		w.err = err
+		close(w.changed)
+		w.changed = make(chan struct{})
+	}
+}
+
+// stop ends the watch.
+func (w *watermarkWatcher) stop() {
+	w.cancel()
+	<-w.done
+}
+
+// reached returns when the watermark first reached rev.
+func (w *watermarkWatcher) reached(rev int64) (time.Time, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.reachedLocked(rev)
+}
+
+func (w *watermarkWatcher) reachedLocked(rev int64) (time.Time, bool) {
+	i := sort.Search(len(w.events), func(i int) bool { return w.events[i].rev >= rev })
+	if i == len(w.events) {
+		return time.Time{}, false
+	}
+	return w.events[i].when, true
+}
+
+// wait blocks until the watermark reaches rev and returns when it did.
+func (w *watermarkWatcher) wait(ctx context.Context, rev int64) (time.Time, error) {
+	for {
+		w.mu.Lock()
+		t, ok := w.reachedLocked(rev)
+		ch, err := w.changed, w.err
+		w.mu.Unlock()
+		if ok {
+			return t, nil
+		}
+		if err != nil {
+			return time.Time{}, err
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return time.Time{}, fmt.Errorf("watermark did not reach %d: %w", rev, ctx.Err())
+		}
+	}
+}
