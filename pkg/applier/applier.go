@@ -49,6 +49,9 @@ import (
 // --max-txn-ops of 128.
 const DefaultMaxBatchesPerCommit = 63
 
+// DefaultMaxInboxBatches bounds the batches the live path holds in memory.
+const DefaultMaxInboxBatches = 4096
+
 // Config configures the applier.
 type Config struct {
 	Client    *clientv3.Client
@@ -60,6 +63,10 @@ type Config struct {
 	// MaxBatchesPerCommit bounds the batches applied and removed together;
 	// zero means DefaultMaxBatchesPerCommit.
 	MaxBatchesPerCommit int
+	// MaxInboxBatches bounds the batches received from the watch and not yet
+	// applied (while memcached is down, say); the watch is not read further
+	// until the applier catches up. Zero means DefaultMaxInboxBatches.
+	MaxInboxBatches int
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// Stats, when set, is updated as the applier works.
@@ -160,6 +167,9 @@ func Run(ctx context.Context, cfg Config, lead *election.Leadership) error {
 	if cfg.MaxBatchesPerCommit <= 0 {
 		cfg.MaxBatchesPerCommit = DefaultMaxBatchesPerCommit
 	}
+	if cfg.MaxInboxBatches <= 0 {
+		cfg.MaxInboxBatches = DefaultMaxInboxBatches
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -209,59 +219,52 @@ func (a *applier) replay(ctx context.Context) (int64, error) {
 }
 
 // follow watches for new batches after rev and applies them as they come.
+// A pump goroutine receives the watch into an inbox while the applier is
+// busy writing and committing, so each round takes everything that arrived
+// meanwhile (up to one commit's worth): under load, commits are shared by
+// many batches instead of one each.
 func (a *applier) follow(ctx context.Context, rev int64) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	wch := a.cfg.Client.Watch(wctx, a.cfg.Layout.OpsPrefix(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-	var queue []pending
+	in := newInbox(a.cfg.MaxInboxBatches)
+	pumped := make(chan struct{})
+	go func() {
+		defer close(pumped)
+		a.pump(wctx, wch, in)
+	}()
+	defer func() {
+		cancel()
+		in.close()
+		<-pumped
+	}()
 	for {
-		if len(queue) == 0 {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case wr, ok := <-wch:
-				if !ok {
-					return a.watchEnded(ctx)
-				}
-				if err := wr.Err(); err != nil {
-					return fmt.Errorf("applier: watch: %w", err)
-				}
-				queue = a.appendEvents(queue, wr.Events)
-			}
+		chunk, err := in.take(ctx, a.cfg.MaxBatchesPerCommit)
+		if err != nil {
+			return err
 		}
-		// Take whatever else has arrived, up to one commit's worth.
-	drain:
-		for len(queue) < a.cfg.MaxBatchesPerCommit {
-			select {
-			case wr, ok := <-wch:
-				if !ok {
-					return a.watchEnded(ctx)
-				}
-				if err := wr.Err(); err != nil {
-					return fmt.Errorf("applier: watch: %w", err)
-				}
-				queue = a.appendEvents(queue, wr.Events)
-			default:
-				break drain
-			}
-		}
-		if len(queue) == 0 {
-			continue
-		}
-		n := min(len(queue), a.cfg.MaxBatchesPerCommit)
-		chunk := queue[:n]
 		if err := a.apply(ctx, chunk, newestPerKey(chunk)); err != nil {
 			return err
 		}
-		queue = queue[n:]
 	}
 }
 
-func (a *applier) watchEnded(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
+// pump moves watch responses into the inbox until the watch ends.
+func (a *applier) pump(ctx context.Context, wch clientv3.WatchChan, in *inbox) {
+	for wr := range wch {
+		if err := wr.Err(); err != nil {
+			in.fail(fmt.Errorf("applier: watch: %w", err))
+			return
+		}
+		if !in.put(ctx, a.appendEvents(nil, wr.Events)) {
+			return
+		}
 	}
-	return errors.New("applier: watch closed")
+	if ctx.Err() != nil {
+		in.fail(ctx.Err())
+		return
+	}
+	in.fail(errors.New("applier: watch closed"))
 }
 
 func (a *applier) appendEvents(queue []pending, evs []*clientv3.Event) []pending {
