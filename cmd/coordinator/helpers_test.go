@@ -95,3 +95,22 @@ func (e *etcdEnv) assertNothingWritten(t *testing.T, before snapshot) {
 		t.Errorf("leases went from %d to %d", before.leases, after.leases)
 	}
 }
+
+// assertUsageError runs the CLI with args and checks that it exits 2 with
+// usage (a "Usage:" line naming usage, e.g. "coordinator submit") and a
+// message containing want, and that nothing was written to etcd.
+func (e *etcdEnv) assertUsageError(t *testing.T, usage, want string, args ...string) {
+	t.Helper()
+	before := e.snapshot(t)
+	r := runCLI(t, nil, e.args(args...)...)
+	if r.code != exitUsage {
+		t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", r.code, exitUsage, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "Usage: "+usage) {
+		t.Errorf("stderr has no usage line %q:\n%s", "Usage: "+usage, r.stderr)
+	}
+	if !strings.Contains(r.stderr, want) {
+		t.Errorf("stderr does not say %q:\n%s", want, r.stderr)
+	}
+	e.assertNothingWritten(t, before)
+}

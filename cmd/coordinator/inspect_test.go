@@ -38,18 +38,7 @@ func TestUsageErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			before := env.snapshot(t)
-			r := runCLI(t, nil, env.args(tc.args...)...)
-			if r.code != exitUsage {
-				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", r.code, exitUsage, r.stdout, r.stderr)
-			}
-			if !strings.Contains(r.stderr, "Usage:") {
-				t.Errorf("stderr has no usage line:\n%s", r.stderr)
-			}
-			if !strings.Contains(r.stderr, tc.want) {
-				t.Errorf("stderr does not say %q:\n%s", tc.want, r.stderr)
-			}
-			env.assertNothingWritten(t, before)
+			env.assertUsageError(t, "coordinator", tc.want, tc.args...)
 		})
 	}
 }

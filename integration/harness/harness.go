@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coordinator-dev/coordinator/internal/testenv"
 )
 
 // build is one binary built for the test binary.
@@ -117,14 +119,14 @@ type Process struct {
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{}
-	log    *lockedBuffer
+	log    *testenv.SyncBuffer
 }
 
 // Start starts bin with args; the process is killed when the test ends. Its
 // stdout and stderr are kept and printed if the test fails.
 func Start(t testing.TB, name, bin string, args ...string) *Process {
 	t.Helper()
-	p := &Process{Name: name, Args: args, t: t, log: &lockedBuffer{}}
+	p := &Process{Name: name, Args: args, t: t, log: &testenv.SyncBuffer{}}
 	p.start(bin)
 	t.Cleanup(func() {
 		p.Kill()
@@ -324,23 +326,6 @@ func Run(t testing.TB, stdin io.Reader, args ...string) (stdout, stderr string, 
 		}
 	}
 	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // Lines returns the lines of s.

@@ -1,7 +1,6 @@
 package bench_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -12,7 +11,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -87,26 +85,8 @@ func serveChild(t *testing.T) func(args []string) *exec.Cmd {
 	}
 }
 
-// lockedBuffer collects progress written from several goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // tinyConfig is a run of scenarios small enough for CI.
-func tinyConfig(t *testing.T, endpoints []string, mc string, progress *lockedBuffer, scenarios []string) bench.Config {
+func tinyConfig(t *testing.T, endpoints []string, mc string, progress *testenv.SyncBuffer, scenarios []string) bench.Config {
 	return bench.Config{
 		Endpoints: endpoints, Memcached: []string{mc}, Scenarios: scenarios,
 		Concurrency: []int{1, 4}, Duration: 100 * time.Millisecond, Keys: 50, Names: 4,
@@ -143,7 +123,7 @@ func runAndCheck(t *testing.T, scenarios []string, wantTargets int) {
 	srv, cli := testenv.Etcd(t)
 	mc := testenv.StartMemcached(t)
 	ctx := testenv.Ctx(t, 3*time.Minute)
-	progress := &lockedBuffer{}
+	progress := &testenv.SyncBuffer{}
 	rep, err := bench.Run(ctx, tinyConfig(t, srv.Endpoints(), mc.Addr, progress, scenarios))
 	if err != nil {
 		t.Fatalf("run: %v\nprogress:\n%s", err, progress.String())
