@@ -91,7 +91,7 @@ operations to memcached in token order, fenced against former leaders.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.endpoints, "endpoints", "http://"+embedded.DefaultClientAddr, "etcd endpoints, comma separated (default: the embedded node's address)")
+	pf.StringVar(&g.endpoints, "endpoints", "http://"+embedded.DefaultClientAddr, "etcd endpoints, comma separated (the default is the embedded node's address)")
 	pf.StringVar(&g.namespace, "namespace", keyspace.DefaultNamespace, "namespace: every key of this deployment lives under it")
 	pf.StringVarP(&g.output, "write-out", "o", "table", "output format: table or json")
 	pf.DurationVar(&g.dialTimeout, "dial-timeout", 5*time.Second, "how long to wait for etcd to answer")
