@@ -70,7 +70,7 @@ func TestBenchEmbeddedJSON(t *testing.T) {
 		t.Fatalf("scenarios: %s", r.stdout)
 	}
 	sub := rep.Scenarios[0]
-	if len(sub.Measurements) != 3 || len(sub.Ratios) != 2 {
+	if len(sub.Measurements) != 4 || len(sub.Ratios) != 3 {
 		t.Fatalf("submit: %+v", sub)
 	}
 	for _, m := range sub.Measurements {

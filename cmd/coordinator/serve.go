@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/coordinator-dev/coordinator/pkg/applier"
 	"github.com/coordinator-dev/coordinator/pkg/embedded"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 	"github.com/coordinator-dev/coordinator/pkg/node"
@@ -23,6 +24,7 @@ type serveOptions struct {
 	nodeID       string
 	leaseTTL     time.Duration
 	maxItemBytes int
+	writers      int
 	logLevel     string
 }
 
@@ -58,6 +60,8 @@ follower takes over without waiting for the lease to expire.`,
 	f.StringVar(&o.nodeID, "node-id", defaultNodeID(), "this node's name in the election")
 	f.DurationVar(&o.leaseTTL, "lease-ttl", 5*time.Second, "leadership lease TTL: a dead leader is replaced within about this long")
 	f.IntVar(&o.maxItemBytes, "max-item-bytes", ops.DefaultMaxItemBytes, "memcached's item size limit (its -I); larger items are refused")
+	f.IntVar(&o.writers, "write-concurrency", applier.DefaultWriteConcurrency,
+		"memcached writes the leader makes at once, split by registration name; each name's writes stay in token order, 1 keeps token order across names too")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
 }
@@ -79,6 +83,9 @@ func (o *serveOptions) validate() error {
 	}
 	if o.maxItemBytes < 1024 {
 		return usagef("--max-item-bytes must be at least 1024")
+	}
+	if o.writers < 1 {
+		return usagef("--write-concurrency must be at least 1 (got %d)", o.writers)
 	}
 	if len(splitList(o.memcached)) == 0 {
 		return usagef("--memcached is empty")
@@ -127,10 +134,11 @@ func runServe(cmd *cobra.Command, g *globalOptions, o *serveOptions) error {
 	}
 	defer cli.Close()
 	layout := keyspace.MustNew(g.namespace)
-	log.Info("node starting", "node", o.nodeID, "namespace", g.namespace, "etcd", g.endpoints, "memcached", o.memcached, "lease_ttl", o.leaseTTL)
+	log.Info("node starting", "node", o.nodeID, "namespace", g.namespace, "etcd", g.endpoints, "memcached", o.memcached, "lease_ttl", o.leaseTTL, "write_concurrency", o.writers)
 	err = node.Run(ctx, node.Config{
 		Etcd: cli, Layout: layout, NodeID: o.nodeID, LeaseTTL: o.leaseTTL,
-		Memcached: splitList(o.memcached), Limits: ops.Limits{MaxItemBytes: o.maxItemBytes}, Logger: log,
+		Memcached: splitList(o.memcached), Limits: ops.Limits{MaxItemBytes: o.maxItemBytes},
+		WriteConcurrency: o.writers, Logger: log,
 	})
 	log.Info("node stopped", "node", o.nodeID)
 	if err != nil && ctx.Err() == nil {

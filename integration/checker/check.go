@@ -18,14 +18,21 @@ const (
 	// applied: its value was seen, is in the final state, or etcd holds it.
 	RuleRefusedApplied = "G1-refused-applied"
 	// RuleFence: etcd accepted a batch whose incarnation was not the current
-	// registration of its name at the batch's token.
+	// registration of its name at the batch's revision.
 	RuleFence = "G1-fence"
+	// RuleToken: two batches got the same token (revision and index), so
+	// token order does not order them.
+	RuleToken = "G2-token"
 	// RuleOrder: after a reader saw operation B applied, some key showed a
-	// value older than an operation ordered before B (G2: token order,
-	// across keys and across the incarnations of a name).
+	// value older than an operation of B's name ordered before B (G2: token
+	// order across keys within a name and across its incarnations; batches
+	// of one transaction in their index order). Different names' writes of
+	// one round may land in either order; the watermark orders them (see
+	// RuleApplied).
 	RuleOrder = "G2-order"
-	// RuleLost: an acknowledged operation is not in etcd with its token, is
-	// above the final watermark, or batches are still pending at the end.
+	// RuleLost: an acknowledged operation is not in etcd with its token
+	// (revision and index), is above the final watermark, or batches are
+	// still pending at the end.
 	RuleLost = "G3-lost"
 	// RuleFinal: a key's final value is not the token-ordered replay of the
 	// accepted operations.
@@ -45,7 +52,8 @@ const (
 	// RuleApplied: after WaitApplied(t) returned, a key showed a value older
 	// than an operation with a token up to t (G8).
 	RuleApplied = "G8-applied"
-	// RuleWatermark: the applied watermark written to etcd went back.
+	// RuleWatermark: the applied watermark written to etcd went back (in
+	// token order: "R.3" to "R.1" is back).
 	RuleWatermark = "G8-watermark"
 	// RuleHistory: the history itself is malformed (a value used twice).
 	RuleHistory = "history"
@@ -87,6 +95,14 @@ type Stats struct {
 	Drains          int `json:"drains"`
 	Faults          int `json:"faults"`
 	Wipes           int `json:"wipes"`
+	// Indexed counts the acknowledged submissions whose token has a
+	// non-zero index: they shared a transaction with a batch before them.
+	Indexed int `json:"indexed"`
+	// SharedTxns counts the transactions that stored more than one batch,
+	// and MaxGroup is the most batches one transaction stored (from etcd's
+	// history when it was read, else from the acknowledged tokens).
+	SharedTxns int `json:"shared_txns"`
+	MaxGroup   int `json:"max_group"`
 }
 
 // Report is the result of Check.
@@ -110,8 +126,8 @@ func (r Report) OK() bool { return len(r.Violations) == 0 }
 // Summary is a one-line account of the history and the verdict.
 func (r Report) Summary() string {
 	s := r.Stats
-	return fmt.Sprintf("ops=%d calls=%d ok=%d refused=%d unknown=%d (accepted %d) incarnations=%d reads=%d applied-waits=%d drains=%d faults=%d wipes=%d violations=%d delete-windows=%d",
-		s.Ops, s.Calls, s.OK, s.Refused, s.Unknown, s.UnknownAccepted, s.Incarnations, s.Reads, s.Applied, s.Drains, s.Faults, s.Wipes,
+	return fmt.Sprintf("ops=%d calls=%d ok=%d refused=%d unknown=%d (accepted %d) indexed=%d shared-txns=%d max-group=%d incarnations=%d reads=%d applied-waits=%d drains=%d faults=%d wipes=%d violations=%d delete-windows=%d",
+		s.Ops, s.Calls, s.OK, s.Refused, s.Unknown, s.UnknownAccepted, s.Indexed, s.SharedTxns, s.MaxGroup, s.Incarnations, s.Reads, s.Applied, s.Drains, s.Faults, s.Wipes,
 		len(r.Violations), len(r.DeleteWindows))
 }
 
@@ -126,20 +142,22 @@ func (r Report) Count(rule string) int {
 	return n
 }
 
-// pos orders operations: by token, then by index in the batch.
+// pos orders operations: by token (revision, then the batch's index in its
+// transaction), then by the operation's position in the batch.
 type pos struct {
-	tok int64
-	idx int
+	tok Token
+	op  int
 }
 
 func (a pos) less(b pos) bool {
 	if a.tok != b.tok {
-		return a.tok < b.tok
+		return a.tok.Less(b.tok)
 	}
-	return a.idx < b.idx
+	return a.op < b.op
 }
 
-func (a pos) String() string { return fmt.Sprintf("%d.%d", a.tok, a.idx) }
+// String formats the position as TOKEN[OP], e.g. "12.3[0]".
+func (a pos) String() string { return fmt.Sprintf("%s[%d]", a.tok, a.op) }
 
 // acceptance of an operation.
 const (
@@ -253,24 +271,27 @@ func (c *checker) index() {
 		if call.Incarnation > c.lastInc[call.Name] {
 			c.lastInc[call.Name] = call.Incarnation
 		}
-		acc, known, tok := maybeAccepted, false, int64(0)
+		acc, known, tok := maybeAccepted, false, Token{}
 		a, inEtcd := accepted[call.ID]
 		switch call.Result {
 		case OK:
 			st.OK++
+			if call.Token.Index != 0 {
+				st.Indexed++
+			}
 			acc, known, tok = wasAccepted, true, call.Token
 			if h.Final.EtcdHistory {
 				if !inEtcd {
-					c.violate(RuleLost, "", "notinetcd|"+call.ID, "batch %s of %s/%d was acknowledged with token %d but etcd never stored it", call.ID, call.Name, call.Incarnation, call.Token)
+					c.violate(RuleLost, "", "notinetcd|"+call.ID, "batch %s of %s/%d was acknowledged with token %s but etcd never stored it", call.ID, call.Name, call.Incarnation, call.Token)
 				} else if a.Token != call.Token {
-					c.violate(RuleLost, "", "token|"+call.ID, "batch %s was acknowledged with token %d but etcd stored it at revision %d", call.ID, call.Token, a.Token)
+					c.violate(RuleLost, "", "token|"+call.ID, "batch %s was acknowledged with token %s but etcd stored it with token %s", call.ID, call.Token, a.Token)
 				}
 			}
 		case Refused:
 			st.Refused++
 			acc = notAccepted
 			if inEtcd {
-				c.violate(RuleRefusedApplied, "", "etcd|"+call.ID, "batch %s of %s/%d was refused (%s) but etcd accepted it at revision %d", call.ID, call.Name, call.Incarnation, call.Err, a.Token)
+				c.violate(RuleRefusedApplied, "", "etcd|"+call.ID, "batch %s of %s/%d was refused (%s) but etcd accepted it with token %s", call.ID, call.Name, call.Incarnation, call.Err, a.Token)
 			}
 		default:
 			st.Unknown++
@@ -284,7 +305,7 @@ func (c *checker) index() {
 			}
 		}
 		for i, o := range call.Ops {
-			ref := &opRef{call: call, idx: i, op: o, pos: pos{tok, i}, known: known, accepted: acc}
+			ref := &opRef{call: call, idx: i, op: o, pos: pos{tok: tok, op: i}, known: known, accepted: acc}
 			if o.Kind == KindSet {
 				if prev, dup := c.byValue[o.Value]; dup {
 					c.violate(RuleHistory, o.Key, "dup|"+o.Value, "value %q is written by both %s and %s", o.Value, prev, ref)
@@ -312,9 +333,10 @@ func (c *checker) index() {
 	}
 	for _, a := range h.Final.Accepted {
 		if !callIDs[a.ID] {
-			c.violate(RulePhantom, "", "batch|"+a.ID, "etcd accepted batch %s of %s/%d at revision %d that no caller submitted", a.ID, a.Name, a.Incarnation, a.Token)
+			c.violate(RulePhantom, "", "batch|"+a.ID, "etcd accepted batch %s of %s/%d with token %s that no caller submitted", a.ID, a.Name, a.Incarnation, a.Token)
 		}
 	}
+	c.checkTokens()
 	for i := range h.Reads {
 		if r := &h.Reads[i]; !r.Found {
 			st.Misses++
@@ -348,6 +370,61 @@ func (c *checker) index() {
 	}
 }
 
+// tokenOf is a batch and the token it was given.
+type tokenOf struct {
+	tok  Token
+	id   string
+	name string
+	inc  int64
+}
+
+// checkTokens checks that no two batches share a token, among the batches
+// etcd stored and among the acknowledged tokens, and counts the
+// transactions that stored several batches.
+func (c *checker) checkTokens() {
+	h := c.h
+	var stored, acked []tokenOf
+	for _, a := range h.Final.Accepted {
+		stored = append(stored, tokenOf{a.Token, a.ID, a.Name, a.Incarnation})
+	}
+	for _, call := range h.Calls {
+		if call.Result == OK {
+			acked = append(acked, tokenOf{call.Token, call.ID, call.Name, call.Incarnation})
+		}
+	}
+	unique := func(what string, toks []tokenOf) {
+		first := map[Token]tokenOf{}
+		for _, t := range toks {
+			if f, dup := first[t.tok]; dup && f.id != t.id {
+				c.violate(RuleToken, "", what+"|"+t.id, "%s batch %s of %s/%d and batch %s of %s/%d with the same token %s",
+					what, f.id, f.name, f.inc, t.id, t.name, t.inc, t.tok)
+				continue
+			}
+			first[t.tok] = t
+		}
+	}
+	unique("etcd stored", stored)
+	unique("callers were acknowledged for", acked)
+	toks := acked
+	if h.Final.EtcdHistory {
+		toks = stored
+	}
+	perRev := map[int64]map[uint32]bool{}
+	for _, t := range toks {
+		if perRev[t.tok.Revision] == nil {
+			perRev[t.tok.Revision] = map[uint32]bool{}
+		}
+		perRev[t.tok.Revision][t.tok.Index] = true
+	}
+	st := &c.rep.Stats
+	for _, idx := range perRev {
+		if len(idx) > 1 {
+			st.SharedTxns++
+		}
+		st.MaxGroup = max(st.MaxGroup, len(idx))
+	}
+}
+
 // lastUpTo is the last accepted operation on key at or before p.
 func (c *checker) lastUpTo(key string, p pos) *opRef {
 	refs := c.byKey[key]
@@ -366,6 +443,19 @@ func (c *checker) lastBefore(key string, p pos) *opRef {
 		return nil
 	}
 	return refs[i-1]
+}
+
+// lastBeforeOfName is the last accepted operation on key ordered before p
+// that was submitted under name.
+func (c *checker) lastBeforeOfName(key string, p pos, name string) *opRef {
+	refs := c.byKey[key]
+	i := sort.Search(len(refs), func(i int) bool { return !refs[i].pos.less(p) })
+	for i--; i >= 0; i-- {
+		if refs[i].call.Name == name {
+			return refs[i]
+		}
+	}
+	return nil
 }
 
 // deleteAfter is the first accepted delete on key after p whose submission
@@ -438,7 +528,7 @@ func (c *checker) termAfter(rev int64) bool {
 // floorAt and before r started, a delete at or after floor may have been
 // applied by then, and a term was taken after o was accepted.
 func (c *checker) isDeleteWindow(key string, o *opRef, floor pos, floorAt int64, r *Read) bool {
-	if o.op.Kind != KindSet || !o.known || !c.termAfter(o.pos.tok) {
+	if o.op.Kind != KindSet || !o.known || !c.termAfter(o.pos.tok.Revision) {
 		return false
 	}
 	ms := c.misses[key]
@@ -466,7 +556,7 @@ func (c *checker) refOf(key, value string) *opRef {
 }
 
 // checkFence checks every accepted batch against the registration history:
-// its incarnation must be the current registration at its token (G1).
+// its incarnation must be the current registration at its revision (G1).
 func (c *checker) checkFence() {
 	if !c.h.Final.EtcdHistory {
 		return
@@ -480,14 +570,17 @@ func (c *checker) checkFence() {
 	}
 	for _, a := range c.h.Final.Accepted {
 		evs := byName[a.Name]
-		i := sort.Search(len(evs), func(i int) bool { return evs[i].Rev >= a.Token })
+		// Registrations change in transactions of their own, so the
+		// registration current at the batch's revision is the last one
+		// before it; the index plays no part.
+		i := sort.Search(len(evs), func(i int) bool { return evs[i].Rev >= a.Token.Revision })
 		switch {
 		case i == 0:
-			c.violate(RuleFence, "", "fence|"+a.ID, "batch %s of %s/%d accepted at %d before any registration of the name", a.ID, a.Name, a.Incarnation, a.Token)
+			c.violate(RuleFence, "", "fence|"+a.ID, "batch %s of %s/%d accepted with token %s before any registration of the name", a.ID, a.Name, a.Incarnation, a.Token)
 		case evs[i-1].Deleted:
-			c.violate(RuleFence, "", "fence|"+a.ID, "batch %s of %s/%d accepted at %d after the registration ended at %d", a.ID, a.Name, a.Incarnation, a.Token, evs[i-1].Rev)
+			c.violate(RuleFence, "", "fence|"+a.ID, "batch %s of %s/%d accepted with token %s after the registration ended at %d", a.ID, a.Name, a.Incarnation, a.Token, evs[i-1].Rev)
 		case evs[i-1].Rev != a.Incarnation:
-			c.violate(RuleFence, "", "fence|"+a.ID, "batch %s of %s/%d accepted at %d while incarnation %d was current", a.ID, a.Name, a.Incarnation, a.Token, evs[i-1].Rev)
+			c.violate(RuleFence, "", "fence|"+a.ID, "batch %s of %s/%d accepted with token %s while incarnation %d was current", a.ID, a.Name, a.Incarnation, a.Token, evs[i-1].Rev)
 		}
 	}
 }
@@ -596,7 +689,7 @@ type point struct {
 	at     int64
 	read   *Read // a value read: its operation was applied
 	ref    *opRef
-	tok    int64  // WaitApplied: the watermark reached tok
+	tok    Token  // WaitApplied: the watermark reached tok
 	drain  *Drain // WaitDrained: the earlier incarnations are applied
 	isWait bool
 }
@@ -656,7 +749,10 @@ func (c *checker) checkAcrossReaders() {
 					if k == p.read.Key {
 						continue
 					}
-					before := c.lastBefore(k, p.ref.pos)
+					// Token order holds within a name (all its incarnations)
+					// and within a key; different names' writes of one round
+					// may land in either order (README, "Order across names").
+					before := c.lastBeforeOfName(k, p.ref.pos, p.ref.call.Name)
 					if before == nil || c.opAfter(k, p.ref.pos, p.at) {
 						// A newer operation on k may have been applied in the
 						// same run as p's, skipping the older ones.
@@ -666,7 +762,9 @@ func (c *checker) checkAcrossReaders() {
 				}
 			case p.isWait:
 				for _, k := range keys {
-					raise(k, requirement{ref: c.lastUpTo(k, pos{p.tok, math.MaxInt}), rule: RuleApplied, at: p.at, why: fmt.Sprintf("WaitApplied(%d) returned at %s", p.tok, ms(p.at))})
+					// Up to p.tok itself: a batch of the same transaction
+					// with a higher index is not covered.
+					raise(k, requirement{ref: c.lastUpTo(k, pos{p.tok, math.MaxInt}), rule: RuleApplied, at: p.at, why: fmt.Sprintf("WaitApplied(%s) returned at %s", p.tok, ms(p.at))})
 				}
 			case p.drain != nil:
 				for _, k := range keys {
@@ -810,20 +908,21 @@ func (c *checker) checkFinal() {
 		c.violate(RuleLost, "", "pending", "%d batches are still pending after the leader was given time to drain", f.Pending)
 	}
 	for i := 1; i < len(f.Watermarks); i++ {
-		if f.Watermarks[i] < f.Watermarks[i-1] {
-			c.violate(RuleWatermark, "", fmt.Sprint(i), "the applied watermark went back from %d to %d", f.Watermarks[i-1], f.Watermarks[i])
+		if f.Watermarks[i].Less(f.Watermarks[i-1]) {
+			c.violate(RuleWatermark, "", fmt.Sprint(i), "the applied watermark went back from %s to %s", f.Watermarks[i-1], f.Watermarks[i])
 		}
 	}
 	for _, refs := range c.byKey {
 		for _, ref := range refs {
-			if ref.pos.tok <= f.Watermark {
+			// A watermark R.2 covers R.1 and R.2, not R.3.
+			if !f.Watermark.Less(ref.pos.tok) {
 				continue
 			}
 			rule := RuleLost
 			if ref.call.Incarnation < c.lastInc[ref.call.Name] || c.ended[ref.call.Name][ref.call.Incarnation] {
 				rule = RuleOldFirst
 			}
-			c.violate(rule, ref.op.Key, "wm|"+ref.call.ID, "%s is above the final watermark %d", ref, f.Watermark)
+			c.violate(rule, ref.op.Key, "wm|"+ref.call.ID, "%s is above the final watermark %s", ref, f.Watermark)
 		}
 	}
 	for _, k := range c.allKeys() {

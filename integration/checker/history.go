@@ -10,6 +10,11 @@
 // final state: memcached's items and, read back from etcd's key history,
 // every batch etcd accepted, every registration change and every term.
 //
+// Tokens (type Token) are full tokens: a revision and the batch's index in
+// the transaction that accepted it. Whatever orders operations (token
+// order, watermarks, WaitApplied) compares full tokens; what is about etcd
+// revisions alone (registrations, terms) compares revisions.
+//
 // Times are nanoseconds since the history's start on one monotonic clock.
 package checker
 
@@ -59,8 +64,8 @@ type Call struct {
 	// Result is the outcome and Err the error text when not OK.
 	Result Result `json:"result"`
 	Err    string `json:"err,omitempty"`
-	// Token is the returned token's revision when Result is OK.
-	Token int64 `json:"token,omitempty"`
+	// Token is the returned token when Result is OK.
+	Token Token `json:"token,omitzero"`
 }
 
 // Read is one get of a key from memcached by a reader.
@@ -80,7 +85,7 @@ type Read struct {
 // Applied records a WaitApplied call that returned: at End the applied
 // watermark had reached Token (G8).
 type Applied struct {
-	Token int64 `json:"token"`
+	Token Token `json:"token"`
 	Start int64 `json:"start"`
 	End   int64 `json:"end"`
 }
@@ -122,12 +127,13 @@ type Wipe struct {
 	Up   int64 `json:"up"`
 }
 
-// Accepted is a batch etcd accepted, read from its key history.
+// Accepted is a batch etcd accepted, read from its key history: Token is
+// the revision of the put and the index the stored record carries.
 type Accepted struct {
 	ID          string `json:"id"`
 	Name        string `json:"name"`
 	Incarnation int64  `json:"incarnation"`
-	Token       int64  `json:"token"`
+	Token       Token  `json:"token"`
 	Ops         []Op   `json:"ops"`
 }
 
@@ -152,8 +158,8 @@ type Item struct {
 type Final struct {
 	// Memcached maps every key of the history to its final item.
 	Memcached map[string]Item `json:"memcached"`
-	// Watermark is the final applied watermark's revision.
-	Watermark int64 `json:"watermark"`
+	// Watermark is the final applied watermark.
+	Watermark Token `json:"watermark"`
 	// Pending counts batches still stored (not applied) at the end.
 	Pending int `json:"pending"`
 	// EtcdHistory tells whether Accepted, Registrations and Terms were read
@@ -166,7 +172,7 @@ type Final struct {
 	// Terms are the revisions at which leadership terms were taken.
 	Terms []int64 `json:"terms,omitempty"`
 	// Watermarks are the successive watermark values written to etcd.
-	Watermarks []int64 `json:"watermarks,omitempty"`
+	Watermarks []Token `json:"watermarks,omitempty"`
 }
 
 // History is everything a fault test recorded.

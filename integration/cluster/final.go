@@ -48,20 +48,25 @@ func (c *Cluster) WaitDrained(ctx context.Context) error {
 	return nil
 }
 
-// WaitApplied waits until the watermark reaches tok.
-func (c *Cluster) WaitApplied(ctx context.Context, tok int64) error {
+// WaitApplied waits until the watermark reaches tok (revision and index).
+func (c *Cluster) WaitApplied(ctx context.Context, tok tokenseq.Token) error {
 	var wm tokenseq.Token
 	err := poll(ctx, 50*time.Millisecond, func() bool {
 		gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		var err error
 		wm, err = c.Watermark(gctx)
-		return err == nil && wm.Revision >= tok
+		return err == nil && !wm.Less(tok)
 	})
 	if err != nil {
-		return fmt.Errorf("watermark %s never reached %d: %w", wm, tok, err)
+		return fmt.Errorf("watermark %s never reached %s: %w", wm, tok, err)
 	}
 	return nil
+}
+
+// checkerToken is tok as the checker records it.
+func checkerToken(tok tokenseq.Token) checker.Token {
+	return checker.Token{Revision: tok.Revision, Index: tok.Index}
 }
 
 // FinalState reads what the checker needs at the end: memcached's items
@@ -88,7 +93,7 @@ func (c *Cluster) FinalState(ctx context.Context, keys []string) (checker.Final,
 	if err != nil {
 		return f, err
 	}
-	f.Watermark = wm.Revision
+	f.Watermark = checkerToken(wm)
 	if f.Pending, err = c.Pending(ctx); err != nil {
 		return f, err
 	}
@@ -142,7 +147,7 @@ func (c *Cluster) readHistory(ctx context.Context, f *checker.Final) error {
 				if err != nil {
 					return fmt.Errorf("watermark record at %d: %w", rev, err)
 				}
-				f.Watermarks = append(f.Watermarks, tok.Revision)
+				f.Watermarks = append(f.Watermarks, checkerToken(tok))
 			}
 		}
 	}
@@ -161,7 +166,9 @@ func (c *Cluster) accepted(key string, rev int64, value []byte) (checker.Accepte
 	if err != nil {
 		return checker.Accepted{}, fmt.Errorf("batch %q at %d: %w", key, rev, err)
 	}
-	a := checker.Accepted{ID: bk.ID, Name: bk.Name, Incarnation: bk.Incarnation, Token: rev}
+	// The batch's token is the revision of the transaction that stored it
+	// and the index the record carries (its place in that transaction).
+	a := checker.Accepted{ID: bk.ID, Name: bk.Name, Incarnation: bk.Incarnation, Token: checker.Token{Revision: rev, Index: b.Index}}
 	for _, o := range b.Ops {
 		a.Ops = append(a.Ops, checker.Op{Kind: o.Kind.String(), Key: o.Key, Value: string(o.Value)})
 	}

@@ -6,7 +6,9 @@
 // lets the leader drain, and checks the recorded history with package
 // checker against the guarantees of shared/CONTRACT.md.
 //
-// Each test prints one summary line (operations, faults, violations). A
+// Each test prints one summary line (operations, faults, violations, and
+// how many acknowledged tokens had a non-zero index: the callers share one
+// client, so submissions of different names share etcd transactions). A
 // history with a violation is saved as JSON and its path printed; run with
 // -faults.keep to save every history. The randomized run takes
 // -faults.seed and -faults.duration and prints its seed so a failure can be

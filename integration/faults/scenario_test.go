@@ -153,7 +153,7 @@ func (s *scenario) state() string {
 	for _, ms := range s.c.EtcdStatus(ctx) {
 		fmt.Fprintf(&b, " %s(id=%x leader=%x err=%v)", ms.Member.Name, ms.ID, ms.Leader, ms.Err)
 	}
-	fmt.Fprintf(&b, " ok=%d refused=%d unknown=%d", s.w.OK(), s.w.Refused(), s.w.Unknown())
+	fmt.Fprintf(&b, " ok=%d (indexed %d) refused=%d unknown=%d", s.w.OK(), s.w.Indexed(), s.w.Refused(), s.w.Unknown())
 	return b.String()
 }
 

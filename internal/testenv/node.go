@@ -39,13 +39,17 @@ func StartNode(t testing.TB, cfg node.Config) *Node {
 	return n
 }
 
-// Stop stops the node gracefully and waits for it to return.
+// Stop stops the node gracefully and waits for it to return. Stopping a
+// stopped node does nothing.
 func (n *Node) Stop(t testing.TB) {
 	t.Helper()
 	n.cancel()
 	select {
 	case err, ok := <-n.done:
-		if ok && err != nil {
+		if !ok {
+			return // stopped already
+		}
+		if err != nil {
 			t.Errorf("node returned: %v", err)
 		}
 		close(n.done)

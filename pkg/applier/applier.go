@@ -3,19 +3,36 @@
 // watermark and removes the applied batches in one etcd transaction guarded
 // by the leadership.
 //
-// Order (G2): batches are applied one after the other in token order, the
-// operations of a batch in the order given. Within a run of batches applied
-// together only the last operation on each key is written: the skipped ones
-// would have been overwritten at once, and every write that is made happens
-// in token order, so no reader can tell the difference.
+// Order (G2): batches are applied in rounds, in token order, the operations
+// of a batch in the order given. Within a round only the last operation on
+// each key is written: the skipped ones would have been overwritten at once.
+// The round's writes are split by registration name over
+// Config.WriteConcurrency writers: each name's writes are made one after the
+// other in token order, so each key's and each name's (every incarnation of
+// it) operations land in token order; writes of different names in one round
+// may land in either order. A round is committed only once all its writes
+// are made, so the watermark, WaitApplied and the drain barrier order
+// everything. WriteConcurrency 1 makes every write in token order.
 //
-// Replay (G3, G6): after taking over, the leader cannot know which pending
-// batches its predecessor already wrote. It reads every pending batch up to
-// the revision at which it took over (the replay window) and, for each key,
-// writes only the newest operation of that window. Whatever the predecessor
-// wrote is older than or equal to that, so a key never goes back. Writes are
-// idempotent, so replaying what was already written is harmless (exactly
-// once in effect).
+// Replay (G3, G6): a new leader cannot know which pending batches its
+// predecessor already wrote. Every leader applies in rounds of at most
+// ReplayHeadBatches batches, each round's writes all made before its first
+// commit, so a predecessor can have written only within the first
+// ReplayHeadBatches batches after the watermark it left. A new leader's first
+// round, the replay head, is exactly those batches (or all pending ones when
+// fewer): for each key it writes only the newest operation of the head.
+// Whatever the predecessor wrote is older than or equal to that, so a key
+// never goes back; batches past the head were never written by anyone and
+// are applied in order. Writes are idempotent, so replaying what was already
+// written is harmless (exactly once in effect).
+//
+// Reading: the leader writes a takeover mark into etcd, then reads etcd's
+// history with a watch from the watermark's revision (so it reads only the
+// batches accepted since, not every key etcd still holds as deleted), in
+// token order, into a bounded inbox: the head ends at the mark, and the same
+// watch then follows new batches. Memory does not grow with the backlog;
+// only when etcd has compacted the history past the watermark are the
+// pending batches read with one range read.
 //
 // memcached being down leaves batches pending: the write is retried with
 // backoff, re-checking leadership before every attempt, and nothing is
@@ -30,6 +47,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -49,6 +68,12 @@ import (
 // --max-txn-ops of 128.
 const DefaultMaxBatchesPerCommit = 63
 
+// ReplayHeadBatches bounds the batches one round of applying covers, and is
+// the size of a replay's head (see the package documentation). Every leader
+// must use the same value: a successor's head must cover whatever its
+// predecessor's last round may have written.
+const ReplayHeadBatches = DefaultMaxBatchesPerCommit
+
 // DefaultMaxInboxBatches bounds the batches the live path holds in memory.
 const DefaultMaxInboxBatches = 4096
 
@@ -61,12 +86,23 @@ type Config struct {
 	// something other than this coordinator.
 	Limits ops.Limits
 	// MaxBatchesPerCommit bounds the batches applied and removed together;
-	// zero means DefaultMaxBatchesPerCommit.
+	// zero means DefaultMaxBatchesPerCommit, and it is at most
+	// ReplayHeadBatches.
 	MaxBatchesPerCommit int
 	// MaxInboxBatches bounds the batches received from the watch and not yet
-	// applied (while memcached is down, say); the watch is not read further
-	// until the applier catches up. Zero means DefaultMaxInboxBatches.
+	// applied (while memcached is down, say): when it is full, the watch is
+	// cancelled, and opened again where it stopped once there is room, so
+	// neither the applier nor the etcd client buffers a backlog. Zero means
+	// DefaultMaxInboxBatches.
 	MaxInboxBatches int
+	// WriteConcurrency is the number of memcached writes made at once: the
+	// writes of a round are split by registration name over this many
+	// writers, each making its writes one after the other in token order.
+	// Each name's writes, and each key's, stay in token order; writes of
+	// different names within a round may land in any order. 1 writes
+	// everything one after the other, in token order across names. Zero (or
+	// less) means DefaultWriteConcurrency.
+	WriteConcurrency int
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// Stats, when set, is updated as the applier works.
@@ -75,10 +111,15 @@ type Config struct {
 	Hooks Hooks
 }
 
-// Hooks are called on the applying goroutine.
+// Hooks observe the applier's writes. They are called from the writer
+// goroutines (see Config.WriteConcurrency): concurrently for writes of
+// different names, one after the other and in token order for the writes of
+// one name. A hook that records into shared state must synchronise.
 type Hooks struct {
 	// BeforeWrite runs after the leadership check, right before an
-	// operation is written to memcached.
+	// operation is written to memcached. ctx is cancelled when leadership
+	// is lost and, with several writers, when another writer of the same
+	// round failed.
 	BeforeWrite func(ctx context.Context, w Write)
 	// AfterWrite runs after an operation was written to memcached.
 	AfterWrite func(w Write)
@@ -117,8 +158,11 @@ var (
 // an excerpt of the record, not all of it, so that setting aside a large
 // record cannot push the commit transaction over etcd's request size limit.
 type QuarantineRecord struct {
-	Key        string `json:"key"`
-	Token      int64  `json:"token"`
+	Key   string `json:"key"`
+	Token int64  `json:"token"`
+	// Index is the record's index within its transaction (the rest of its
+	// token), when the record could be read far enough to tell.
+	Index      uint32 `json:"index,omitempty"`
 	Reason     string `json:"reason"`
 	ValueBytes int    `json:"value_bytes"`
 	// Excerpt is the first QuarantineExcerptBytes of the record.
@@ -133,7 +177,7 @@ func quarantineRecord(it pending, reason string) QuarantineRecord {
 	if len(ex) > QuarantineExcerptBytes {
 		ex = ex[:QuarantineExcerptBytes]
 	}
-	return QuarantineRecord{Key: it.key, Token: it.rev, Reason: reason, ValueBytes: len(it.value), Excerpt: ex}
+	return QuarantineRecord{Key: it.key, Token: it.tok.Revision, Index: it.tok.Index, Reason: reason, ValueBytes: len(it.value), Excerpt: ex}
 }
 
 type applier struct {
@@ -147,15 +191,18 @@ type applier struct {
 
 // pending is one batch record read from etcd.
 type pending struct {
+	mark  bool // the takeover mark, not a batch: everything before it was read
 	key   string
-	rev   int64
+	tok   tokenseq.Token // the transaction's revision, the record's index
 	value []byte
 	batch *ops.Batch // nil when bad
 	bad   string
 }
 
+// opPos is the position of an operation: its batch's token and its index
+// in the batch.
 type opPos struct {
-	rev int64
+	tok tokenseq.Token
 	idx int
 }
 
@@ -167,6 +214,7 @@ func Run(ctx context.Context, cfg Config, lead *election.Leadership) error {
 	if cfg.MaxBatchesPerCommit <= 0 {
 		cfg.MaxBatchesPerCommit = DefaultMaxBatchesPerCommit
 	}
+	cfg.MaxBatchesPerCommit = min(cfg.MaxBatchesPerCommit, ReplayHeadBatches)
 	if cfg.MaxInboxBatches <= 0 {
 		cfg.MaxInboxBatches = DefaultMaxInboxBatches
 	}
@@ -185,63 +233,81 @@ func Run(ctx context.Context, cfg Config, lead *election.Leadership) error {
 		return err
 	}
 	a.wm = wm
-	r0, err := a.replay(ctx)
+	mark, err := a.putTakeoverMark(ctx)
 	if err != nil {
 		return err
 	}
-	return a.follow(ctx, r0)
+	return a.follow(ctx, mark)
 }
 
-// replay applies every batch pending at the current revision, writing only
-// the newest operation per key of the whole window. It returns the revision
-// the window was read at.
-func (a *applier) replay(ctx context.Context) (int64, error) {
-	resp, err := a.cfg.Client.Get(ctx, a.cfg.Layout.OpsPrefix(), clientv3.WithPrefix(),
-		clientv3.WithSort(clientv3.SortByModRevision, clientv3.SortAscend))
+// putTakeoverMark writes the takeover mark, guarded by the leadership, and
+// returns its revision: every batch accepted before the takeover has a lower
+// one.
+func (a *applier) putTakeoverMark(ctx context.Context) (int64, error) {
+	resp, err := a.cfg.Client.Txn(ctx).If(a.lead.Guard()).
+		Then(clientv3.OpPut(a.cfg.Layout.TakeoverMark(), strconv.FormatUint(a.lead.Term, 10))).Commit()
 	if err != nil {
-		return 0, fmt.Errorf("applier: read pending: %w", err)
+		return 0, fmt.Errorf("applier: write takeover mark: %w", err)
 	}
-	items := make([]pending, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		items = append(items, a.decode(string(kv.Key), kv.ModRevision, kv.Value))
-	}
-	if len(items) > 0 {
-		a.log.Info("replaying pending batches", "batches", len(items), "watermark", a.wm.String(), "term", a.term)
-	}
-	// Every write of the window is made before the first commit: an
-	// operation skipped because a newer one on its key comes later in the
-	// window is applied only once that newer one is written, so the
-	// watermark may not pass it before then.
-	if err := a.apply(ctx, items, newestPerKey(items)); err != nil {
-		return 0, err
+	if !resp.Succeeded {
+		return 0, ErrNotLeader
 	}
 	return resp.Header.Revision, nil
 }
 
-// follow watches for new batches after rev and applies them as they come.
-// A pump goroutine receives the watch into an inbox while the applier is
-// busy writing and committing, so each round takes everything that arrived
-// meanwhile (up to one commit's worth): under load, commits are shared by
-// many batches instead of one each.
-func (a *applier) follow(ctx context.Context, rev int64) error {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	wch := a.cfg.Client.Watch(wctx, a.cfg.Layout.OpsPrefix(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+// follow streams the pending batches after the watermark, then every new
+// one, in token order, and applies them in rounds of at most
+// MaxBatchesPerCommit batches. A pump goroutine receives them into an inbox
+// while the applier is busy writing and committing, so each round takes
+// everything that arrived meanwhile: under load, commits are shared by many
+// batches instead of one each.
+//
+// The first round is the replay head: every batch up to the takeover mark,
+// or the first ReplayHeadBatches of them when there are more, applied
+// together (newest operation per key, every write before the first commit).
+// It covers whatever a predecessor may have written past the watermark; see
+// the package documentation.
+func (a *applier) follow(ctx context.Context, mark int64) error {
 	in := newInbox(a.cfg.MaxInboxBatches)
+	pctx, cancel := context.WithCancel(ctx)
 	pumped := make(chan struct{})
 	go func() {
 		defer close(pumped)
-		a.pump(wctx, wch, in)
+		a.pump(pctx, in, a.wm, mark)
 	}()
 	defer func() {
 		cancel()
 		in.close()
 		<-pumped
 	}()
+	var head []pending
+	for caughtUp := false; !caughtUp && len(head) < ReplayHeadBatches; {
+		chunk, err := in.take(ctx, ReplayHeadBatches-len(head))
+		if err != nil {
+			return err
+		}
+		for _, it := range chunk {
+			if it.mark {
+				caughtUp = true
+				continue
+			}
+			head = append(head, it)
+		}
+	}
+	if len(head) > 0 {
+		a.log.Info("replaying pending batches", "batches", len(head), "watermark", a.wm.String(), "term", a.term)
+		if err := a.apply(ctx, head, newestPerKey(head)); err != nil {
+			return err
+		}
+	}
 	for {
 		chunk, err := in.take(ctx, a.cfg.MaxBatchesPerCommit)
 		if err != nil {
 			return err
+		}
+		chunk = slices.DeleteFunc(chunk, func(it pending) bool { return it.mark })
+		if len(chunk) == 0 {
+			continue
 		}
 		if err := a.apply(ctx, chunk, newestPerKey(chunk)); err != nil {
 			return err
@@ -249,38 +315,12 @@ func (a *applier) follow(ctx context.Context, rev int64) error {
 	}
 }
 
-// pump moves watch responses into the inbox until the watch ends.
-func (a *applier) pump(ctx context.Context, wch clientv3.WatchChan, in *inbox) {
-	for wr := range wch {
-		if err := wr.Err(); err != nil {
-			in.fail(fmt.Errorf("applier: watch: %w", err))
-			return
-		}
-		if !in.put(ctx, a.appendEvents(nil, wr.Events)) {
-			return
-		}
-	}
-	if ctx.Err() != nil {
-		in.fail(ctx.Err())
-		return
-	}
-	in.fail(errors.New("applier: watch closed"))
-}
-
-func (a *applier) appendEvents(queue []pending, evs []*clientv3.Event) []pending {
-	for _, ev := range evs {
-		if ev.Type != clientv3.EventTypePut {
-			continue
-		}
-		queue = append(queue, a.decode(string(ev.Kv.Key), ev.Kv.ModRevision, ev.Kv.Value))
-	}
-	return queue
-}
-
 // decode turns a stored record into a pending batch, marking it bad when it
 // cannot be decoded or does not match its key.
 func (a *applier) decode(key string, rev int64, value []byte) pending {
-	p := pending{key: key, rev: rev, value: value}
+	p := pending{key: key, tok: tokenseq.Token{Revision: rev}, value: value}
+	// A record too broken to carry an index is ordered at index zero.
+	p.tok.Index, _ = ops.RecordIndex(value)
 	bk, err := a.cfg.Layout.ParseBatch(key)
 	if err != nil {
 		p.bad = err.Error()
@@ -312,45 +352,47 @@ func newestPerKey(items []pending) map[string]opPos {
 			continue
 		}
 		for i, o := range it.batch.Ops {
-			m[o.Key] = opPos{rev: it.rev, idx: i}
+			m[o.Key] = opPos{tok: it.tok, idx: i}
 		}
 	}
 	return m
 }
 
-// apply writes items to memcached in order, then commits the watermark and
-// removes the items, in transactions of at most MaxBatchesPerCommit batches.
-// All writes come before the first commit, so the watermark never passes an
-// operation whose effect (its own write, or the newer write on its key that
-// replaced it) is not in memcached yet.
+// apply writes items to memcached (each name's in token order, different
+// names' in parallel; see writeAll), then commits the watermark and removes
+// the items, in transactions of at most MaxBatchesPerCommit batches. All
+// writes, of every name, come before the first commit, so the watermark
+// never passes an operation whose effect (its own write, or the newer write
+// on its key that replaced it) is not in memcached yet.
 func (a *applier) apply(ctx context.Context, items []pending, newest map[string]opPos) error {
 	quarantine := make([]*QuarantineRecord, len(items))
+	var writes []plannedWrite
+	groups := laneGroups(items)
 	for n, it := range items {
 		if it.batch == nil {
 			q := quarantineRecord(it, it.bad)
 			quarantine[n] = &q
 			continue
 		}
-		var rejected []string
 		for i, o := range it.batch.Ops {
-			if newest[o.Key] != (opPos{rev: it.rev, idx: i}) {
+			if newest[o.Key] != (opPos{tok: it.tok, idx: i}) {
 				a.stats.Skipped.Add(1)
 				continue
 			}
-			w := Write{Token: tokenseq.Token{Revision: it.rev}, Index: i, Name: it.batch.Name, Incarnation: it.batch.Incarnation, Op: o, Term: a.term}
-			err := a.write(ctx, w)
-			if errors.Is(err, memfence.ErrRejected) {
-				rejected = append(rejected, fmt.Sprintf("operation %d (%s %q): %v", i, o.Kind, o.Key, err))
-				continue
-			}
-			if err != nil {
-				return err
-			}
+			w := Write{Token: it.tok, Index: i, Name: it.batch.Name, Incarnation: it.batch.Incarnation, Op: o, Term: a.term}
+			writes = append(writes, plannedWrite{item: n, w: w, group: groups[it.batch.Name]})
 		}
-		if len(rejected) > 0 {
-			q := quarantineRecord(it, strings.Join(rejected, "; "))
-			quarantine[n] = &q
-		}
+	}
+	// The writes touch distinct keys; writeAll makes each lane group's in
+	// token order, different groups' in parallel, and returns only once all
+	// are made (or one failed).
+	rejected, err := a.writeAll(ctx, writes)
+	if err != nil {
+		return err
+	}
+	for n, why := range rejected {
+		q := quarantineRecord(items[n], strings.Join(why, "; "))
+		quarantine[n] = &q
 	}
 	for len(items) > 0 {
 		n := min(len(items), a.cfg.MaxBatchesPerCommit)
@@ -408,7 +450,7 @@ func (a *applier) commit(ctx context.Context, items []pending, quarantine []*Qua
 	if len(items) == 0 {
 		return nil
 	}
-	wm := tokenseq.Token{Revision: items[len(items)-1].rev}
+	wm := items[len(items)-1].tok
 	if wm.Less(a.wm) {
 		wm = a.wm
 	}
@@ -426,7 +468,7 @@ func (a *applier) commit(ctx context.Context, items []pending, quarantine []*Qua
 	}
 	for _, q := range setAside {
 		rec, _ := json.Marshal(q)
-		txnOps = append(txnOps, clientv3.OpPut(a.cfg.Layout.Quarantine(q.Token), string(rec)))
+		txnOps = append(txnOps, clientv3.OpPut(a.cfg.Layout.Quarantine(q.Token, q.Index, q.Key), string(rec)))
 	}
 	resp, err := a.cfg.Client.Txn(ctx).If(a.lead.Guard()).Then(txnOps...).Commit()
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -103,9 +104,10 @@ func TestUndecodableRecordsAreSetAside(t *testing.T) {
 	if err != nil || len(q) != 3 {
 		t.Fatalf("quarantined = %+v, %v; want 3 records", q, err)
 	}
-	if got := n.Stats.Quarantined.Load(); got != 3 {
-		t.Fatalf("Stats.Quarantined = %d", got)
-	}
+	// The counter moves once the leader has read its commit's reply, which
+	// may come after a reader saw the commit.
+	testenv.Eventually(t, 10*time.Second, func() bool { return n.Stats.Quarantined.Load() == 3 },
+		"Stats.Quarantined = 3")
 	st, _ := in.Status(e.ctx)
 	if st.PendingBatches != 0 || st.Quarantined != 3 {
 		t.Fatalf("status %+v", st)
@@ -236,17 +238,19 @@ func TestBatchOrderWithinBatch(t *testing.T) {
 	}
 }
 
-// A replay window larger than one commit is written whole before the first
-// commit: the watermark must not pass an operation skipped in favour of a
-// newer one on its key before that newer one is in memcached (G8, G7).
-func TestReplayCommitsOnlyAfterTheWholeWindowIsWritten(t *testing.T) {
+// A replay's head (the first ReplayHeadBatches pending batches) is written
+// whole before its commit: the watermark must not pass an operation skipped
+// in favour of a newer one on its key before that newer one is in memcached
+// (G8, G7). Batches past the head are applied in later rounds.
+func TestReplayCommitsOnlyAfterTheWholeHeadIsWritten(t *testing.T) {
 	e := newEnv(t, ops.Limits{})
 	caller := e.register(t, "svc")
-	n := 2*applier.DefaultMaxBatchesPerCommit + 10
+	n := applier.ReplayHeadBatches + 40
+	hot := map[int]bool{0: true, applier.ReplayHeadBatches - 1: true, n - 1: true}
 	var last tokenseq.Token
 	for i := range n {
 		batch := []ops.Op{ops.Set(fmt.Sprintf("k%d", i), []byte("v"), 0)}
-		if i == 0 || i == n-1 {
+		if hot[i] {
 			batch = append(batch, ops.Set("hot", []byte(fmt.Sprint(i)), 0))
 		}
 		tok, err := caller.Submit(e.ctx, batch...)
@@ -255,7 +259,9 @@ func TestReplayCommitsOnlyAfterTheWholeWindowIsWritten(t *testing.T) {
 		}
 		last = tok
 	}
-	watermarkAtHotWrite := make(chan tokenseq.Token, 1)
+	var mu sync.Mutex
+	var hotWrites []string
+	var wmAtHotWrites []tokenseq.Token
 	e.startNode(t, "n1", applier.Hooks{BeforeWrite: func(ctx context.Context, w applier.Write) {
 		if w.Op.Key != "hot" {
 			return
@@ -264,18 +270,150 @@ func TestReplayCommitsOnlyAfterTheWholeWindowIsWritten(t *testing.T) {
 		if err != nil {
 			t.Error(err)
 		}
-		select {
-		case watermarkAtHotWrite <- wm:
-		default:
-		}
+		mu.Lock()
+		defer mu.Unlock()
+		hotWrites = append(hotWrites, string(w.Op.Value))
+		wmAtHotWrites = append(wmAtHotWrites, wm)
 	}}, ops.Limits{})
 	if err := caller.WaitApplied(e.ctx, last); err != nil {
 		t.Fatal(err)
 	}
-	if wm := <-watermarkAtHotWrite; !wm.IsZero() {
-		t.Fatalf("watermark was %v when the newest write of a skipped key was made; want no commit before it", wm)
+	mu.Lock()
+	defer mu.Unlock()
+	// The head's newest hot write, then the one past the head.
+	want := []string{fmt.Sprint(applier.ReplayHeadBatches - 1), fmt.Sprint(n - 1)}
+	if !slices.Equal(hotWrites, want) {
+		t.Fatalf("hot writes %v, want %v", hotWrites, want)
+	}
+	if !wmAtHotWrites[0].IsZero() {
+		t.Fatalf("watermark was %v when the head's newest hot write was made; want no commit before it", wmAtHotWrites[0])
 	}
 	if v, _ := e.value(t, "hot"); v != fmt.Sprint(n-1) {
 		t.Fatalf("hot = %q", v)
+	}
+}
+
+// A backlog much larger than the leader's inbox is streamed: the watch is
+// cancelled when the inbox is full and opened again where it stopped, and
+// every batch is applied once, in order.
+func TestBacklogLargerThanTheInboxIsStreamed(t *testing.T) {
+	e := newEnv(t, ops.Limits{})
+	caller := e.register(t, "svc")
+	const n = 300
+	var last tokenseq.Token
+	for i := range n {
+		tok, err := caller.Submit(e.ctx, ops.Set(fmt.Sprintf("k%d", i%7), []byte(fmt.Sprint(i)), 0), ops.Set(fmt.Sprintf("u%d", i), []byte("v"), 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = tok
+	}
+	nd := testenv.StartNode(t, node.Config{Etcd: e.cli, Layout: e.layout, NodeID: "n1", Memcached: []string{e.mc.Addr}, MaxInboxBatches: 8})
+	if err := caller.WaitApplied(e.ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 7 {
+		// The last batch that set k<i>.
+		want := n - 1 - (n-1-i)%7
+		if v, _ := e.value(t, fmt.Sprintf("k%d", i)); v != fmt.Sprint(want) {
+			t.Fatalf("k%d = %q, want %d", i, v, want)
+		}
+	}
+	for i := range n {
+		if _, ok := e.value(t, fmt.Sprintf("u%d", i)); !ok {
+			t.Fatalf("u%d was not applied", i)
+		}
+	}
+	if got := nd.Stats.Applied.Load() + nd.Stats.Skipped.Load(); got != 2*n {
+		t.Fatalf("applied+skipped = %d, want %d (each operation once)", got, 2*n)
+	}
+}
+
+// When etcd has compacted the history back to the watermark, a new leader
+// reads the pending batches with a range read instead, and applies them all.
+func TestReplayAfterCompactionReadsPendingBatches(t *testing.T) {
+	e := newEnv(t, ops.Limits{})
+	caller := e.register(t, "svc")
+	first := e.startNode(t, "n1", applier.Hooks{}, ops.Limits{})
+	tok, err := caller.Set(e.ctx, "k", []byte("applied"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := caller.WaitApplied(e.ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	first.Stop(t)
+	var last tokenseq.Token
+	for i := range 20 {
+		if last, err = caller.Set(e.ctx, "k", []byte(fmt.Sprint(i)), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.cli.Compact(e.ctx, last.Revision); err != nil {
+		t.Fatal(err)
+	}
+	e.startNode(t, "n2", applier.Hooks{}, ops.Limits{})
+	if err := caller.WaitApplied(e.ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := e.value(t, "k"); v != "19" {
+		t.Fatalf("k = %q, want 19", v)
+	}
+	in, _ := inspect.New(e.cli, ns)
+	if st, err := in.Status(e.ctx); err != nil || st.PendingBatches != 0 {
+		t.Fatalf("status %+v, %v", st, err)
+	}
+}
+
+// Batches stored by one transaction (group commit) share a revision and are
+// applied in the order of their index, on a leader's replay and while it
+// follows new batches alike. Their ids sort against their index, so an order
+// taken from the keys would be wrong.
+func TestBatchesOfOneTransactionApplyInIndexOrder(t *testing.T) {
+	for _, mode := range []string{"replay", "follow"} {
+		t.Run(mode, func(t *testing.T) {
+			e := newEnv(t, ops.Limits{})
+			caller := e.register(t, "svc")
+			if mode == "follow" {
+				e.startNode(t, "n1", applier.Hooks{}, ops.Limits{})
+				tok, err := caller.Set(e.ctx, "probe", []byte("p"), 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := caller.WaitApplied(e.ctx, tok); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ids := []string{"z", "y", "x"}
+			var puts []clientv3.Op
+			for i, id := range ids {
+				b := &ops.Batch{Name: "svc", Incarnation: caller.Incarnation(), ID: id, Index: uint32(i),
+					Ops: []ops.Op{ops.Set("k", []byte(fmt.Sprintf("v%d", i)), 0), ops.Set("k-"+id, []byte(id), 0)}}
+				puts = append(puts, clientv3.OpPut(e.layout.Batch("svc", caller.Incarnation(), id), string(b.Encode())))
+			}
+			resp, err := e.cli.Txn(e.ctx).Then(puts...).Commit()
+			if err != nil {
+				t.Fatal(err)
+			}
+			last := tokenseq.Token{Revision: resp.Header.Revision, Index: uint32(len(ids) - 1)}
+			if mode == "replay" {
+				e.startNode(t, "n1", applier.Hooks{}, ops.Limits{})
+			}
+			if err := caller.WaitApplied(e.ctx, last); err != nil {
+				t.Fatal(err)
+			}
+			if v, _ := e.value(t, "k"); v != "v2" {
+				t.Fatalf("k = %q, want the value of index 2", v)
+			}
+			for _, id := range ids {
+				if v, _ := e.value(t, "k-"+id); v != id {
+					t.Fatalf("k-%s = %q", id, v)
+				}
+			}
+			wm, _, err := tokenseq.Watermark(e.ctx, e.cli, e.layout)
+			if err != nil || wm != last {
+				t.Fatalf("watermark %s, %v; want %s", wm, err, last)
+			}
+		})
 	}
 }

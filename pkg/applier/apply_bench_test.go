@@ -23,7 +23,10 @@ import (
 // and its read of the whole backlog. "keys-1000" spreads the operations over
 // 1000 keys, so the replay writes only the newest per key; "distinct-keys"
 // gives every operation a key of its own, so every one is written to
-// memcached (gets, then add).
+// memcached (gets, then add). Both submit under one registration name, so
+// the applier writes them one after the other; "distinct-keys-names-16"
+// spreads distinct keys over 16 names, which the applier writes in parallel
+// (up to its write concurrency).
 //
 //	go test -run '^$' -bench ApplyBatch -benchtime 20000x ./pkg/applier/
 func BenchmarkApplyBatch(b *testing.B) {
@@ -32,9 +35,10 @@ func BenchmarkApplyBatch(b *testing.B) {
 	var seq atomic.Int64
 	value := bytes.Repeat([]byte("v"), 100)
 	for _, c := range []struct {
-		name string
-		keys int // 0: distinct
-	}{{"keys-1000", 1000}, {"distinct-keys", 0}} {
+		name  string
+		keys  int // 0: distinct
+		names int
+	}{{"keys-1000", 1000, 1}, {"distinct-keys", 0, 1}, {"distinct-keys-names-16", 0, 16}} {
 		b.Run(c.name, func(b *testing.B) {
 			b.StopTimer()
 			ns := fmt.Sprintf("b%d", seq.Add(1))
@@ -45,11 +49,15 @@ func BenchmarkApplyBatch(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			caller, err := cl.Register(ctx, "bench", client.RegisterOptions{TTL: time.Minute})
-			if err != nil {
-				b.Fatal(err)
+			callers := make([]*client.Caller, c.names)
+			for i := range callers {
+				caller, err := cl.Register(ctx, fmt.Sprintf("bench-%d", i), client.RegisterOptions{TTL: time.Minute})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer caller.Close(context.Background())
+				callers[i] = caller
 			}
-			defer caller.Close(context.Background())
 			key := func(i int) string {
 				if c.keys == 0 {
 					return fmt.Sprintf("%s-%d", ns, i)
@@ -68,7 +76,7 @@ func BenchmarkApplyBatch(b *testing.B) {
 						if i >= b.N {
 							return
 						}
-						tok, err := caller.Set(ctx, key(i), value, 0)
+						tok, err := callers[i%len(callers)].Set(ctx, key(i), value, 0)
 						if err != nil {
 							b.Error(err)
 							return

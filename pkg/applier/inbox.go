@@ -58,6 +58,23 @@ func (in *inbox) put(ctx context.Context, items []pending) bool {
 	}
 }
 
+// tryPut appends items if the inbox has room, without waiting; it reports
+// whether it did.
+func (in *inbox) tryPut(items []pending) bool {
+	if len(items) == 0 {
+		return true
+	}
+	in.mu.Lock()
+	if in.err != nil || len(in.items) >= in.max {
+		in.mu.Unlock()
+		return false
+	}
+	in.items = append(in.items, items...)
+	in.mu.Unlock()
+	signal(in.ready)
+	return true
+}
+
 // fail records why no more items will come; take returns it once the items
 // before it are taken.
 func (in *inbox) fail(err error) {

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
 )
 
 func items(revs ...int64) []pending {
 	out := make([]pending, len(revs))
 	for i, r := range revs {
-		out[i] = pending{rev: r}
+		out[i] = pending{tok: tokenseq.Token{Revision: r}}
 	}
 	return out
 }
@@ -31,7 +33,7 @@ func TestInboxKeepsOrderAndBoundsItsSize(t *testing.T) {
 	default:
 	}
 	got, err := in.take(ctx, 2)
-	if err != nil || len(got) != 2 || got[0].rev != 1 || got[1].rev != 2 {
+	if err != nil || len(got) != 2 || got[0].tok.Revision != 1 || got[1].tok.Revision != 2 {
 		t.Fatalf("take = %+v, %v", got, err)
 	}
 	if !<-put {
@@ -40,7 +42,7 @@ func TestInboxKeepsOrderAndBoundsItsSize(t *testing.T) {
 	stop := errors.New("stop")
 	in.fail(stop)
 	got, err = in.take(ctx, 10)
-	if err != nil || len(got) != 3 || got[0].rev != 3 || got[2].rev != 5 {
+	if err != nil || len(got) != 3 || got[0].tok.Revision != 3 || got[2].tok.Revision != 5 {
 		t.Fatalf("items before the failure: %+v, %v", got, err)
 	}
 	if _, err := in.take(ctx, 10); !errors.Is(err, stop) {

@@ -135,7 +135,7 @@ func runAndCheck(t *testing.T, scenarios []string, wantTargets int) {
 		t.Errorf("environment %+v", rep.Environment)
 	}
 	wantRatios := map[string]int{
-		bench.ScenarioSubmit: 4, bench.ScenarioEndToEnd: 6, bench.ScenarioPeer: 2,
+		bench.ScenarioSubmit: 6, bench.ScenarioEndToEnd: 6, bench.ScenarioPeer: 2,
 		bench.ScenarioDrain: 1, bench.ScenarioFailover: 0, bench.ScenarioMemory: 1,
 	}
 	var names []string

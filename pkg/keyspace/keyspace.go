@@ -4,10 +4,11 @@
 //
 //	<root>/<namespace>/reg/<name>                  registration, under the caller's lease
 //	<root>/<namespace>/ops/<name>/<inc>/<id>       a pending batch (no lease: it outlives the caller)
+//	<root>/<namespace>/ops.takeover                the mark a new leader writes when it takes over
 //	<root>/<namespace>/applied                     the applied watermark
 //	<root>/<namespace>/term                        leadership term counter (its version is the term)
 //	<root>/<namespace>/election/                   etcd concurrency election
-//	<root>/<namespace>/quarantine/<token>          records set aside as undecodable or unappliable
+//	<root>/<namespace>/quarantine/<rev>.<idx>-<h>  records set aside as undecodable or unappliable
 //	<root>/<namespace>/receipts/<name>/<inc>/<id>  a submission's receipt, under the caller's lease
 //
 // The incarnation is zero-padded so that a name's batches sort by incarnation.
@@ -23,6 +24,7 @@ package keyspace
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 	"unicode"
@@ -132,6 +134,16 @@ func (l Layout) ParseBatch(key string) (BatchKey, error) {
 	return BatchKey{Name: parts[0], Incarnation: inc, ID: parts[2]}, nil
 }
 
+// TakeoverMark is the key a new leader writes when it takes over. It sorts
+// right before OpsPrefix and outside it (so it is never taken for a batch
+// nor counted as one), and a watch from TakeoverMark to OpsEnd sees it
+// among the batches: once the mark written at takeover has been seen, every
+// batch accepted before the takeover has been seen too.
+func (l Layout) TakeoverMark() string { return l.prefix + "ops.takeover" }
+
+// OpsEnd is the end of the range of pending batches.
+func (l Layout) OpsEnd() string { return PrefixEnd(l.OpsPrefix()) }
+
 // ReceiptsPrefix is the prefix of all submission receipts.
 func (l Layout) ReceiptsPrefix() string { return l.prefix + "receipts/" }
 
@@ -161,8 +173,15 @@ func (l Layout) Election() string { return l.prefix + "election" }
 // QuarantinePrefix is the prefix of records set aside.
 func (l Layout) QuarantinePrefix() string { return l.prefix + "quarantine/" }
 
-// Quarantine is the key a record with the given token is set aside under.
-func (l Layout) Quarantine(rev int64) string { return l.QuarantinePrefix() + padRev(rev) }
+// Quarantine is the key under which the record stored at etcd key recKey,
+// with token (rev, index), is set aside. Keys sort by token; a hash of the
+// record's key keeps two records of one transaction apart even when neither
+// could be read far enough to tell its index.
+func (l Layout) Quarantine(rev int64, index uint32, recKey string) string {
+	h := fnv.New32a()
+	h.Write([]byte(recKey))
+	return fmt.Sprintf("%s%s.%010d-%08x", l.QuarantinePrefix(), padRev(rev), index, h.Sum32())
+}
 
 func padRev(rev int64) string { return fmt.Sprintf("%020d", rev) }
 

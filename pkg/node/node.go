@@ -40,6 +40,13 @@ type Config struct {
 	Memcached []string
 	// MemcachedTimeout is the socket timeout; default 500ms.
 	MemcachedTimeout time.Duration
+	// WriteConcurrency is the applier's number of parallel memcached
+	// writers (see applier.Config.WriteConcurrency); zero means
+	// applier.DefaultWriteConcurrency.
+	WriteConcurrency int
+	// MaxInboxBatches bounds the batches the leader holds in memory (see
+	// applier.Config.MaxInboxBatches); zero means the applier's default.
+	MaxInboxBatches int
 	// Limits validate records before they are applied.
 	Limits ops.Limits
 	// Logger; nil means slog.Default().
@@ -71,10 +78,17 @@ func Run(ctx context.Context, cfg Config) error {
 	if mc.Timeout == 0 {
 		mc.Timeout = 500 * time.Millisecond
 	}
+	writers := cfg.WriteConcurrency
+	if writers <= 0 {
+		writers = applier.DefaultWriteConcurrency
+	}
+	// Every writer holds at most one connection per server at a time; keep
+	// that many idle so parallel writers do not dial for every write.
+	mc.MaxIdleConns = max(writers, memcache.DefaultMaxIdleConns)
 	defer mc.Close()
 	acfg := applier.Config{
 		Client: cfg.Etcd, Layout: cfg.Layout, Memcached: memfence.New(mc), Limits: cfg.Limits,
-		Logger: cfg.Logger, Stats: cfg.Stats, Hooks: cfg.Hooks,
+		WriteConcurrency: writers, MaxInboxBatches: cfg.MaxInboxBatches, Logger: cfg.Logger, Stats: cfg.Stats, Hooks: cfg.Hooks,
 	}
 	ecfg := election.Config{Client: cfg.Etcd, Layout: cfg.Layout, NodeID: cfg.NodeID, TTL: cfg.LeaseTTL, Logger: cfg.Logger}
 	return election.Run(ctx, ecfg, func(l *election.Leadership) error {

@@ -82,7 +82,7 @@ func TestParseKind(t *testing.T) {
 }
 
 func TestBatchRoundTrip(t *testing.T) {
-	b := &Batch{Name: "agent-1", Incarnation: 42, ID: "abc", Ops: []Op{
+	b := &Batch{Name: "agent-1", Incarnation: 42, ID: "abc", Index: 5, Ops: []Op{
 		Set("k1", []byte("v1"), 90*time.Second),
 		Delete("k2"),
 		Set("k3", bytes.Repeat([]byte{0, 1, 2}, 1000), 0),
@@ -91,7 +91,7 @@ func TestBatchRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Name != b.Name || got.Incarnation != b.Incarnation || got.ID != b.ID || len(got.Ops) != len(b.Ops) {
+	if got.Name != b.Name || got.Incarnation != b.Incarnation || got.ID != b.ID || got.Index != b.Index || len(got.Ops) != len(b.Ops) {
 		t.Fatalf("got %+v", got)
 	}
 	for i := range b.Ops {
@@ -99,6 +99,30 @@ func TestBatchRoundTrip(t *testing.T) {
 		if w.Kind != g.Kind || w.Key != g.Key || !bytes.Equal(w.Value, g.Value) || w.Expiration != g.Expiration {
 			t.Errorf("op %d: got %+v want %+v", i, g, w)
 		}
+	}
+}
+
+func TestRecordIndex(t *testing.T) {
+	b := &Batch{Name: "n", Incarnation: 9, ID: "id", Index: 3, Ops: []Op{Delete("k")}}
+	rec := b.Encode()
+	if got, err := RecordIndex(rec); err != nil || got != 3 {
+		t.Fatalf("RecordIndex = %d, %v; want 3", got, err)
+	}
+	if err := SetRecordIndex(rec, 70000); err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeBatch(rec)
+	if err != nil || got.Index != 70000 || got.Name != "n" || got.ID != "id" || len(got.Ops) != 1 {
+		t.Fatalf("after SetRecordIndex: %+v, %v", got, err)
+	}
+	// A record of the first format (no index) decodes with index zero.
+	v1 := append([]byte("cb1\x00"), rec[len(recordMagic)+indexBytes:]...)
+	old, err := DecodeBatch(v1)
+	if err != nil || old.Index != 0 || old.Name != "n" || len(old.Ops) != 1 {
+		t.Fatalf("v1 record: %+v, %v", old, err)
+	}
+	if err := SetRecordIndex(v1, 1); !errors.Is(err, ErrCorruptRecord) {
+		t.Fatalf("SetRecordIndex on a v1 record = %v, want ErrCorruptRecord", err)
 	}
 }
 
@@ -125,7 +149,7 @@ func FuzzDecodeBatch(f *testing.F) {
 			return
 		}
 		again, err := DecodeBatch(b.Encode())
-		if err != nil || again.Name != b.Name || len(again.Ops) != len(b.Ops) {
+		if err != nil || again.Name != b.Name || again.Index != b.Index || len(again.Ops) != len(b.Ops) {
 			t.Fatalf("re-encoding a decoded record failed: %v", err)
 		}
 	})

@@ -19,12 +19,24 @@ type Batch struct {
 	ID string
 	// Ops are applied in the order given.
 	Ops []Op
+	// Index is the batch's position among the batches stored by one etcd
+	// transaction (group commit); with the transaction's revision it makes
+	// the batch's token. It is zero for a batch stored alone.
+	Index uint32
 }
 
 // ErrCorruptRecord is returned when a stored record cannot be decoded.
 var ErrCorruptRecord = errors.New("ops: record cannot be decoded")
 
-const recordMagic = "cb1\x00"
+// Record headers. A "cb2" record carries the batch index as four
+// big-endian bytes right after the header, so that a record can be given
+// its index after it was encoded (SetRecordIndex) without copying it. "cb1"
+// records, which have no index, decode with index zero.
+const (
+	recordMagicV1 = "cb1\x00"
+	recordMagic   = "cb2\x00"
+	indexBytes    = 4
+)
 
 func encodedOpSize(o Op) int {
 	return 1 + binary.MaxVarintLen64*4 + len(o.Key) + len(o.Value)
@@ -32,12 +44,13 @@ func encodedOpSize(o Op) int {
 
 // Encode returns the binary record of the batch.
 func (b *Batch) Encode() []byte {
-	n := len(recordMagic) + binary.MaxVarintLen64*4 + len(b.Name) + len(b.ID)
+	n := len(recordMagic) + indexBytes + binary.MaxVarintLen64*4 + len(b.Name) + len(b.ID)
 	for _, o := range b.Ops {
 		n += encodedOpSize(o)
 	}
 	buf := make([]byte, 0, n)
 	buf = append(buf, recordMagic...)
+	buf = binary.BigEndian.AppendUint32(buf, b.Index)
 	buf = appendString(buf, b.Name)
 	buf = binary.AppendVarint(buf, b.Incarnation)
 	buf = appendString(buf, b.ID)
@@ -56,12 +69,12 @@ func (b *Batch) Encode() []byte {
 // DecodeBatch decodes a record made by Encode. Any malformed input returns
 // an error wrapping ErrCorruptRecord; it never panics.
 func DecodeBatch(data []byte) (*Batch, error) {
-	d := decoder{buf: data}
-	if len(data) < len(recordMagic) || string(data[:len(recordMagic)]) != recordMagic {
-		return nil, fmt.Errorf("%w: bad header", ErrCorruptRecord)
+	index, body, err := splitHeader(data)
+	if err != nil {
+		return nil, err
 	}
-	d.buf = d.buf[len(recordMagic):]
-	b := &Batch{}
+	d := decoder{buf: body}
+	b := &Batch{Index: index}
 	b.Name = d.string()
 	b.Incarnation = d.varint()
 	b.ID = d.string()
@@ -89,6 +102,34 @@ func DecodeBatch(data []byte) (*Batch, error) {
 		return nil, d.err
 	}
 	return b, nil
+}
+
+// splitHeader checks a record's header and returns its batch index and the
+// rest of the record.
+func splitHeader(data []byte) (uint32, []byte, error) {
+	switch {
+	case len(data) >= len(recordMagic)+indexBytes && string(data[:len(recordMagic)]) == recordMagic:
+		return binary.BigEndian.Uint32(data[len(recordMagic):]), data[len(recordMagic)+indexBytes:], nil
+	case len(data) >= len(recordMagicV1) && string(data[:len(recordMagicV1)]) == recordMagicV1:
+		return 0, data[len(recordMagicV1):], nil
+	}
+	return 0, nil, fmt.Errorf("%w: bad header", ErrCorruptRecord)
+}
+
+// RecordIndex returns the batch index of an encoded record without decoding
+// the rest of it.
+func RecordIndex(record []byte) (uint32, error) {
+	index, _, err := splitHeader(record)
+	return index, err
+}
+
+// SetRecordIndex sets the batch index of a record made by Encode, in place.
+func SetRecordIndex(record []byte, index uint32) error {
+	if len(record) < len(recordMagic)+indexBytes || string(record[:len(recordMagic)]) != recordMagic {
+		return fmt.Errorf("%w: bad header", ErrCorruptRecord)
+	}
+	binary.BigEndian.PutUint32(record[len(recordMagic):], index)
+	return nil
 }
 
 func appendString(buf []byte, s string) []byte {

@@ -6,11 +6,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
@@ -47,16 +49,27 @@ func (e *RefusedError) Error() string {
 // Unwrap returns ErrSuperseded or ErrExpired.
 func (e *RefusedError) Unwrap() error { return e.cause }
 
-// Submitter stores batches for callers.
+// Submitter stores batches for callers. Concurrent submissions share etcd
+// transactions (group commit, see WithGroupCommit): a Submitter is meant to be
+// shared by every caller of a process.
 type Submitter struct {
 	cli    *clientv3.Client
 	layout keyspace.Layout
 	limits ops.Limits
+	group  groupConfig
+
+	mu       sync.Mutex
+	queue    []*submission // waiting for a transaction, oldest first
+	inflight int           // group transactions under way
 }
 
 // NewSubmitter returns a Submitter for the namespace of layout.
-func NewSubmitter(cli *clientv3.Client, layout keyspace.Layout, limits ops.Limits) *Submitter {
-	return &Submitter{cli: cli, layout: layout, limits: limits}
+func NewSubmitter(cli *clientv3.Client, layout keyspace.Layout, limits ops.Limits, opts ...Option) *Submitter {
+	s := &Submitter{cli: cli, layout: layout, limits: limits, group: defaultGroupConfig()}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // Limits returns the validation limits the submitter enforces.
@@ -149,57 +162,26 @@ func (s *Submitter) SubmitRequest(ctx context.Context, req Request) (Token, erro
 	if err := ops.ValidateBatch(req.Ops, s.limits); err != nil {
 		return Zero, err
 	}
-	if req.ID == "" {
+	fresh := req.ID == ""
+	if fresh {
 		req.ID = NewBatchID()
 	}
 	if err := keyspace.ValidateName(req.ID); err != nil {
 		return Zero, fmt.Errorf("batch id: %w", err)
 	}
-	name, inc, id := req.Name, req.Incarnation, req.ID
-	rec := (&ops.Batch{Name: name, Incarnation: inc, ID: id, Ops: req.Ops}).Encode()
-	regKey := s.layout.Reg(name)
-	batchKey := s.layout.Batch(name, inc, id)
-	cmps := []clientv3.Cmp{
-		clientv3.Compare(clientv3.ModRevision(regKey), "=", inc),
-		clientv3.Compare(clientv3.CreateRevision(batchKey), "=", 0),
-	}
-	then := []clientv3.Op{clientv3.OpPut(batchKey, string(rec))}
-	els := []clientv3.Op{clientv3.OpGet(regKey), clientv3.OpGet(batchKey)}
-	if req.Lease != 0 {
-		rk := s.layout.Receipt(name, inc, id)
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(rk), "=", 0))
-		then = append(then, clientv3.OpPut(rk, ReceiptAccepted, clientv3.WithLease(req.Lease)))
-		els = append(els, clientv3.OpGet(rk))
-	}
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
-	if err != nil {
-		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			// Rejected before anything was stored: the lease is gone.
-			return Zero, &RefusedError{Name: name, Incarnation: inc, cause: ErrExpired}
-		}
-		return Zero, fmt.Errorf("tokenseq: submit: %w", err)
-	}
-	if resp.Succeeded {
-		return Token{Revision: resp.Header.Revision}, nil
-	}
-	f := readFindings(resp.Responses)
-	switch {
-	case f.batch != 0:
-		return Token{Revision: f.batch}, nil
-	case f.receipt == ReceiptAccepted:
-		return Token{Revision: f.receiptRev}, nil
-	case f.receipt != "":
-		return Zero, fmt.Errorf("%w: %q incarnation %d batch %s", ErrVoided, name, inc, id)
-	}
-	return Zero, s.refusal(ctx, name, inc, resp.Header.Revision, resp.Responses[0].GetResponseRange())
+	c := s.newSubmission(ctx, req)
+	// A random id of our own cannot be stored already, nor sent again: the
+	// transaction need not check for it.
+	c.freshID = fresh
+	return s.submit(ctx, c)
 }
 
 // findings is what the Else branch of a submission or lookup read.
 type findings struct {
 	reg        int64  // ModRevision of the registration, 0 when none
-	batch      int64  // ModRevision of the batch, 0 when none
+	batch      Token  // token of the batch, Zero when none
 	receipt    string // receipt value, "" when none
-	receiptRev int64  // ModRevision of the receipt
+	receiptTok Token  // token recorded by an accepted receipt
 }
 
 func readFindings(rs []*etcdserverpb.ResponseOp) findings {
@@ -217,12 +199,60 @@ func readFindings(rs []*etcdserverpb.ResponseOp) findings {
 		f.reg = kv.ModRevision
 	}
 	if kv := first(1); kv != nil {
-		f.batch = kv.ModRevision
+		f.batch = batchToken(kv)
 	}
 	if kv := first(2); kv != nil {
-		f.receipt, f.receiptRev = string(kv.Value), kv.ModRevision
+		f.receipt, f.receiptTok = string(kv.Value), Token{Revision: kv.ModRevision}
+		f.receiptTok.Index, _ = acceptedIndex(f.receipt)
 	}
 	return f
+}
+
+// accepted returns the token the findings show the submission was accepted
+// with, if they do.
+func (f findings) accepted() (Token, bool) {
+	if !f.batch.IsZero() {
+		return f.batch, true
+	}
+	if _, ok := acceptedIndex(f.receipt); ok {
+		return f.receiptTok, true
+	}
+	return Zero, false
+}
+
+// batchToken is the token of a stored batch: its revision, and the index the
+// record carries (zero for a record that cannot be read: the revision alone
+// is then the best answer).
+func batchToken(kv *mvccpb.KeyValue) Token {
+	idx, _ := ops.RecordIndex(kv.Value)
+	return Token{Revision: kv.ModRevision, Index: idx}
+}
+
+// receiptValue is the value of the receipt of a batch accepted with the
+// given index: ReceiptAccepted, followed by "/INDEX" when the index is not
+// zero.
+func receiptValue(index uint32) string {
+	if index == 0 {
+		return ReceiptAccepted
+	}
+	return ReceiptAccepted + "/" + strconv.FormatUint(uint64(index), 10)
+}
+
+// acceptedIndex parses a receipt value; ok is false for anything but an
+// accepted receipt.
+func acceptedIndex(v string) (index uint32, ok bool) {
+	rest, found := strings.CutPrefix(v, ReceiptAccepted)
+	switch {
+	case !found:
+		return 0, false
+	case rest == "":
+		return 0, true
+	}
+	n, err := strconv.ParseUint(strings.TrimPrefix(rest, "/"), 10, 32)
+	if err != nil || rest[0] != '/' {
+		return 0, false
+	}
+	return uint32(n), true
 }
 
 // Lookup finds out whether the submission req (Name, Incarnation, ID and
@@ -261,7 +291,7 @@ func (s *Submitter) Lookup(ctx context.Context, req Request) (Token, error) {
 			return Zero, fmt.Errorf("tokenseq: lookup: %w", err)
 		}
 		if len(resp.Kvs) > 0 {
-			return Token{Revision: resp.Kvs[0].ModRevision}, nil
+			return batchToken(resp.Kvs[0]), nil
 		}
 		return Zero, fmt.Errorf("%w: %s: no batch pending and no receipt kept", ErrOutcomeUnknown, desc)
 	}
@@ -280,12 +310,10 @@ func (s *Submitter) Lookup(ctx context.Context, req Request) (Token, error) {
 		return Zero, fmt.Errorf("%w: %s (voided)", ErrNotAccepted, desc)
 	}
 	f := readFindings(resp.Responses)
-	switch {
-	case f.batch != 0:
-		return Token{Revision: f.batch}, nil
-	case f.receipt == ReceiptAccepted:
-		return Token{Revision: f.receiptRev}, nil
-	case f.receipt != "":
+	if tok, ok := f.accepted(); ok {
+		return tok, nil
+	}
+	if f.receipt != "" {
 		return Zero, fmt.Errorf("%w: %s (voided)", ErrNotAccepted, desc)
 	}
 	// The incarnation is not current, so nothing more can be accepted under

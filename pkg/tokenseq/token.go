@@ -32,6 +32,17 @@ func (t Token) Less(u Token) bool {
 	return t.Index < u.Index
 }
 
+// Compare returns -1, 0 or +1 as t orders before, equal to or after u.
+func (t Token) Compare(u Token) int {
+	switch {
+	case t.Less(u):
+		return -1
+	case u.Less(t):
+		return 1
+	}
+	return 0
+}
+
 // IsZero reports whether t is the zero token.
 func (t Token) IsZero() bool { return t == Zero }
 

@@ -3,7 +3,9 @@
 // callers under several names submit sets and deletes to a small key space
 // through pkg/client, restart (a new Register of the same name) in the
 // middle of it, wait for their writes and drains; readers poll memcached
-// directly and record what they see.
+// directly and record what they see. Callers share clients, so that
+// submissions of different names made at the same moment share etcd
+// transactions (group commit) and get tokens that differ only by index.
 package workload
 
 import (

@@ -24,13 +24,17 @@ type Config struct {
 	// Endpoints are the etcd endpoints callers use.
 	Endpoints []string
 	// EndpointsFor gives some names their own endpoints (a proxy a test can
-	// cut, say); other names use Endpoints.
+	// cut, say) and their own client. The other names share one client
+	// (one etcd connection and submitter) on Endpoints, so that their
+	// submissions made at the same time share etcd transactions (group
+	// commit).
 	EndpointsFor map[string][]string
 	// Namespace is the coordinator namespace.
 	Namespace string
 	// Memcached is the address readers read from.
 	Memcached string
-	// Names are the callers' registration names, one caller each.
+	// Names are the callers' registration names, one caller each; callers
+	// share a client (see EndpointsFor).
 	Names []string
 	// Keys is the key space.
 	Keys []string
@@ -42,6 +46,12 @@ type Config struct {
 	Seed int64
 	// Pause is the mean pause between a caller's submissions; default 120ms.
 	Pause time.Duration
+	// Beat, when positive, makes callers end their pauses on a common beat
+	// (a multiple of Beat since the workload started), the mean pause
+	// staying Pause: several names then submit at the same moment, and
+	// those sharing a client share transactions. Default Pause; negative
+	// for pauses that end anywhere.
+	Beat time.Duration
 	// ReadPause is the pause between a reader's gets; default 3ms.
 	ReadPause time.Duration
 	// CallTimeout bounds a submission; default 5s.
@@ -65,6 +75,9 @@ func (c *Config) defaults() {
 	if c.Pause == 0 {
 		c.Pause = 120 * time.Millisecond
 	}
+	if c.Beat == 0 {
+		c.Beat = c.Pause
+	}
 	if c.ReadPause == 0 {
 		c.ReadPause = 3 * time.Millisecond
 	}
@@ -78,9 +91,10 @@ func (c *Config) defaults() {
 
 // Workload is a running workload.
 type Workload struct {
-	cfg  Config
-	rec  *Recorder
-	stop chan struct{}
+	cfg   Config
+	rec   *Recorder
+	began time.Time // the origin of the beat
+	stop  chan struct{}
 	// stopCtx is cancelled by Stop; waits use it, submissions do not (an
 	// in-flight submission ends on its own timeout so that few outcomes
 	// are left unknown).
@@ -90,7 +104,12 @@ type Workload struct {
 	wg         sync.WaitGroup
 
 	ok, refused, unknown, reads atomic.Int64
-	lastOK                      atomic.Int64
+	// indexed counts the acknowledged tokens with a non-zero index: the
+	// batch shared its transaction with another before it.
+	indexed atomic.Int64
+
+	lastMu sync.Mutex
+	lastOK tokenseq.Token // the highest token acknowledged
 
 	mu      sync.Mutex
 	clients []*client.Client
@@ -100,7 +119,7 @@ type Workload struct {
 	// applied, and the watermark last read.
 	pendMu    sync.Mutex
 	pendToks  tokenHeap
-	watermark atomic.Int64
+	watermark tokenseq.Token
 }
 
 // Start starts the callers and readers.
@@ -109,20 +128,30 @@ func Start(cfg Config, rec *Recorder) (*Workload, error) {
 	if len(cfg.Names) == 0 || len(cfg.Keys) == 0 {
 		return nil, errors.New("workload: Names and Keys are required")
 	}
-	w := &Workload{cfg: cfg, rec: rec, stop: make(chan struct{}), forced: map[string]chan struct{}{}}
+	w := &Workload{cfg: cfg, rec: rec, began: time.Now(), stop: make(chan struct{}), forced: map[string]chan struct{}{}}
 	w.stopCtx, w.cancelStop = context.WithCancel(context.Background())
 	rng := rand.New(rand.NewSource(cfg.Seed))
+	var shared *client.Client
 	for _, name := range cfg.Names {
-		eps := cfg.Endpoints
-		if e, ok := cfg.EndpointsFor[name]; ok {
-			eps = e
+		var cli *client.Client
+		if eps, ok := cfg.EndpointsFor[name]; ok {
+			c, err := w.newClient(eps)
+			if err != nil {
+				w.Stop()
+				return nil, fmt.Errorf("workload: client for %s: %w", name, err)
+			}
+			cli = c
+		} else {
+			if shared == nil {
+				c, err := w.newClient(cfg.Endpoints)
+				if err != nil {
+					w.Stop()
+					return nil, fmt.Errorf("workload: shared client: %w", err)
+				}
+				shared = c
+			}
+			cli = shared
 		}
-		cli, err := client.New(client.Config{Endpoints: eps, Namespace: cfg.Namespace})
-		if err != nil {
-			w.Stop()
-			return nil, fmt.Errorf("workload: client for %s: %w", name, err)
-		}
-		w.clients = append(w.clients, cli)
 		w.forced[name] = make(chan struct{}, 1)
 		wk := &worker{w: w, name: name, cli: cli, rng: rand.New(rand.NewSource(rng.Int63())), forced: w.forced[name]}
 		w.wg.Add(1)
@@ -133,18 +162,27 @@ func Start(cfg Config, rec *Recorder) (*Workload, error) {
 		go w.reader("r"+strconv.Itoa(i), rand.New(rand.NewSource(rng.Int63())))
 	}
 	if cfg.MaxPending > 0 {
-		cli, err := client.New(client.Config{Endpoints: cfg.Endpoints, Namespace: cfg.Namespace})
+		cli, err := w.newClient(cfg.Endpoints)
 		if err != nil {
 			w.Stop()
 			return nil, fmt.Errorf("workload: watermark client: %w", err)
 		}
-		w.mu.Lock()
-		w.clients = append(w.clients, cli)
-		w.mu.Unlock()
 		w.wg.Add(1)
 		go w.followWatermark(cli)
 	}
 	return w, nil
+}
+
+// newClient connects a client to eps; Stop closes it.
+func (w *Workload) newClient(eps []string) (*client.Client, error) {
+	cli, err := client.New(client.Config{Endpoints: eps, Namespace: w.cfg.Namespace})
+	if err != nil {
+		return nil, err
+	}
+	w.mu.Lock()
+	w.clients = append(w.clients, cli)
+	w.mu.Unlock()
+	return cli, nil
 }
 
 // followWatermark reads the applied watermark every few milliseconds for
@@ -157,7 +195,9 @@ func (w *Workload) followWatermark(cli *client.Client) {
 		cancel()
 		if err == nil && len(resp.Kvs) > 0 {
 			if tok, err := tokenseq.ParseToken(string(resp.Kvs[0].Value)); err == nil {
-				w.watermark.Store(tok.Revision)
+				w.pendMu.Lock()
+				w.watermark = tok
+				w.pendMu.Unlock()
 			}
 		}
 		if !w.sleep(20 * time.Millisecond) {
@@ -168,10 +208,9 @@ func (w *Workload) followWatermark(cli *client.Client) {
 
 // pending counts the acknowledged tokens above the watermark.
 func (w *Workload) pending() int {
-	wm := w.watermark.Load()
 	w.pendMu.Lock()
 	defer w.pendMu.Unlock()
-	for w.pendToks.Len() > 0 && w.pendToks[0] <= wm {
+	for w.pendToks.Len() > 0 && !w.watermark.Less(w.pendToks[0]) {
 		heap.Pop(&w.pendToks)
 	}
 	return w.pendToks.Len()
@@ -188,7 +227,17 @@ func (w *Workload) holdOff() bool {
 	return !w.stopped()
 }
 
-func (w *Workload) acknowledged(tok int64) {
+// acknowledged counts an acknowledged token.
+func (w *Workload) acknowledged(tok tokenseq.Token) {
+	w.ok.Add(1)
+	if tok.Index != 0 {
+		w.indexed.Add(1)
+	}
+	w.lastMu.Lock()
+	if w.lastOK.Less(tok) {
+		w.lastOK = tok
+	}
+	w.lastMu.Unlock()
 	if w.cfg.MaxPending <= 0 {
 		return
 	}
@@ -198,12 +247,12 @@ func (w *Workload) acknowledged(tok int64) {
 }
 
 // tokenHeap is a min-heap of tokens.
-type tokenHeap []int64
+type tokenHeap []tokenseq.Token
 
 func (h tokenHeap) Len() int           { return len(h) }
-func (h tokenHeap) Less(i, j int) bool { return h[i] < h[j] }
+func (h tokenHeap) Less(i, j int) bool { return h[i].Less(h[j]) }
 func (h tokenHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *tokenHeap) Push(x any)        { *h = append(*h, x.(int64)) }
+func (h *tokenHeap) Push(x any)        { *h = append(*h, x.(tokenseq.Token)) }
 func (h *tokenHeap) Pop() any {
 	old := *h
 	x := old[len(old)-1]
@@ -248,24 +297,33 @@ func (w *Workload) Unknown() int64 { return w.unknown.Load() }
 // Reads counts the reads recorded so far.
 func (w *Workload) Reads() int64 { return w.reads.Load() }
 
+// Indexed counts the acknowledged submissions so far whose token has a
+// non-zero index: each shared its etcd transaction with an earlier batch
+// (group commit).
+func (w *Workload) Indexed() int64 { return w.indexed.Load() }
+
 // LastToken is the highest token acknowledged so far.
-func (w *Workload) LastToken() int64 { return w.lastOK.Load() }
+func (w *Workload) LastToken() tokenseq.Token {
+	w.lastMu.Lock()
+	defer w.lastMu.Unlock()
+	return w.lastOK
+}
 
 // WaitOK waits until at least n more submissions than now were
 // acknowledged, and returns the highest token acknowledged then.
-func (w *Workload) WaitOK(ctx context.Context, n int64) (int64, error) {
+func (w *Workload) WaitOK(ctx context.Context, n int64) (tokenseq.Token, error) {
 	target := w.ok.Load() + n
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for w.ok.Load() < target {
 		select {
 		case <-ctx.Done():
-			return 0, fmt.Errorf("workload: %d of %d more acknowledged submissions (refused %d, unknown %d): %w",
+			return tokenseq.Zero, fmt.Errorf("workload: %d of %d more acknowledged submissions (refused %d, unknown %d): %w",
 				n-(target-w.ok.Load()), n, w.refused.Load(), w.unknown.Load(), ctx.Err())
 		case <-t.C:
 		}
 	}
-	return w.lastOK.Load(), nil
+	return w.LastToken(), nil
 }
 
 func (w *Workload) stopped() bool {
@@ -275,6 +333,19 @@ func (w *Workload) stopped() bool {
 	default:
 		return false
 	}
+}
+
+// onBeat returns how long to wait for a pause of about d to end on the
+// beat: the pause is moved to the beat nearest to its end (by at most half
+// a beat either way, so the mean pause does not change).
+func (w *Workload) onBeat(d time.Duration) time.Duration {
+	beat := w.cfg.Beat
+	if beat <= 0 {
+		return d
+	}
+	now := time.Since(w.began)
+	end := (now + d + beat/2) / beat * beat
+	return max(end-now, 0)
 }
 
 // sleep waits d or until Stop; it reports whether d elapsed.
@@ -359,7 +430,7 @@ func (k *worker) run() {
 			continue
 		}
 		pause := time.Duration(float64(k.w.cfg.Pause) * (0.5 + k.rng.Float64()))
-		if !k.w.sleep(pause) || !k.w.holdOff() {
+		if !k.w.sleep(k.w.onBeat(pause)) || !k.w.holdOff() {
 			break
 		}
 		restart := false
@@ -453,7 +524,7 @@ func (k *worker) close(inc *incarnation) {
 }
 
 // submit sends one batch of one to three operations and records it.
-func (k *worker) submit(inc *incarnation, rng *rand.Rand) (checker.Result, int64, []checker.Op) {
+func (k *worker) submit(inc *incarnation, rng *rand.Rand) (checker.Result, tokenseq.Token, []checker.Op) {
 	seq := k.seq.Add(1)
 	id := fmt.Sprintf("%s.%d.%d", k.name, inc.n, seq)
 	n := 1
@@ -484,15 +555,8 @@ func (k *worker) submit(inc *incarnation, rng *rand.Rand) (checker.Result, int64
 	c := checker.Call{ID: id, Name: k.name, Incarnation: inc.caller.Incarnation(), Ops: rec, Start: start, End: end}
 	switch {
 	case err == nil:
-		c.Result, c.Token = checker.OK, tok.Revision
-		k.w.ok.Add(1)
-		k.w.acknowledged(tok.Revision)
-		for {
-			last := k.w.lastOK.Load()
-			if tok.Revision <= last || k.w.lastOK.CompareAndSwap(last, tok.Revision) {
-				break
-			}
-		}
+		c.Result, c.Token = checker.OK, checkerToken(tok)
+		k.w.acknowledged(tok)
 	case errors.Is(err, client.ErrSuperseded) || errors.Is(err, client.ErrExpired):
 		c.Result, c.Err = checker.Refused, err.Error()
 		k.w.refused.Add(1)
@@ -501,23 +565,28 @@ func (k *worker) submit(inc *incarnation, rng *rand.Rand) (checker.Result, int64
 		k.w.unknown.Add(1)
 	}
 	k.w.rec.Call(c)
-	return c.Result, c.Token, rec
+	return c.Result, tok, rec
+}
+
+// checkerToken is tok as the history records it.
+func checkerToken(tok tokenseq.Token) checker.Token {
+	return checker.Token{Revision: tok.Revision, Index: tok.Index}
 }
 
 // waitAndRead waits until tok is applied (G8), then reads the batch's keys
 // back as reader "rw-<name>-<n>" with its own memcached client.
-func (k *worker) waitAndRead(inc *incarnation, tok int64, batch []checker.Op, n string) {
+func (k *worker) waitAndRead(inc *incarnation, tok tokenseq.Token, batch []checker.Op, n string) {
 	defer k.old.Done()
 	defer k.waits.Add(-1)
 	ctx, cancel := context.WithTimeout(k.w.stopCtx, 20*time.Second)
 	defer cancel()
 	start := k.w.rec.Now()
-	err := inc.caller.WaitApplied(ctx, client.Token{Revision: tok})
+	err := inc.caller.WaitApplied(ctx, tok)
 	end := k.w.rec.Now()
 	if err != nil {
 		return
 	}
-	k.w.rec.Applied(checker.Applied{Token: tok, Start: start, End: end})
+	k.w.rec.Applied(checker.Applied{Token: checkerToken(tok), Start: start, End: end})
 	mc := memcache.New(k.w.cfg.Memcached)
 	mc.Timeout = time.Second
 	defer mc.Close()

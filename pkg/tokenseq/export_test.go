@@ -1,0 +1,24 @@
+package tokenseq
+
+// HoldSlots takes every transaction slot of s, so that submissions queue up
+// until release is called; release then sends what is queued.
+func HoldSlots(s *Submitter) (release func()) {
+	s.mu.Lock()
+	n := s.group.maxInFlight
+	s.inflight += n
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		s.inflight -= n
+		groups := s.takeGroupsLocked()
+		s.mu.Unlock()
+		s.start(groups)
+	}
+}
+
+// Queued returns how many submissions wait for a transaction.
+func Queued(s *Submitter) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue)
+}

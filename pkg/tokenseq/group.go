@@ -1,0 +1,431 @@
+package tokenseq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync/atomic"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/coordinator-dev/coordinator/pkg/ops"
+)
+
+// Group commit.
+//
+// Submissions made while a transaction is under way wait in a queue; when a
+// transaction slot frees up, everything waiting (within the limits below) is
+// sent as one transaction. It compares the registration of every name in it
+// against the incarnation submitted under (G1 still holds for each batch:
+// the check is in the transaction that stores it) and that none of the batch
+// ids is stored yet, and it puts every batch, in queue order. All of them
+// get the transaction's revision; the position in the transaction is the
+// token's Index, which the record carries, so that tokens stay unique and
+// totally ordered.
+//
+// When the transaction fails, its Else branch reads every registration and
+// batch of the group. Each submission is then settled from what was read:
+// already stored (a resend), voided, refused (its incarnation is not
+// current) or, when its own checks passed and another member failed the
+// transaction, put back at the head of the queue for the next one. A refused
+// or already stored batch therefore never delays the others by more than one
+// round trip. A transaction etcd rejects before applying it (a receipt's
+// lease is gone, a limit exceeded) is retried one submission per
+// transaction, so each gets the answer it would have had alone.
+
+// Option configures a Submitter.
+type Option func(*Submitter)
+
+// Defaults of group commit.
+const (
+	// DefaultMaxGroupBatches bounds the batches of one transaction.
+	DefaultMaxGroupBatches = 64
+	// DefaultMaxInFlight bounds the transactions under way at once.
+	DefaultMaxInFlight = 2
+	// DefaultMaxGroupBytes bounds the records of one transaction, well
+	// within etcd's default request limit of 1.5 MiB. A batch larger than
+	// this is sent by itself.
+	DefaultMaxGroupBytes = 1 << 20
+	// DefaultMaxTxnOps is etcd's default --max-txn-ops: a transaction may
+	// hold at most this many compares, and this many operations per branch.
+	DefaultMaxTxnOps = 128
+)
+
+type groupConfig struct {
+	maxBatches  int
+	maxInFlight int
+	maxBytes    int
+	maxTxnOps   int
+}
+
+func defaultGroupConfig() groupConfig {
+	return groupConfig{
+		maxBatches:  DefaultMaxGroupBatches,
+		maxInFlight: DefaultMaxInFlight,
+		maxBytes:    DefaultMaxGroupBytes,
+		maxTxnOps:   DefaultMaxTxnOps,
+	}
+}
+
+// WithGroupCommit sets how many submissions may share one transaction
+// (maxBatches; 1 sends every submission in its own transaction) and how many
+// transactions may be under way at once (maxInFlight). Values below 1 keep
+// the default.
+func WithGroupCommit(maxBatches, maxInFlight int) Option {
+	return func(s *Submitter) {
+		if maxBatches >= 1 {
+			s.group.maxBatches = maxBatches
+		}
+		if maxInFlight >= 1 {
+			s.group.maxInFlight = maxInFlight
+		}
+	}
+}
+
+// WithMaxTxnOps tells the Submitter the etcd cluster's --max-txn-ops when it
+// is not etcd's default of 128, so that a group never exceeds it.
+func WithMaxTxnOps(n int) Option {
+	return func(s *Submitter) {
+		if n >= 3 {
+			s.group.maxTxnOps = n
+		}
+	}
+}
+
+// submission states, guarded by Submitter.mu.
+const (
+	stateQueued = iota
+	stateSent
+	stateDropped // its caller gave up before it was sent
+)
+
+// submission is one SubmitRequest on its way through a group.
+type submission struct {
+	ctx        context.Context
+	req        Request
+	rec        []byte
+	regKey     string
+	batchKey   string
+	receiptKey string // "" without a lease
+	freshID    bool   // the id is random and new: no need to check for it
+	state      int
+	done       chan struct{}
+
+	// Set by the transaction's sender before done is closed.
+	tok     Token
+	err     error
+	refused bool                        // the incarnation check failed
+	regRead *etcdserverpb.RangeResponse // the registration as read then
+	readRev int64                       // the revision it was read at
+	alone   bool                        // send it again, by itself
+}
+
+func (s *Submitter) newSubmission(ctx context.Context, req Request) *submission {
+	c := &submission{
+		ctx:      ctx,
+		req:      req,
+		rec:      (&ops.Batch{Name: req.Name, Incarnation: req.Incarnation, ID: req.ID, Ops: req.Ops}).Encode(),
+		regKey:   s.layout.Reg(req.Name),
+		batchKey: s.layout.Batch(req.Name, req.Incarnation, req.ID),
+		done:     make(chan struct{}),
+	}
+	if req.Lease != 0 {
+		c.receiptKey = s.layout.Receipt(req.Name, req.Incarnation, req.ID)
+	}
+	return c
+}
+
+// submit sends c, in a group when others are waiting too, and returns its
+// outcome.
+func (s *Submitter) submit(ctx context.Context, c *submission) (Token, error) {
+	if s.group.maxBatches <= 1 {
+		return s.sendAlone(ctx, c)
+	}
+	s.mu.Lock()
+	s.queue = append(s.queue, c)
+	busy := s.inflight > 0
+	s.mu.Unlock()
+	if busy {
+		// Other submissions are under way, so more are likely being made at
+		// this moment (callers that were just answered, say): let them join
+		// the queue before a free slot takes it. Measured: groups of 20
+		// instead of 15 at 64 callers, and 15% more submissions per second.
+		runtime.Gosched()
+	}
+	s.mu.Lock()
+	groups := s.takeGroupsLocked()
+	s.mu.Unlock()
+	s.start(groups)
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		s.mu.Lock()
+		sent := c.state == stateSent
+		if c.state == stateQueued {
+			s.dropLocked(c)
+		}
+		s.mu.Unlock()
+		if sent {
+			return Zero, fmt.Errorf("tokenseq: submit: outcome unknown: %w", ctx.Err())
+		}
+		return Zero, fmt.Errorf("tokenseq: submit: not sent: %w", ctx.Err())
+	}
+	return s.outcome(ctx, c)
+}
+
+// outcome turns what the sender found into SubmitRequest's result.
+func (s *Submitter) outcome(ctx context.Context, c *submission) (Token, error) {
+	switch {
+	case c.alone:
+		return s.sendAlone(ctx, c)
+	case c.refused:
+		return Zero, s.refusal(ctx, c.req.Name, c.req.Incarnation, c.readRev, c.regRead)
+	}
+	return c.tok, c.err
+}
+
+// sendAlone sends c in a transaction of its own, on the caller's goroutine.
+func (s *Submitter) sendAlone(ctx context.Context, c *submission) (Token, error) {
+	c.alone = false
+	requeue, err := s.send(ctx, []*submission{c})
+	switch {
+	case errors.Is(err, rpctypes.ErrLeaseNotFound):
+		// Rejected before anything was stored: the lease is gone.
+		return Zero, &RefusedError{Name: c.req.Name, Incarnation: c.req.Incarnation, cause: ErrExpired}
+	case err != nil:
+		return Zero, fmt.Errorf("tokenseq: submit: %w", err)
+	case len(requeue) > 0:
+		// Cannot happen: a failed transaction of one batch always says why.
+		return Zero, fmt.Errorf("tokenseq: submit: %q incarnation %d batch %s: transaction failed without a reason", c.req.Name, c.req.Incarnation, c.req.ID)
+	}
+	return s.outcome(ctx, c)
+}
+
+// dropLocked removes a queued submission whose caller gave up.
+func (s *Submitter) dropLocked(c *submission) {
+	c.state = stateDropped
+	for i, q := range s.queue {
+		if q == c {
+			s.queue = append(s.queue[:i], s.queue[i+1:]...)
+			return
+		}
+	}
+}
+
+// takeGroupsLocked takes groups from the queue while transaction slots are
+// free.
+func (s *Submitter) takeGroupsLocked() [][]*submission {
+	var groups [][]*submission
+	for s.inflight < s.group.maxInFlight && len(s.queue) > 0 {
+		g := s.takeGroupLocked()
+		if len(g) == 0 {
+			break
+		}
+		s.inflight++
+		groups = append(groups, g)
+	}
+	return groups
+}
+
+// takeGroupLocked takes the oldest queued submissions that fit one
+// transaction: at most maxBatches batches and maxBytes of records, within
+// maxTxnOps, one incarnation per name and one submission per batch id. The
+// others stay queued in their order.
+func (s *Submitter) takeGroupLocked() []*submission {
+	var (
+		g      []*submission
+		incs   = make(map[string]int64)
+		keys   = make(map[string]bool)
+		txnOps int
+		bytes  int
+	)
+	rest := s.queue[:0]
+	for i, c := range s.queue {
+		if len(g) >= s.group.maxBatches {
+			rest = append(rest, s.queue[i:]...)
+			break
+		}
+		if c.ctx.Err() != nil {
+			c.state = stateDropped // its caller is gone or about to be
+			continue
+		}
+		cost := 1
+		if c.receiptKey != "" {
+			cost++
+		}
+		inc, seen := incs[c.req.Name]
+		if !seen {
+			cost++
+		}
+		size := len(c.rec) + len(c.batchKey) + len(c.receiptKey)
+		fits := (!seen || inc == c.req.Incarnation) && !keys[c.batchKey] &&
+			txnOps+cost <= s.group.maxTxnOps && (len(g) == 0 || bytes+size <= s.group.maxBytes)
+		if !fits {
+			rest = append(rest, c)
+			continue
+		}
+		incs[c.req.Name] = c.req.Incarnation
+		keys[c.batchKey] = true
+		txnOps += cost
+		bytes += size
+		c.state = stateSent
+		g = append(g, c)
+	}
+	clear(s.queue[len(rest):])
+	s.queue = rest
+	return g
+}
+
+// start sends each group on a goroutine of its own.
+func (s *Submitter) start(groups [][]*submission) {
+	for _, g := range groups {
+		go s.sendGroup(g)
+	}
+}
+
+// sendGroup sends one group, settles its members, and starts whatever the
+// freed slot allows.
+func (s *Submitter) sendGroup(g []*submission) {
+	ctx, release := groupContext(g)
+	requeue, err := s.send(ctx, g)
+	release()
+	if err != nil {
+		notApplied := errors.Is(err, rpctypes.ErrLeaseNotFound) || errors.Is(err, rpctypes.ErrTooManyOps) ||
+			errors.Is(err, rpctypes.ErrRequestTooLarge) || errors.Is(err, rpctypes.ErrDuplicateKey) ||
+			status.Code(err) == codes.ResourceExhausted
+		for _, c := range g {
+			if notApplied {
+				c.alone = true
+			} else {
+				c.err = fmt.Errorf("tokenseq: submit: %w", err)
+			}
+		}
+		requeue = nil
+	}
+	if len(requeue) == len(g) {
+		// Nobody was settled, which a failed transaction rules out; do not
+		// loop on it.
+		for _, c := range requeue {
+			c.alone = true
+		}
+		requeue = nil
+	}
+	back := make(map[*submission]bool, len(requeue))
+	for _, c := range requeue {
+		back[c] = true
+	}
+	s.mu.Lock()
+	for _, c := range requeue {
+		c.state = stateQueued
+	}
+	s.queue = append(requeue, s.queue...)
+	s.inflight--
+	groups := s.takeGroupsLocked()
+	s.mu.Unlock()
+	for _, c := range g {
+		if !back[c] {
+			close(c.done)
+		}
+	}
+	s.start(groups)
+}
+
+// groupContext returns the context a group's transaction runs under: it
+// ends when every member's caller has given up, not when the first one has.
+func groupContext(g []*submission) (context.Context, func()) {
+	if len(g) == 1 {
+		return g[0].ctx, func() {}
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(g[0].ctx))
+	var waiting atomic.Int32
+	waiting.Store(int32(len(g)))
+	stops := make([]func() bool, len(g))
+	for i, c := range g {
+		stops[i] = context.AfterFunc(c.ctx, func() {
+			if waiting.Add(-1) == 0 {
+				cancel()
+			}
+		})
+	}
+	return ctx, func() {
+		for _, stop := range stops {
+			stop()
+		}
+		cancel()
+	}
+}
+
+// send stores the batches of g in one transaction. Members it settles get
+// their result set (tok, err, or refused with the registration read); the
+// members it returns passed their own checks in a transaction that another
+// member failed, and must be sent again. An error means the transaction's
+// outcome is unknown, or that etcd rejected it before applying it.
+func (s *Submitter) send(ctx context.Context, g []*submission) ([]*submission, error) {
+	var (
+		names = make(map[string]int) // name → position of its registration read
+		cmps  []clientv3.Cmp
+		then  []clientv3.Op
+		els   []clientv3.Op
+	)
+	for _, c := range g {
+		if _, ok := names[c.req.Name]; !ok {
+			names[c.req.Name] = len(els)
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(c.regKey), "=", c.req.Incarnation))
+			els = append(els, clientv3.OpGet(c.regKey))
+		}
+	}
+	for i, c := range g {
+		if err := ops.SetRecordIndex(c.rec, uint32(i)); err != nil {
+			return nil, err
+		}
+		if !c.freshID {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(c.batchKey), "=", 0))
+		}
+		then = append(then, clientv3.OpPut(c.batchKey, string(c.rec)))
+		els = append(els, clientv3.OpGet(c.batchKey))
+		if c.receiptKey != "" {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(c.receiptKey), "=", 0))
+			then = append(then, clientv3.OpPut(c.receiptKey, receiptValue(uint32(i)), clientv3.WithLease(c.req.Lease)))
+			els = append(els, clientv3.OpGet(c.receiptKey))
+		}
+	}
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
+	if err != nil {
+		return nil, err
+	}
+	if resp.Succeeded {
+		for i, c := range g {
+			c.tok = Token{Revision: resp.Header.Revision, Index: uint32(i)}
+		}
+		return nil, nil
+	}
+	var requeue []*submission
+	pos := len(names)
+	for _, c := range g {
+		reads := []*etcdserverpb.ResponseOp{resp.Responses[names[c.req.Name]], resp.Responses[pos]}
+		pos++
+		if c.receiptKey != "" {
+			reads = append(reads, resp.Responses[pos])
+			pos++
+		}
+		f := readFindings(reads)
+		tok, ok := f.accepted()
+		switch {
+		case ok:
+			c.tok = tok
+		case f.receipt != "":
+			c.err = fmt.Errorf("%w: %q incarnation %d batch %s", ErrVoided, c.req.Name, c.req.Incarnation, c.req.ID)
+		case f.reg != c.req.Incarnation:
+			c.refused, c.readRev = true, resp.Header.Revision
+			c.regRead = reads[0].GetResponseRange()
+		default:
+			requeue = append(requeue, c)
+		}
+	}
+	return requeue, nil
+}
