@@ -87,7 +87,7 @@ func TestLeaderKilledMidStream(t *testing.T) {
 		t.Fatalf("superseded incarnation: Set returned %v, want ErrSuperseded", err)
 	}
 	if st := observe(t, c.Etcd(), layout); st.Leader == leader.ID {
-		t.Logf("the gap operations were submitted while the dead leader's lease still held: they are in the new leader's replay window")
+		t.Logf("the gap operations were submitted while the dead leader's lease still held: they are in the new leader's replay head")
 	} else {
 		t.Logf("the gap operations were submitted after %q was elected; they may not exercise the replay", st.Leader)
 	}

@@ -175,7 +175,7 @@ func TestMemcachedOutageLeavesOperationsPending(t *testing.T) {
 }
 
 // After a failover the new leader writes only the newest pending operation
-// per key of its replay window, so a value its predecessor already wrote
+// per key of its replay head, so a value its predecessor already wrote
 // never goes back (G6).
 func TestReplayWritesOnlyNewestPerKey(t *testing.T) {
 	e := newEnv(t, ops.Limits{})

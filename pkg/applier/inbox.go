@@ -34,22 +34,16 @@ func signal(c chan struct{}) {
 // put appends items, waiting while the inbox is full; it reports false when
 // ctx ended or the inbox was closed first.
 func (in *inbox) put(ctx context.Context, items []pending) bool {
-	if len(items) == 0 {
-		return true
-	}
 	for {
-		in.mu.Lock()
-		if in.err != nil {
-			in.mu.Unlock()
-			return false
-		}
-		if len(in.items) < in.max {
-			in.items = append(in.items, items...)
-			in.mu.Unlock()
-			signal(in.ready)
+		if in.tryPut(items) {
 			return true
 		}
+		in.mu.Lock()
+		closed := in.err != nil
 		in.mu.Unlock()
+		if closed {
+			return false
+		}
 		select {
 		case <-in.room:
 		case <-ctx.Done():
