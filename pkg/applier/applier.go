@@ -16,11 +16,16 @@
 //
 // Replay (G3, G6): a new leader cannot know which pending batches its
 // predecessor already wrote. Every leader applies in rounds of at most
-// ReplayHeadBatches batches, each round's writes all made before its first
-// commit, so a predecessor can have written only within the first
+// MaxBatchesPerCommit batches, each round's writes all made before its
+// commit, and writes a round only once the commit of the round before the
+// previous one is done (one commit runs while the next round is written). So
+// at most two rounds, ReplayHeadBatches batches, are ever written and not
+// committed: a predecessor can have written only within the first
 // ReplayHeadBatches batches after the watermark it left. A new leader's first
 // round, the replay head, is exactly those batches (or all pending ones when
-// fewer): for each key it writes only the newest operation of the head.
+// fewer), all written before its first commit, and committed before any
+// later round is written: for each key it writes only the newest operation
+// of the head.
 // Whatever the predecessor wrote is older than or equal to that, so a key
 // never goes back; batches past the head were never written by anyone and
 // are applied in order. Writes are idempotent, so replaying what was already
@@ -63,16 +68,23 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
 )
 
-// DefaultMaxBatchesPerCommit keeps a commit transaction (one watermark put,
-// a delete per batch, a quarantine put per bad batch) within etcd's default
-// --max-txn-ops of 128.
-const DefaultMaxBatchesPerCommit = 63
+// MaxTxnOps is etcd's default --max-txn-ops: a commit transaction (one
+// watermark put, a delete per batch, a quarantine put per batch set aside)
+// never has more operations.
+const MaxTxnOps = 128
 
-// ReplayHeadBatches bounds the batches one round of applying covers, and is
-// the size of a replay's head (see the package documentation). Every leader
-// must use the same value: a successor's head must cover whatever its
-// predecessor's last round may have written.
-const ReplayHeadBatches = DefaultMaxBatchesPerCommit
+// DefaultMaxBatchesPerCommit is the most batches one round applies: when
+// none is set aside, its commit is one transaction of MaxTxnOps operations;
+// a round with batches set aside is committed in several.
+const DefaultMaxBatchesPerCommit = MaxTxnOps - 1
+
+// ReplayHeadBatches bounds the batches a leader has written to memcached and
+// not yet committed, and is the size of a replay's head (see the package
+// documentation): one round of at most DefaultMaxBatchesPerCommit batches is
+// committed while the next one is written. Every leader must use the same
+// value: a successor's head must cover whatever its predecessor may have
+// written.
+const ReplayHeadBatches = 2 * DefaultMaxBatchesPerCommit
 
 // DefaultMaxInboxBatches bounds the batches the live path holds in memory.
 const DefaultMaxInboxBatches = 4096
@@ -85,9 +97,10 @@ type Config struct {
 	// Limits are used to validate records, which may have been written by
 	// something other than this coordinator.
 	Limits ops.Limits
-	// MaxBatchesPerCommit bounds the batches applied and removed together;
-	// zero means DefaultMaxBatchesPerCommit, and it is at most
-	// ReplayHeadBatches.
+	// MaxBatchesPerCommit bounds the batches of one round, written together
+	// and then committed (in one transaction unless some are set aside);
+	// zero means DefaultMaxBatchesPerCommit, which is also the most (two
+	// rounds must fit in ReplayHeadBatches).
 	MaxBatchesPerCommit int
 	// MaxInboxBatches bounds the batches received from the watch and not yet
 	// applied (while memcached is down, say): when it is full, the watch is
@@ -214,7 +227,7 @@ func Run(ctx context.Context, cfg Config, lead *election.Leadership) error {
 	if cfg.MaxBatchesPerCommit <= 0 {
 		cfg.MaxBatchesPerCommit = DefaultMaxBatchesPerCommit
 	}
-	cfg.MaxBatchesPerCommit = min(cfg.MaxBatchesPerCommit, ReplayHeadBatches)
+	cfg.MaxBatchesPerCommit = min(cfg.MaxBatchesPerCommit, ReplayHeadBatches/2)
 	if cfg.MaxInboxBatches <= 0 {
 		cfg.MaxInboxBatches = DefaultMaxInboxBatches
 	}
@@ -280,9 +293,12 @@ func (a *applier) follow(ctx context.Context, mark int64) error {
 		in.close()
 		<-pumped
 	}()
+	// The head counts valid batches only: records set aside write nothing,
+	// and one at the watermark may be handed over again (see applied).
 	var head []pending
-	for caughtUp := false; !caughtUp && len(head) < ReplayHeadBatches; {
-		chunk, err := in.take(ctx, ReplayHeadBatches-len(head))
+	valid := 0
+	for caughtUp := false; !caughtUp && valid < ReplayHeadBatches; {
+		chunk, err := in.take(ctx, ReplayHeadBatches-valid)
 		if err != nil {
 			return err
 		}
@@ -292,6 +308,9 @@ func (a *applier) follow(ctx context.Context, mark int64) error {
 				continue
 			}
 			head = append(head, it)
+			if it.batch != nil {
+				valid++
+			}
 		}
 	}
 	if len(head) > 0 {
@@ -300,6 +319,15 @@ func (a *applier) follow(ctx context.Context, mark int64) error {
 			return err
 		}
 	}
+	// From here on, a round's commit runs while the next round is written:
+	// at most two rounds are written and not committed, which is what the
+	// replay head covers (ReplayHeadBatches).
+	var committing chan error // the commit in flight, if any
+	defer func() {
+		if committing != nil {
+			<-committing
+		}
+	}()
 	for {
 		chunk, err := in.take(ctx, a.cfg.MaxBatchesPerCommit)
 		if err != nil {
@@ -309,9 +337,19 @@ func (a *applier) follow(ctx context.Context, mark int64) error {
 		if len(chunk) == 0 {
 			continue
 		}
-		if err := a.apply(ctx, chunk, newestPerKey(chunk)); err != nil {
+		quarantine, err := a.writeRound(ctx, chunk, newestPerKey(chunk))
+		if err != nil {
 			return err
 		}
+		if committing != nil {
+			err := <-committing
+			committing = nil
+			if err != nil {
+				return err
+			}
+		}
+		committing = make(chan error, 1)
+		go func(done chan<- error) { done <- a.commitRound(ctx, chunk, quarantine) }(committing)
 	}
 }
 
@@ -358,13 +396,23 @@ func newestPerKey(items []pending) map[string]opPos {
 	return m
 }
 
-// apply writes items to memcached (each name's in token order, different
-// names' in parallel; see writeAll), then commits the watermark and removes
-// the items, in transactions of at most MaxBatchesPerCommit batches. All
-// writes, of every name, come before the first commit, so the watermark
-// never passes an operation whose effect (its own write, or the newer write
-// on its key that replaced it) is not in memcached yet.
+// apply writes items to memcached and then commits them; see writeRound
+// and commitRound.
 func (a *applier) apply(ctx context.Context, items []pending, newest map[string]opPos) error {
+	quarantine, err := a.writeRound(ctx, items, newest)
+	if err != nil {
+		return err
+	}
+	return a.commitRound(ctx, items, quarantine)
+}
+
+// writeRound writes items to memcached (each lane group's in token order,
+// different groups' in parallel; see writeAll) and returns, for each item,
+// the record to set aside for it (nil for most). It returns only once every
+// write is made, so a commit after it never passes an operation whose effect
+// (its own write, or the newer write on its key that replaced it) is not in
+// memcached yet.
+func (a *applier) writeRound(ctx context.Context, items []pending, newest map[string]opPos) ([]*QuarantineRecord, error) {
 	quarantine := make([]*QuarantineRecord, len(items))
 	var writes []plannedWrite
 	groups := laneGroups(items)
@@ -388,14 +436,30 @@ func (a *applier) apply(ctx context.Context, items []pending, newest map[string]
 	// are made (or one failed).
 	rejected, err := a.writeAll(ctx, writes)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for n, why := range rejected {
 		q := quarantineRecord(items[n], strings.Join(why, "; "))
 		quarantine[n] = &q
 	}
+	return quarantine, nil
+}
+
+// commitRound commits the watermark and removes items (written by
+// writeRound), in order, in transactions of at most MaxTxnOps operations.
+func (a *applier) commitRound(ctx context.Context, items []pending, quarantine []*QuarantineRecord) error {
 	for len(items) > 0 {
-		n := min(len(items), a.cfg.MaxBatchesPerCommit)
+		n, txnOps := 0, 1 // the watermark put
+		for n < len(items) {
+			k := 1
+			if quarantine[n] != nil {
+				k = 2
+			}
+			if txnOps+k > MaxTxnOps {
+				break
+			}
+			n, txnOps = n+1, txnOps+k
+		}
 		if err := a.commit(ctx, items[:n], quarantine[:n]); err != nil {
 			return err
 		}
@@ -404,9 +468,10 @@ func (a *applier) apply(ctx context.Context, items []pending, newest map[string]
 	return nil
 }
 
-// write writes one operation, retrying transient memcached failures until
-// it succeeds, leadership is lost, or ctx ends.
-func (a *applier) write(ctx context.Context, w Write) error {
+// write writes one operation, starting from its key's item in snap (which
+// may be nil), retrying transient memcached failures until it succeeds,
+// leadership is lost, or ctx ends.
+func (a *applier) write(ctx context.Context, snap *memfence.Snapshot, w Write) error {
 	backoff := retry.Backoff{Min: 20 * time.Millisecond, Max: time.Second}
 	for {
 		if !a.lead.Valid() {
@@ -418,9 +483,9 @@ func (a *applier) write(ctx context.Context, w Write) error {
 		var err error
 		switch w.Op.Kind {
 		case ops.KindSet:
-			err = a.cfg.Memcached.Set(w.Op.Key, w.Op.Value, w.Op.ExpirationSeconds(), w.Term)
+			err = a.cfg.Memcached.SetFrom(snap, w.Op.Key, w.Op.Value, w.Op.ExpirationSeconds(), w.Term)
 		case ops.KindDelete:
-			err = a.cfg.Memcached.Delete(w.Op.Key, w.Term)
+			err = a.cfg.Memcached.DeleteFrom(snap, w.Op.Key, w.Term)
 		}
 		switch {
 		case err == nil:

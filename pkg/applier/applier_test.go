@@ -114,6 +114,39 @@ func TestUndecodableRecordsAreSetAside(t *testing.T) {
 	}
 }
 
+// A round with many records set aside is committed in several
+// transactions: each bad record adds a quarantine put to its delete, and no
+// transaction may pass etcd's operation limit.
+func TestManyRecordsSetAsideInOneRoundAreCommitted(t *testing.T) {
+	e := newEnv(t, ops.Limits{})
+	caller := e.register(t, "svc")
+	const bad = applier.MaxTxnOps
+	txn := make([]clientv3.Op, 0, bad)
+	for i := range bad {
+		txn = append(txn, clientv3.OpPut(e.layout.Batch("svc", caller.Incarnation(), fmt.Sprintf("junk-%d", i)), "not a record"))
+	}
+	// One transaction: the node reads them all in its first round.
+	if _, err := e.cli.Txn(e.ctx).Then(txn...).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := caller.Set(e.ctx, "after", []byte("ok"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := e.startNode(t, "n1", applier.Hooks{}, ops.Limits{})
+	if err := caller.WaitApplied(e.ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	in, _ := inspect.New(e.cli, ns)
+	q, err := in.Quarantined(e.ctx)
+	if err != nil || len(q) != bad {
+		t.Fatalf("%d records set aside, %v; want %d", len(q), err, bad)
+	}
+	if c := n.Stats.Commits.Load(); c < 3 {
+		t.Fatalf("%d commits; %d bad records need at least 3 transactions", c, bad)
+	}
+}
+
 // An operation memcached refuses for good (here: bigger than its -I) is set
 // aside; it does not block the operations after it.
 func TestItemMemcachedRefusesIsSetAside(t *testing.T) {
@@ -290,6 +323,55 @@ func TestReplayCommitsOnlyAfterTheWholeHeadIsWritten(t *testing.T) {
 	}
 	if v, _ := e.value(t, "hot"); v != fmt.Sprint(n-1) {
 		t.Fatalf("hot = %q", v)
+	}
+}
+
+// A round's commit runs while the next round is written, but no further:
+// whenever an operation is written, at most ReplayHeadBatches batches past
+// the committed watermark have been taken for writing, so a successor's
+// replay head covers everything a leader may have written (G6).
+func TestWritesStayWithinTheReplayHeadOfTheWatermark(t *testing.T) {
+	e := newEnv(t, ops.Limits{})
+	caller := e.register(t, "svc")
+	const n = 5*applier.ReplayHeadBatches + 7
+	toks := make([]tokenseq.Token, n)
+	for i := range n {
+		tok, err := caller.Set(e.ctx, fmt.Sprintf("k%d", i), []byte("v"), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks[i] = tok
+	}
+	var mu sync.Mutex
+	var farthest int // the most batches past the watermark seen at a write
+	e.startNode(t, "n1", applier.Hooks{BeforeWrite: func(ctx context.Context, w applier.Write) {
+		wm, _, err := tokenseq.Watermark(ctx, e.cli, e.layout)
+		if err != nil {
+			return // leadership ended; nothing to check
+		}
+		// Batches after the watermark up to and including this one.
+		past := 0
+		for _, tok := range toks {
+			if wm.Less(tok) && !w.Token.Less(tok) {
+				past++
+			}
+		}
+		mu.Lock()
+		farthest = max(farthest, past)
+		mu.Unlock()
+	}}, ops.Limits{})
+	if err := caller.WaitApplied(e.ctx, toks[n-1]); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if farthest > applier.ReplayHeadBatches {
+		t.Fatalf("a write was made %d batches past the watermark; the replay head covers %d", farthest, applier.ReplayHeadBatches)
+	}
+	for i := range n {
+		if _, ok := e.value(t, fmt.Sprintf("k%d", i)); !ok {
+			t.Fatalf("k%d was not applied", i)
+		}
 	}
 }
 

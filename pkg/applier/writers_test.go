@@ -75,7 +75,11 @@ func (o *writeOrder) counts() map[string]int {
 // one writer every write is made in token order across names, as a
 // sequential writer would.
 func TestParallelWritersKeepEachNamesOrder(t *testing.T) {
-	const names, backlogRounds, liveRounds = 6, 25, 25
+	// The backlog is longer than the replay head, so the head (the first
+	// round) holds backlog batches only, whichever live batches are
+	// submitted before the node's takeover.
+	const names, liveRounds = 6, 25
+	const backlogRounds = applier.ReplayHeadBatches/names + 1
 	for _, writers := range []int{1, 8} {
 		t.Run(fmt.Sprintf("writers-%d", writers), func(t *testing.T) {
 			e := newEnv(t, ops.Limits{})

@@ -10,6 +10,7 @@ import (
 
 	"github.com/bradfitz/gomemcache/memcache"
 
+	"github.com/coordinator-dev/coordinator/pkg/applier"
 	"github.com/coordinator-dev/coordinator/pkg/client"
 )
 
@@ -57,8 +58,8 @@ func (e *env) runDrain(ctx context.Context) (*ScenarioReport, error) {
 	e.progressMeasurement(drain)
 	sr.Measurements = append(sr.Measurements, drain, gc, sub)
 	sr.addRatio(ratioDrainGetsCas, drainBaselineConc, ratio(drain.OpsPerSec, gc.OpsPerSec))
-	sr.notef("the new leader wrote %d operations to memcached and skipped %d older ones on the same keys (it writes the newest per key of each round of at most 63 batches; %d keys), in %d etcd commits",
-		st.applied, st.skipped, e.cfg.Keys, st.commits)
+	sr.notef("the new leader wrote %d operations to memcached and skipped %d older ones on the same keys (it writes the newest per key of each round of at most %d batches; %d keys), in %d etcd commits",
+		st.applied, st.skipped, applier.DefaultMaxBatchesPerCommit, e.cfg.Keys, st.commits)
 	sr.notef("the time includes the node's start and election; %d batches were pending", pending)
 	return sr, failed(drain, gc, sub)
 }

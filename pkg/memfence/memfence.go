@@ -52,8 +52,66 @@ func (w *Writer) Client() *memcache.Client { return w.mc }
 // Set stores value under key with the given expiration (memcached exptime
 // seconds), stamped with term.
 func (w *Writer) Set(key string, value []byte, exptime int32, term uint32) error {
+	return w.SetFrom(nil, key, value, exptime, term)
+}
+
+// Delete removes key if the term stored with it is not newer than term.
+func (w *Writer) Delete(key string, term uint32) error {
+	return w.DeleteFrom(nil, key, term)
+}
+
+// Snapshot holds keys read together with one multi-key gets, so that writes
+// to many keys need one read between them instead of one each. A write that
+// starts from a snapshot uses its key's item for its first attempt only; the
+// item's cas id still makes the write conditional on nothing having changed
+// since the read, and any later attempt reads the key again. A snapshot is
+// for one writer goroutine; each of its keys serves one write.
+type Snapshot struct {
+	items map[string]*memcache.Item // found keys; nil entries are consumed
+	read  map[string]bool           // every key read, found or not
+}
+
+// Read reads keys with one gets command per memcached server.
+func (w *Writer) Read(keys []string) (*Snapshot, error) {
+	items, err := w.mc.GetMulti(keys)
+	if err != nil {
+		return nil, classify(err)
+	}
+	read := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		read[k] = true
+	}
+	return &Snapshot{items: items, read: read}, nil
+}
+
+// take returns key's item as read (nil when it was absent) and whether the
+// snapshot held it, and forgets it.
+func (s *Snapshot) take(key string) (*memcache.Item, bool) {
+	if s == nil || !s.read[key] {
+		return nil, false
+	}
+	delete(s.read, key)
+	it := s.items[key]
+	delete(s.items, key)
+	return it, true
+}
+
+// get reads key: from the snapshot the first time when it holds the key,
+// from memcached otherwise. An absent key is memcache.ErrCacheMiss.
+func (w *Writer) get(s *Snapshot, key string) (*memcache.Item, error) {
+	if it, ok := s.take(key); ok {
+		if it == nil {
+			return nil, memcache.ErrCacheMiss
+		}
+		return it, nil
+	}
+	return w.mc.Get(key)
+}
+
+// SetFrom is Set starting from key's item in s (which may be nil).
+func (w *Writer) SetFrom(s *Snapshot, key string, value []byte, exptime int32, term uint32) error {
 	for range maxAttempts {
-		it, err := w.mc.Get(key)
+		it, err := w.get(s, key)
 		switch {
 		case errors.Is(err, memcache.ErrCacheMiss):
 			err = w.mc.Add(&memcache.Item{Key: key, Value: value, Flags: term, Expiration: exptime})
@@ -77,10 +135,10 @@ func (w *Writer) Set(key string, value []byte, exptime int32, term uint32) error
 	return fmt.Errorf("%w: %q", ErrContended, key)
 }
 
-// Delete removes key if the term stored with it is not newer than term.
-func (w *Writer) Delete(key string, term uint32) error {
+// DeleteFrom is Delete starting from key's item in s (which may be nil).
+func (w *Writer) DeleteFrom(s *Snapshot, key string, term uint32) error {
 	for range maxAttempts {
-		it, err := w.mc.Get(key)
+		it, err := w.get(s, key)
 		switch {
 		case errors.Is(err, memcache.ErrCacheMiss):
 			return nil

@@ -107,3 +107,61 @@ func TestMemcachedDownIsTransient(t *testing.T) {
 	m.Start()
 	testenv.Eventually(t, 10*time.Second, func() bool { return w.Set("k", []byte("v"), 0, 1) == nil }, "write after restart")
 }
+
+// A snapshot is only a first guess: a key written by a newer term after the
+// snapshot was read still fences the write, whether the snapshot held the
+// key or saw it absent, and a key the snapshot held unchanged is written
+// from it.
+func TestWritesFromASnapshotStillFence(t *testing.T) {
+	w, mc, _ := setup(t)
+	for _, k := range []string{"held", "deleted", "same"} {
+		if err := w.Set(k, []byte("v2"), 0, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snap, err := w.Read([]string{"held", "absent", "deleted", "same", "never"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A newer leader (term 3) writes after the snapshot was read.
+	newer := memfence.New(mc)
+	if err := newer.Set("held", []byte("v3"), 0, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := newer.Set("absent", []byte("v3"), 0, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := newer.Set("deleted", []byte("v3"), 0, 3); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.SetFrom(snap, "held", []byte("stale"), 0, 2); !errors.Is(err, memfence.ErrFenced) {
+		t.Fatalf("set of a key changed since the snapshot: %v", err)
+	}
+	if err := w.SetFrom(snap, "absent", []byte("stale"), 0, 2); !errors.Is(err, memfence.ErrFenced) {
+		t.Fatalf("set of a key added since the snapshot: %v", err)
+	}
+	if err := w.DeleteFrom(snap, "deleted", 2); !errors.Is(err, memfence.ErrFenced) {
+		t.Fatalf("delete of a key changed since the snapshot: %v", err)
+	}
+	for _, k := range []string{"held", "absent", "deleted"} {
+		if it := get(t, mc, k); it == nil || string(it.Value) != "v3" || it.Flags != 3 {
+			t.Fatalf("%s after fenced writes: %+v", k, it)
+		}
+	}
+	if err := w.SetFrom(snap, "same", []byte("v2b"), 0, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.SetFrom(snap, "never", []byte("v2"), 0, 2); err != nil {
+		t.Fatal(err)
+	}
+	// Each key of a snapshot serves one write; the next reads afresh.
+	if err := w.SetFrom(snap, "same", []byte("v2c"), 0, 2); err != nil {
+		t.Fatal(err)
+	}
+	if it := get(t, mc, "same"); string(it.Value) != "v2c" || it.Flags != 2 {
+		t.Fatalf("same: %q flags %d", it.Value, it.Flags)
+	}
+	if it := get(t, mc, "never"); it == nil || string(it.Value) != "v2" {
+		t.Fatalf("never: %+v", it)
+	}
+}
