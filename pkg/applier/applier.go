@@ -158,6 +158,9 @@ type Stats struct {
 	Quarantined atomic.Uint64 // records or operations set aside
 	Retries     atomic.Uint64 // memcached write attempts that failed transiently
 	Commits     atomic.Uint64 // watermark transactions
+	// FromStandby counts the batches a standby held when its node won (see
+	// Standby): read before the takeover, not after it.
+	FromStandby atomic.Uint64
 }
 
 // Errors of the applier.
@@ -224,6 +227,11 @@ type opPos struct {
 // as leader, and other errors (a broken watch) after which it may be run
 // again.
 func Run(ctx context.Context, cfg Config, lead *election.Leadership) error {
+	return run(ctx, cfg.withDefaults(), lead, nil)
+}
+
+// withDefaults fills in the defaults of unset fields.
+func (cfg Config) withDefaults() Config {
 	if cfg.MaxBatchesPerCommit <= 0 {
 		cfg.MaxBatchesPerCommit = DefaultMaxBatchesPerCommit
 	}
@@ -236,6 +244,14 @@ func Run(ctx context.Context, cfg Config, lead *election.Leadership) error {
 	}
 	if cfg.Stats == nil {
 		cfg.Stats = &Stats{}
+	}
+	return cfg
+}
+
+// run is Run, reading on from what a standby read (st, which may be nil).
+func run(ctx context.Context, cfg Config, lead *election.Leadership, st *followState) error {
+	if st != nil {
+		defer st.cancel()
 	}
 	if lead.Term > 0xffffffff {
 		return fmt.Errorf("applier: term %d does not fit memcached's flags", lead.Term)
@@ -250,7 +266,7 @@ func Run(ctx context.Context, cfg Config, lead *election.Leadership) error {
 	if err != nil {
 		return err
 	}
-	return a.follow(ctx, mark)
+	return a.follow(ctx, mark, st)
 }
 
 // putTakeoverMark writes the takeover mark, guarded by the leadership, and
@@ -280,13 +296,13 @@ func (a *applier) putTakeoverMark(ctx context.Context) (int64, error) {
 // together (newest operation per key, every write before the first commit).
 // It covers whatever a predecessor may have written past the watermark; see
 // the package documentation.
-func (a *applier) follow(ctx context.Context, mark int64) error {
+func (a *applier) follow(ctx context.Context, mark int64, st *followState) error {
 	in := newInbox(a.cfg.MaxInboxBatches)
 	pctx, cancel := context.WithCancel(ctx)
 	pumped := make(chan struct{})
 	go func() {
 		defer close(pumped)
-		a.pump(pctx, in, a.wm, mark)
+		a.pump(pctx, in, a.wm, mark, st)
 	}()
 	defer func() {
 		cancel()

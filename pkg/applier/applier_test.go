@@ -16,8 +16,10 @@ import (
 	"github.com/coordinator-dev/coordinator/internal/testenv"
 	"github.com/coordinator-dev/coordinator/pkg/applier"
 	"github.com/coordinator-dev/coordinator/pkg/client"
+	"github.com/coordinator-dev/coordinator/pkg/election"
 	"github.com/coordinator-dev/coordinator/pkg/inspect"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
+	"github.com/coordinator-dev/coordinator/pkg/memfence"
 	"github.com/coordinator-dev/coordinator/pkg/node"
 	"github.com/coordinator-dev/coordinator/pkg/ops"
 	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
@@ -497,5 +499,66 @@ func TestBatchesOfOneTransactionApplyInIndexOrder(t *testing.T) {
 				t.Fatalf("watermark %s, %v; want %s", wm, err, last)
 			}
 		})
+	}
+}
+
+// A standby follows the pending batches while its node campaigns, drops
+// those the watermark covers as the leader moves it, and hands the rest to
+// the applier when its node wins: they are applied, in order, without
+// being read again, and what the watermark covered is not written.
+func TestStandbyHandsOverThePendingBatches(t *testing.T) {
+	e := newEnv(t, ops.Limits{})
+	caller := e.register(t, "svc")
+	var toks []tokenseq.Token
+	submit := func(n int) {
+		for range n {
+			i := len(toks)
+			tok, err := caller.Submit(e.ctx, ops.Set(fmt.Sprintf("k%d", i), []byte(fmt.Sprint(i)), 0), ops.Set("last", []byte(fmt.Sprint(i)), 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			toks = append(toks, tok)
+		}
+	}
+	submit(5)
+	stats := &applier.Stats{}
+	cfg := applier.Config{Client: e.cli, Layout: e.layout, Memcached: memfence.New(memcache.New(e.mc.Addr)), Logger: testenv.Logger(), Stats: stats}
+	sb := applier.StartStandby(e.ctx, cfg)
+	t.Cleanup(sb.Stop)
+	testenv.Eventually(t, 10*time.Second, func() bool { return applier.HeldByStandby(sb) == 5 }, "the standby holds the 5 pending batches")
+	submit(3)
+	testenv.Eventually(t, 10*time.Second, func() bool { return applier.HeldByStandby(sb) == 8 }, "the standby holds 8 pending batches")
+	// A leader applied the first three: the standby drops them.
+	if _, err := e.cli.Put(e.ctx, e.layout.Applied(), toks[2].String()); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() bool { return applier.HeldByStandby(sb) == 5 }, "the standby drops the batches the watermark covers")
+
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- election.Run(ctx, election.Config{Client: e.cli, Layout: e.layout, NodeID: "n1", TTL: 5 * time.Second, Logger: testenv.Logger()},
+			func(l *election.Leadership) error { return sb.Run(l.Context(), l) })
+	}()
+	submit(2) // after the standby was taken over, or before: either way applied
+	if err := caller.WaitApplied(e.ctx, toks[len(toks)-1]); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := stats.FromStandby.Load(); got != 5 && got != 7 {
+		t.Fatalf("%d batches came from the standby, want 5 (or 7, had the last two arrived before the takeover)", got)
+	}
+	for i := range toks {
+		_, ok := e.value(t, fmt.Sprintf("k%d", i))
+		if ok != (i >= 3) {
+			t.Fatalf("k%d written = %v; want only batches after the watermark written", i, ok)
+		}
+	}
+	if v, _ := e.value(t, "last"); v != fmt.Sprint(len(toks)-1) {
+		t.Fatalf("last = %q, want %d", v, len(toks)-1)
 	}
 }

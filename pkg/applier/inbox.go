@@ -69,6 +69,35 @@ func (in *inbox) tryPut(items []pending) bool {
 	return true
 }
 
+// free returns how many more items the inbox holds before it is full.
+func (in *inbox) free() int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return max(in.max-len(in.items), 0)
+}
+
+// waitRoom waits until the inbox is not full and returns how many items it
+// has room for; it reports false when ctx ended or the inbox was closed
+// first. With one goroutine putting, the room only grows until it puts.
+func (in *inbox) waitRoom(ctx context.Context) (int, bool) {
+	for {
+		in.mu.Lock()
+		closed, room := in.err != nil, in.max-len(in.items)
+		in.mu.Unlock()
+		if closed {
+			return 0, false
+		}
+		if room > 0 {
+			return room, true
+		}
+		select {
+		case <-in.room:
+		case <-ctx.Done():
+			return 0, false
+		}
+	}
+}
+
 // fail records why no more items will come; take returns it once the items
 // before it are taken.
 func (in *inbox) fail(err error) {

@@ -18,16 +18,31 @@ import (
 // It reads etcd's history with a watch from the watermark's revision: only
 // batches accepted since then are read, however many applied ones etcd still
 // holds as deleted keys, and never all at once. When the inbox is full the
-// watch is cancelled and opened again where it stopped once there is room, so
-// that the etcd client does not buffer what the applier has no room for.
-// When etcd has compacted the history the watch needs, the pending batches
+// watch is cancelled and opened again where it stopped (see stream), so that
+// the etcd client does not buffer what the applier has no room for. When
+// etcd has compacted the history the watch needs, the pending batches
 // are read with a range read instead (which holds them all in memory once),
 // and the watch goes on from that read's revision.
-func (a *applier) pump(ctx context.Context, in *inbox, from tokenseq.Token, mark int64) {
-	next := max(from.Revision, 1) // the first revision not handed over yet
+//
+// With st, what a standby read (see Standby), it hands over the batches the
+// standby holds and reads on from the standby's watch, which is caught up.
+func (a *applier) pump(ctx context.Context, in *inbox, from tokenseq.Token, mark int64, st *followState) {
+	next := max(from.Revision, 1) // the first revision not read yet
+	var rest []*clientv3.Event    // read, not handed over yet
+	var w *openWatch
+	if st != nil {
+		items := slices.DeleteFunc(st.items, func(it pending) bool { return applied(from, it) })
+		a.stats.FromStandby.Add(uint64(len(items)))
+		if !in.put(ctx, items) {
+			in.fail(errInboxFull)
+			return
+		}
+		next, w = st.next, &openWatch{wch: st.wch, cancel: st.cancel}
+	}
 	for {
 		var err error
-		next, err = a.stream(ctx, in, from, next, mark)
+		next, rest, err = a.stream(ctx, in, from, next, mark, rest, w)
+		w = nil
 		if errors.Is(err, errHistoryCompacted) {
 			next, err = a.readPending(ctx, in, from, next)
 		}
@@ -48,46 +63,96 @@ func applied(wm tokenseq.Token, it pending) bool {
 	return it.tok.Less(wm) || (it.tok == wm && it.batch != nil)
 }
 
+// openWatch is a watch and the function that cancels it.
+type openWatch struct {
+	wch    clientv3.WatchChan
+	cancel context.CancelFunc
+}
+
 var (
 	errHistoryCompacted = errors.New("applier: etcd history compacted")
 	errInboxFull        = errors.New("applier: inbox full")
 )
 
-// stream watches from revision next and hands the batches over until the
-// watch ends or the inbox is full; it returns the revision to go on from.
-// A watch response holds whole revisions, so no batch is handed over twice.
-func (a *applier) stream(ctx context.Context, in *inbox, wm tokenseq.Token, next, mark int64) (int64, error) {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+// stream watches from revision next, hands over rest (events of the
+// previous watch not handed over yet), and then the batches the watch
+// reads, until the watch ends or a response does not fit in the inbox. It
+// returns the revision to go on from and what it read and has not handed
+// over, at most one inbox's worth.
+//
+// etcd serves a watch that starts in the past up to 1000 revisions per
+// response, as fast as it reads them, and the etcd client buffers responses
+// not received yet without bound. So when a response does not fit, the
+// watch is cancelled at once, the response is handed over as room appears
+// (decoding only what fits), and the next watch is opened while the last
+// inbox's worth of it is handed over: the client then buffers at most about
+// one response ahead. The applier's own deletes, as many as the batches, are
+// filtered out by etcd.
+//
+// With w, it reads on from that open watch (a standby's) instead of opening
+// one.
+func (a *applier) stream(ctx context.Context, in *inbox, wm tokenseq.Token, next, mark int64, rest []*clientv3.Event, w *openWatch) (int64, []*clientv3.Event, error) {
+	if w == nil {
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		w = &openWatch{cancel: cancel, wch: a.cfg.Client.Watch(wctx, a.cfg.Layout.TakeoverMark(),
+			clientv3.WithRange(a.cfg.Layout.OpsEnd()), clientv3.WithRev(next), clientv3.WithFilterDelete())}
+	}
+	wch, cancel := w.wch, w.cancel
 	defer cancel()
-	wch := a.cfg.Client.Watch(wctx, a.cfg.Layout.TakeoverMark(),
-		clientv3.WithRange(a.cfg.Layout.OpsEnd()), clientv3.WithRev(next))
+	// A standby's watch lives in the node's context, not in ctx.
+	defer context.AfterFunc(ctx, cancel)()
+	if _, ok := a.handOver(ctx, in, rest, wm, mark, 0); !ok {
+		return next, nil, errInboxFull
+	}
 	for wr := range wch {
 		if wr.CompactRevision != 0 {
-			return next, errHistoryCompacted
+			return next, nil, errHistoryCompacted
 		}
 		if err := wr.Err(); err != nil {
-			return next, fmt.Errorf("applier: watch: %w", err)
+			return next, nil, fmt.Errorf("applier: watch: %w", err)
 		}
 		if len(wr.Events) == 0 {
 			continue
 		}
-		items := a.appendEvents(nil, wr.Events, wm, mark)
 		// A response holds whole revisions, so the next watch starts after
 		// the last one.
 		next = wr.Events[len(wr.Events)-1].Kv.ModRevision + 1
-		if in.tryPut(items) {
+		if len(wr.Events) <= in.free() {
+			if !in.put(ctx, a.appendEvents(nil, wr.Events, wm, mark)) {
+				return next, nil, errInboxFull
+			}
 			continue
 		}
 		cancel()
-		if !in.put(ctx, items) {
-			return next, errInboxFull
+		rest, ok := a.handOver(ctx, in, wr.Events, wm, mark, in.max)
+		if !ok {
+			return next, nil, errInboxFull
 		}
-		return next, nil
+		return next, rest, nil
 	}
 	if err := ctx.Err(); err != nil {
-		return next, err
+		return next, nil, err
 	}
-	return next, errors.New("applier: watch closed")
+	return next, nil, errors.New("applier: watch closed")
+}
+
+// handOver hands evs over as room appears in the inbox, decoding only what
+// fits, until at most keep are left; it returns those, and false when ctx
+// ended or the inbox was closed first.
+func (a *applier) handOver(ctx context.Context, in *inbox, evs []*clientv3.Event, wm tokenseq.Token, mark int64, keep int) ([]*clientv3.Event, bool) {
+	for len(evs) > keep {
+		room, ok := in.waitRoom(ctx)
+		if !ok {
+			return nil, false
+		}
+		k := min(room, len(evs)-keep)
+		if !in.put(ctx, a.appendEvents(nil, evs[:k], wm, mark)) {
+			return nil, false
+		}
+		clear(evs[:k]) // let the events handed over be collected
+		evs = evs[k:]
+	}
+	return evs, true
 }
 
 // readPending hands over every pending batch from revision next on that
@@ -130,8 +195,8 @@ func (a *applier) readPending(ctx context.Context, in *inbox, wm tokenseq.Token,
 func (a *applier) appendEvents(queue []pending, evs []*clientv3.Event, wm tokenseq.Token, mark int64) []pending {
 	markKey := a.cfg.Layout.TakeoverMark()
 	for _, ev := range evs {
-		if ev.Type != clientv3.EventTypePut {
-			continue
+		if ev.Type != clientv3.EventTypePut || string(ev.Kv.Key) < markKey {
+			continue // a delete, or a key outside the ops range
 		}
 		if string(ev.Kv.Key) == markKey {
 			if ev.Kv.ModRevision >= mark {

@@ -91,18 +91,31 @@ func Run(ctx context.Context, cfg Config) error {
 		WriteConcurrency: writers, MaxInboxBatches: cfg.MaxInboxBatches, Logger: cfg.Logger, Stats: cfg.Stats, Hooks: cfg.Hooks,
 	}
 	ecfg := election.Config{Client: cfg.Etcd, Layout: cfg.Layout, NodeID: cfg.NodeID, TTL: cfg.LeaseTTL, Logger: cfg.Logger}
+	// While the node campaigns, a standby follows the pending batches, so
+	// that it holds them when it wins (see applier.Standby).
+	standby := applier.StartStandby(ctx, acfg)
+	defer func() { standby.Stop() }()
 	return election.Run(ctx, ecfg, func(l *election.Leadership) error {
-		return lead(l, acfg, cfg.Logger)
+		first := standby
+		defer func() { standby = applier.StartStandby(ctx, acfg) }()
+		return lead(l, acfg, first, cfg.Logger)
 	})
 }
 
-// lead runs the applier for as long as the leadership lasts, restarting it
-// after errors that do not end leadership (a broken watch, etcd hiccups).
-func lead(l *election.Leadership, acfg applier.Config, log *slog.Logger) error {
+// lead runs the applier for as long as the leadership lasts, starting from
+// what the standby holds and restarting it after errors that do not end
+// leadership (a broken watch, etcd hiccups).
+func lead(l *election.Leadership, acfg applier.Config, standby *applier.Standby, log *slog.Logger) error {
 	ctx := l.Context()
 	backoff := retry.Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
 	for {
-		err := applier.Run(ctx, acfg, l)
+		var err error
+		if standby != nil {
+			err = standby.Run(ctx, l)
+			standby = nil
+		} else {
+			err = applier.Run(ctx, acfg, l)
+		}
 		if ctx.Err() != nil {
 			return nil
 		}

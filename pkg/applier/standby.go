@@ -1,0 +1,192 @@
+package applier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/coordinator-dev/coordinator/internal/retry"
+	"github.com/coordinator-dev/coordinator/pkg/election"
+	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
+)
+
+// Standby follows the pending batches while its node campaigns, so that the
+// node holds them when it wins instead of starting to read then.
+//
+// A leader that starts reading reads etcd's history with a watch that starts
+// in the past, and etcd serves such a watch only from its resync loop, which
+// runs every 100 ms: up to 100 ms before a new leader sees its first batch.
+// A standby opens that watch while the node campaigns, on the watermark and
+// the ops range together, and keeps the batches the watermark does not
+// cover yet (dropping those the leader applies as the watermark moves), at
+// most Config.MaxInboxBatches of them. When the node wins, Run hands the
+// batches held and the open, caught-up watch to the applier, which reads on
+// from there. A standby that falls further behind than that drops what it
+// holds and tries again later; its node then reads the history when it wins,
+// as without a standby.
+type Standby struct {
+	cfg Config
+	// parent is the context StartStandby was given: the watch handed over
+	// lives in it, not in the standby's own, which ends with the standby.
+	parent context.Context
+	cancel context.CancelFunc
+	req    chan chan *followState
+	done   chan struct{}
+	held   atomic.Int64 // batches held, for tests
+}
+
+// followState is what a standby has read: the batches after the watermark
+// wm, in token order, and the watch it reads on from, at revision next.
+type followState struct {
+	wch    clientv3.WatchChan
+	cancel context.CancelFunc
+	next   int64
+	wm     tokenseq.Token
+	items  []pending
+}
+
+// errStandbyBehind means more batches are pending than a standby holds.
+var errStandbyBehind = errors.New("applier: standby: more batches pending than it holds")
+
+// StartStandby starts following the pending batches until ctx ends, Stop is
+// called, or Run takes over.
+func StartStandby(ctx context.Context, cfg Config) *Standby {
+	cfg = cfg.withDefaults()
+	sctx, cancel := context.WithCancel(ctx)
+	s := &Standby{cfg: cfg, parent: ctx, cancel: cancel, req: make(chan chan *followState), done: make(chan struct{})}
+	go s.run(sctx)
+	return s
+}
+
+// Stop stops the standby and waits for it to end.
+func (s *Standby) Stop() {
+	s.cancel()
+	<-s.done
+}
+
+// Run stops the standby and runs the applier as Run does, starting from
+// what the standby holds. It may be called once.
+func (s *Standby) Run(ctx context.Context, lead *election.Leadership) error {
+	var st *followState
+	reply := make(chan *followState, 1)
+	select {
+	case s.req <- reply:
+		st = <-reply
+	case <-s.done:
+	}
+	s.Stop()
+	return run(ctx, s.cfg, lead, st)
+}
+
+func (s *Standby) run(ctx context.Context) {
+	defer close(s.done)
+	backoff := retry.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
+	for {
+		handed, err := s.follow(ctx)
+		if handed || ctx.Err() != nil {
+			return
+		}
+		s.cfg.Logger.Debug("standby stopped following; will try again", "err", err)
+		wait := time.NewTimer(backoff.Next())
+		select {
+		case reply := <-s.req:
+			wait.Stop()
+			reply <- nil
+			return
+		case <-wait.C:
+		case <-ctx.Done():
+			wait.Stop()
+			return
+		}
+	}
+}
+
+// follow reads the watermark and the batches after it until Run takes them
+// over (it reports true) or following fails.
+func (s *Standby) follow(ctx context.Context) (bool, error) {
+	layout := s.cfg.Layout
+	wm, _, err := tokenseq.Watermark(ctx, s.cfg.Client, layout)
+	if err != nil {
+		return false, err
+	}
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(s.parent))
+	st := &followState{cancel: cancel, next: max(wm.Revision, 1), wm: wm}
+	// From the watermark key to the end of the ops range: the watermark, the
+	// takeover mark and the batches, in one order (and the election's keys,
+	// which sort between them and are skipped).
+	st.wch = s.cfg.Client.Watch(wctx, layout.Applied(), clientv3.WithRange(layout.OpsEnd()),
+		clientv3.WithRev(st.next), clientv3.WithFilterDelete())
+	a := &applier{cfg: s.cfg, log: s.cfg.Logger}
+	for {
+		select {
+		case reply := <-s.req:
+			reply <- st
+			return true, nil
+		case <-ctx.Done():
+			cancel()
+			return false, ctx.Err()
+		case wr, ok := <-st.wch:
+			if !ok {
+				cancel()
+				return false, errors.New("applier: standby: watch closed")
+			}
+			if wr.CompactRevision != 0 {
+				cancel()
+				return false, errHistoryCompacted
+			}
+			if err := wr.Err(); err != nil {
+				cancel()
+				return false, fmt.Errorf("applier: standby: watch: %w", err)
+			}
+			if len(wr.Events) == 0 {
+				continue
+			}
+			st.next = wr.Events[len(wr.Events)-1].Kv.ModRevision + 1
+			err := a.absorb(st, wr.Events)
+			s.held.Store(int64(len(st.items)))
+			if err != nil {
+				cancel()
+				return false, err
+			}
+		}
+	}
+}
+
+// absorb applies watch events to a standby's state: a newer watermark drops
+// the batches it covers, a batch it does not cover is kept.
+func (a *applier) absorb(st *followState, evs []*clientv3.Event) error {
+	appliedKey := a.cfg.Layout.Applied()
+	for _, ev := range evs {
+		if string(ev.Kv.Key) != appliedKey {
+			// Takeover marks are skipped: only the one this node writes when
+			// it wins ends its replay head.
+			st.items = a.appendEvents(st.items, []*clientv3.Event{ev}, st.wm, math.MaxInt64)
+			continue
+		}
+		wm, err := tokenseq.ParseToken(string(ev.Kv.Value))
+		if err != nil {
+			return fmt.Errorf("applier: standby: watermark record: %w", err)
+		}
+		if !st.wm.Less(wm) {
+			continue
+		}
+		st.wm = wm
+		n := 0
+		for n < len(st.items) && applied(wm, st.items[n]) {
+			n++
+		}
+		if n > 0 {
+			st.items = slices.Delete(st.items, 0, n)
+		}
+	}
+	if len(st.items) > a.cfg.MaxInboxBatches {
+		return errStandbyBehind
+	}
+	return nil
+}
