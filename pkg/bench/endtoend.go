@@ -53,8 +53,8 @@ func (e *env) runEndToEnd(ctx context.Context) (*ScenarioReport, error) {
 
 // endToEndWaiting runs conc closed-loop callers that each submit one
 // operation and wait until the applied watermark covers its token before
-// they submit the next. One watch on the watermark serves them all (what
-// WaitApplied does, without a watch per call); an operation's latency runs
+// they submit the next. One watch on the watermark serves them all (as
+// Client.WaitApplied shares one); an operation's latency runs
 // from the start of its submission to the watermark event covering it. A
 // node must be running.
 func (e *env) endToEndWaiting(ctx context.Context, conc int) (Measurement, error) {

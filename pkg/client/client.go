@@ -63,6 +63,7 @@ type Client struct {
 	layout   keyspace.Layout
 	reg      *registry.Registry
 	sub      *tokenseq.Submitter
+	applied  *tokenseq.AppliedWatcher
 }
 
 // New returns a Client.
@@ -90,8 +91,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	return &Client{
 		etcd: cli, ownsEtcd: owns, layout: layout,
-		reg: registry.New(cli, layout),
-		sub: tokenseq.NewSubmitter(cli, layout, cfg.Limits),
+		reg:     registry.New(cli, layout),
+		sub:     tokenseq.NewSubmitter(cli, layout, cfg.Limits),
+		applied: tokenseq.NewAppliedWatcher(cli, layout),
 	}, nil
 }
 
@@ -128,8 +130,10 @@ func (c *Client) Register(ctx context.Context, name string, opts RegisterOptions
 }
 
 // WaitApplied blocks until tok is applied to memcached (G8) or ctx ends.
+// Concurrent waits share one watch of the applied watermark (see
+// tokenseq.AppliedWatcher).
 func (c *Client) WaitApplied(ctx context.Context, tok Token) error {
-	return tokenseq.WaitApplied(ctx, c.etcd, c.layout, tok)
+	return c.applied.Wait(ctx, tok)
 }
 
 // Caller is one incarnation of a registration name. It is safe for

@@ -214,3 +214,67 @@ func TestSupersededByAnEndedIncarnationIsSuperseded(t *testing.T) {
 		t.Fatalf("got %v, want ErrExpired", err)
 	}
 }
+
+// An AppliedWatcher releases each waiter on the watermark event that
+// reaches its token, not before; a waiter that gives up is forgotten; and
+// once everyone is released it follows again for the next waiter.
+func TestAppliedWatcherReleasesWaitersAsTheWatermarkPasses(t *testing.T) {
+	f := newFixture(t)
+	aw := tokenseq.NewAppliedWatcher(f.cli, f.layout)
+	setWatermark := func(rev int64) {
+		t.Helper()
+		if _, err := f.cli.Put(f.ctx, f.layout.Applied(), tokenseq.Token{Revision: rev}.String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait := func(ctx context.Context, tok tokenseq.Token) chan error {
+		done := make(chan error, 1)
+		go func() { done <- aw.Wait(ctx, tok) }()
+		return done
+	}
+	low := wait(f.ctx, tokenseq.Token{Revision: 1000})
+	mid := wait(f.ctx, tokenseq.Token{Revision: 1000, Index: 3})
+	high := wait(f.ctx, tokenseq.Token{Revision: 2000})
+	giveUp, cancel := context.WithCancel(f.ctx)
+	gaveUp := wait(giveUp, tokenseq.Token{Revision: 3000})
+	setWatermark(999)
+	// A waiter that passes once the watermark event was seen.
+	if err := aw.Wait(f.ctx, tokenseq.Token{Revision: 999}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []chan error{low, mid, high, gaveUp} {
+		select {
+		case err := <-c:
+			t.Fatalf("a waiter returned %v before the watermark reached its token", err)
+		default:
+		}
+	}
+	setWatermark(1000)
+	if err := <-low; err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-gaveUp; !errors.Is(err, context.Canceled) {
+		t.Fatalf("waiter that gave up: %v", err)
+	}
+	if _, err := f.cli.Put(f.ctx, f.layout.Applied(), tokenseq.Token{Revision: 1000, Index: 5}.String()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-mid; err != nil {
+		t.Fatal(err)
+	}
+	setWatermark(2500)
+	if err := <-high; err != nil {
+		t.Fatal(err)
+	}
+	// Everyone was released; the next waiter follows again.
+	next := wait(f.ctx, tokenseq.Token{Revision: 2600})
+	setWatermark(2600)
+	if err := <-next; err != nil {
+		t.Fatal(err)
+	}
+	// A token the watermark already covers returns at once.
+	if err := aw.Wait(f.ctx, tokenseq.Token{Revision: 10}); err != nil {
+		t.Fatal(err)
+	}
+}
