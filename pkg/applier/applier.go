@@ -251,7 +251,7 @@ func (cfg Config) withDefaults() Config {
 // run is Run, reading on from what a standby read (st, which may be nil).
 func run(ctx context.Context, cfg Config, lead *election.Leadership, st *followState) error {
 	if st != nil {
-		defer st.cancel()
+		defer st.watch.cancel()
 	}
 	if lead.Term > 0xffffffff {
 		return fmt.Errorf("applier: term %d does not fit memcached's flags", lead.Term)

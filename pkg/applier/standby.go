@@ -44,11 +44,10 @@ type Standby struct {
 // followState is what a standby has read: the batches after the watermark
 // wm, in token order, and the watch it reads on from, at revision next.
 type followState struct {
-	wch    clientv3.WatchChan
-	cancel context.CancelFunc
-	next   int64
-	wm     tokenseq.Token
-	items  []pending
+	watch openWatch
+	next  int64
+	wm    tokenseq.Token
+	items []pending
 }
 
 // errStandbyBehind means more batches are pending than a standby holds.
@@ -116,11 +115,11 @@ func (s *Standby) follow(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(s.parent))
-	st := &followState{cancel: cancel, next: max(wm.Revision, 1), wm: wm}
+	st := &followState{watch: openWatch{cancel: cancel}, next: max(wm.Revision, 1), wm: wm}
 	// From the watermark key to the end of the ops range: the watermark, the
 	// takeover mark and the batches, in one order (and the election's keys,
 	// which sort between them and are skipped).
-	st.wch = s.cfg.Client.Watch(wctx, layout.Applied(), clientv3.WithRange(layout.OpsEnd()),
+	st.watch.wch = s.cfg.Client.Watch(wctx, layout.Applied(), clientv3.WithRange(layout.OpsEnd()),
 		clientv3.WithRev(st.next), clientv3.WithFilterDelete())
 	a := &applier{cfg: s.cfg, log: s.cfg.Logger}
 	for {
@@ -131,18 +130,14 @@ func (s *Standby) follow(ctx context.Context) (bool, error) {
 		case <-ctx.Done():
 			cancel()
 			return false, ctx.Err()
-		case wr, ok := <-st.wch:
+		case wr, ok := <-st.watch.wch:
 			if !ok {
 				cancel()
 				return false, errors.New("applier: standby: watch closed")
 			}
-			if wr.CompactRevision != 0 {
+			if err := responseErr(wr); err != nil {
 				cancel()
-				return false, errHistoryCompacted
-			}
-			if err := wr.Err(); err != nil {
-				cancel()
-				return false, fmt.Errorf("applier: standby: watch: %w", err)
+				return false, err
 			}
 			if len(wr.Events) == 0 {
 				continue

@@ -37,7 +37,7 @@ func (a *applier) pump(ctx context.Context, in *inbox, from tokenseq.Token, mark
 			in.fail(errInboxFull)
 			return
 		}
-		next, w = st.next, &openWatch{wch: st.wch, cancel: st.cancel}
+		next, w = st.next, &st.watch
 	}
 	for {
 		var err error
@@ -67,6 +67,18 @@ func applied(wm tokenseq.Token, it pending) bool {
 type openWatch struct {
 	wch    clientv3.WatchChan
 	cancel context.CancelFunc
+}
+
+// responseErr is the error a watch response carries: errHistoryCompacted
+// when the history it starts from is gone.
+func responseErr(wr clientv3.WatchResponse) error {
+	if wr.CompactRevision != 0 {
+		return errHistoryCompacted
+	}
+	if err := wr.Err(); err != nil {
+		return fmt.Errorf("applier: watch: %w", err)
+	}
+	return nil
 }
 
 var (
@@ -105,11 +117,8 @@ func (a *applier) stream(ctx context.Context, in *inbox, wm tokenseq.Token, next
 		return next, nil, errInboxFull
 	}
 	for wr := range wch {
-		if wr.CompactRevision != 0 {
-			return next, nil, errHistoryCompacted
-		}
-		if err := wr.Err(); err != nil {
-			return next, nil, fmt.Errorf("applier: watch: %w", err)
+		if err := responseErr(wr); err != nil {
+			return next, nil, err
 		}
 		if len(wr.Events) == 0 {
 			continue
