@@ -103,10 +103,11 @@ type Config struct {
 	// rounds must fit in ReplayHeadBatches).
 	MaxBatchesPerCommit int
 	// MaxInboxBatches bounds the batches received from the watch and not yet
-	// applied (while memcached is down, say): when it is full, the watch is
-	// cancelled, and opened again where it stopped once there is room, so
-	// neither the applier nor the etcd client buffers a backlog. Zero means
-	// DefaultMaxInboxBatches.
+	// applied (while memcached is down, say): beyond it, the applier holds
+	// at most the watch responses that did not fit (see stream); when one
+	// more comes, the watch is cancelled, and opened again where it stopped
+	// once there is room, so neither the applier nor the etcd client buffers
+	// a backlog. Zero means DefaultMaxInboxBatches.
 	MaxInboxBatches int
 	// WriteConcurrency is the number of memcached writes made at once: the
 	// writes of a round are split by registration name over this many
@@ -161,6 +162,11 @@ type Stats struct {
 	// FromStandby counts the batches a standby held when its node won (see
 	// Standby): read before the takeover, not after it.
 	FromStandby atomic.Uint64
+	// Watches counts the watches of the pending batches the applier read
+	// from: its first (its own, or the one a standby handed over), and one
+	// more each time it fell behind a watch and opened it again (see
+	// stream).
+	Watches atomic.Uint64
 }
 
 // Errors of the applier.

@@ -377,28 +377,29 @@ func TestWritesStayWithinTheReplayHeadOfTheWatermark(t *testing.T) {
 	}
 }
 
-// A backlog much larger than the leader's inbox is streamed: the watch is
-// cancelled when the inbox is full and opened again where it stopped, and
-// every batch is applied once, in order.
-func TestBacklogLargerThanTheInboxIsStreamed(t *testing.T) {
-	e := newEnv(t, ops.Limits{})
-	caller := e.register(t, "svc")
-	const n = 300
+// rotatingBatches submits n batches one by one: batch i sets k<i mod keys>
+// to i and u<i> to "v". It returns the last token.
+func (e *env) rotatingBatches(t *testing.T, caller *client.Caller, n, keys int) tokenseq.Token {
+	t.Helper()
 	var last tokenseq.Token
 	for i := range n {
-		tok, err := caller.Submit(e.ctx, ops.Set(fmt.Sprintf("k%d", i%7), []byte(fmt.Sprint(i)), 0), ops.Set(fmt.Sprintf("u%d", i), []byte("v"), 0))
+		tok, err := caller.Submit(e.ctx, ops.Set(fmt.Sprintf("k%d", i%keys), []byte(fmt.Sprint(i)), 0), ops.Set(fmt.Sprintf("u%d", i), []byte("v"), 0))
 		if err != nil {
 			t.Fatal(err)
 		}
 		last = tok
 	}
-	nd := testenv.StartNode(t, node.Config{Etcd: e.cli, Layout: e.layout, NodeID: "n1", Memcached: []string{e.mc.Addr}, MaxInboxBatches: 8})
-	if err := caller.WaitApplied(e.ctx, last); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 7 {
-		// The last batch that set k<i>.
-		want := n - 1 - (n-1-i)%7
+	return last
+}
+
+// checkRotatingBatches checks that every operation of rotatingBatches(n,
+// keys) was applied once, newest last: each k<i> holds the last batch that
+// set it, and every u<i> is there. before is the operations applied or
+// skipped before those batches.
+func (e *env) checkRotatingBatches(t *testing.T, nd *testenv.Node, n, keys int, before uint64) {
+	t.Helper()
+	for i := range keys {
+		want := n - 1 - (n-1-i)%keys
 		if v, _ := e.value(t, fmt.Sprintf("k%d", i)); v != fmt.Sprint(want) {
 			t.Fatalf("k%d = %q, want %d", i, v, want)
 		}
@@ -408,9 +409,57 @@ func TestBacklogLargerThanTheInboxIsStreamed(t *testing.T) {
 			t.Fatalf("u%d was not applied", i)
 		}
 	}
-	if got := nd.Stats.Applied.Load() + nd.Stats.Skipped.Load(); got != 2*n {
+	if got := nd.Stats.Applied.Load() + nd.Stats.Skipped.Load() - before; got != uint64(2*n) {
 		t.Fatalf("applied+skipped = %d, want %d (each operation once)", got, 2*n)
 	}
+}
+
+// A backlog much larger than the leader's inbox is streamed: what the watch
+// reads is handed over as room appears in the inbox, and every batch is
+// applied once, in order.
+func TestBacklogLargerThanTheInboxIsStreamed(t *testing.T) {
+	e := newEnv(t, ops.Limits{})
+	caller := e.register(t, "svc")
+	const n = 300
+	last := e.rotatingBatches(t, caller, n, 7)
+	nd := testenv.StartNode(t, node.Config{Etcd: e.cli, Layout: e.layout, NodeID: "n1", Memcached: []string{e.mc.Addr}, MaxInboxBatches: 8})
+	if err := caller.WaitApplied(e.ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	e.checkRotatingBatches(t, nd, n, 7, 0)
+}
+
+// When batches keep coming while the applier cannot write (memcached is
+// down), the applier falls behind its watch: it cancels it, so the etcd
+// client does not buffer what it has no room for, and opens it again where
+// it stopped once there is room. Every operation is applied once, and the
+// newest value of each key wins.
+func TestApplierBehindItsWatchOpensItAgainWithoutLosingBatches(t *testing.T) {
+	e := newEnv(t, ops.Limits{})
+	nd := testenv.StartNode(t, node.Config{Etcd: e.cli, Layout: e.layout, NodeID: "n1", Memcached: []string{e.mc.Addr}, MaxInboxBatches: 8})
+	caller := e.register(t, "svc")
+	// The leader's watch is caught up before the outage.
+	tok, err := caller.Set(e.ctx, "warm", []byte("up"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := caller.WaitApplied(e.ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	before := nd.Stats.Applied.Load() + nd.Stats.Skipped.Load()
+	e.mc.Stop()
+	// One transaction per batch: the watch, caught up, sends each as its
+	// own response.
+	const n = 120
+	last := e.rotatingBatches(t, caller, n, 5)
+	e.mc.Start()
+	if err := caller.WaitApplied(e.ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	if w := nd.Stats.Watches.Load(); w < 2 {
+		t.Fatalf("the applier read from %d watch(es); it should have cancelled the one it fell behind and opened another", w)
+	}
+	e.checkRotatingBatches(t, nd, n, 5, before)
 }
 
 // When etcd has compacted the history back to the watermark, a new leader

@@ -76,6 +76,13 @@ func (in *inbox) free() int {
 	return max(in.max-len(in.items), 0)
 }
 
+// closed reports whether the inbox takes no more items.
+func (in *inbox) closed() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.err != nil
+}
+
 // waitRoom waits until the inbox is not full and returns how many items it
 // has room for; it reports false when ctx ended or the inbox was closed
 // first. With one goroutine putting, the room only grows until it puts.

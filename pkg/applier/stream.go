@@ -17,9 +17,10 @@ import (
 //
 // It reads etcd's history with a watch from the watermark's revision: only
 // batches accepted since then are read, however many applied ones etcd still
-// holds as deleted keys, and never all at once. When the inbox is full the
-// watch is cancelled and opened again where it stopped (see stream), so that
-// the etcd client does not buffer what the applier has no room for. When
+// holds as deleted keys, and never all at once. When the applier falls
+// behind the watch by more than the inbox, the watch is cancelled and opened
+// again where it stopped (see stream), so that the etcd client does not
+// buffer what the applier has no room for. When
 // etcd has compacted the history the watch needs, the pending batches
 // are read with a range read instead (which holds them all in memory once),
 // and the watch goes on from that read's revision.
@@ -88,22 +89,29 @@ var (
 
 // stream watches from revision next, hands over rest (events of the
 // previous watch not handed over yet), and then the batches the watch
-// reads, until the watch ends or a response does not fit in the inbox. It
-// returns the revision to go on from and what it read and has not handed
-// over, at most one inbox's worth.
+// reads, until the watch ends or the applier falls behind it. It returns the
+// revision to go on from and what it read and has not handed over, at most
+// one inbox's worth.
 //
 // etcd serves a watch that starts in the past up to 1000 revisions per
-// response, as fast as it reads them, and the etcd client buffers responses
-// not received yet without bound. So when a response does not fit, the
-// watch is cancelled at once, the response is handed over as room appears
-// (decoding only what fits), and the next watch is opened while the last
-// inbox's worth of it is handed over: the client then buffers at most about
-// one response ahead. The applier's own deletes, as many as the batches, are
-// filtered out by etcd.
+// response, one response per pass of its resync loop, and each pass reads
+// the history from the watch's revision to the head; the etcd client
+// buffers responses not received yet without bound. So responses are
+// received as they come and handed over as room appears while the watch
+// stays open, and the watch is cancelled only when a response comes while
+// more than one inbox's worth of the earlier ones is still held: what is
+// held stays within an inbox and two responses, and a watch that etcd
+// serves no faster than the applier takes goes on without being opened
+// again (each opening costs a pass over the history, and the response etcd
+// may have sent before it saw the cancel). When it is cancelled, what is
+// held is handed over until one inbox's worth is left, and the next watch is
+// opened while that is handed over. The applier's own deletes, as many as
+// the batches, are filtered out by etcd.
 //
 // With w, it reads on from that open watch (a standby's) instead of opening
 // one.
 func (a *applier) stream(ctx context.Context, in *inbox, wm tokenseq.Token, next, mark int64, rest []*clientv3.Event, w *openWatch) (int64, []*clientv3.Event, error) {
+	a.stats.Watches.Add(1)
 	if w == nil {
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 		w = &openWatch{cancel: cancel, wch: a.cfg.Client.Watch(wctx, a.cfg.Layout.TakeoverMark(),
@@ -116,33 +124,69 @@ func (a *applier) stream(ctx context.Context, in *inbox, wm tokenseq.Token, next
 	if _, ok := a.handOver(ctx, in, rest, wm, mark, 0); !ok {
 		return next, nil, errInboxFull
 	}
-	for wr := range wch {
-		if err := responseErr(wr); err != nil {
-			return next, nil, err
-		}
-		if len(wr.Events) == 0 {
-			continue
-		}
-		// A response holds whole revisions, so the next watch starts after
-		// the last one.
-		next = wr.Events[len(wr.Events)-1].Kv.ModRevision + 1
-		if len(wr.Events) <= in.free() {
-			if !in.put(ctx, a.appendEvents(nil, wr.Events, wm, mark)) {
-				return next, nil, errInboxFull
-			}
-			continue
-		}
-		cancel()
-		rest, ok := a.handOver(ctx, in, wr.Events, wm, mark, in.max)
-		if !ok {
+	var held []*clientv3.Event // read from this watch, not handed over yet
+	for {
+		var ok bool
+		if held, ok = a.handOverFree(in, held, wm, mark); !ok {
 			return next, nil, errInboxFull
 		}
-		return next, rest, nil
+		var room <-chan struct{}
+		if len(held) > 0 {
+			room = in.room
+		}
+		select {
+		case wr, open := <-wch:
+			if !open {
+				if err := ctx.Err(); err != nil {
+					return next, nil, err
+				}
+				return next, nil, errors.New("applier: watch closed")
+			}
+			if err := responseErr(wr); err != nil {
+				return next, nil, err
+			}
+			if len(wr.Events) == 0 {
+				continue
+			}
+			// A response holds whole revisions, so the next watch starts
+			// after the last one.
+			next = wr.Events[len(wr.Events)-1].Kv.ModRevision + 1
+			if len(held) == 0 {
+				held = wr.Events
+				continue
+			}
+			if len(held) <= in.max {
+				held = append(held, wr.Events...)
+				continue
+			}
+			// Behind: more than an inbox's worth of the last response is
+			// still held when the next one comes.
+			cancel()
+			rest, ok := a.handOver(ctx, in, append(held, wr.Events...), wm, mark, in.max)
+			if !ok {
+				return next, nil, errInboxFull
+			}
+			return next, rest, nil
+		case <-room:
+		case <-ctx.Done():
+			return next, nil, ctx.Err()
+		}
 	}
-	if err := ctx.Err(); err != nil {
-		return next, nil, err
+}
+
+// handOverFree hands over as much of evs as the inbox has room for now,
+// without waiting, and returns the rest; it reports false when the inbox was
+// closed.
+func (a *applier) handOverFree(in *inbox, evs []*clientv3.Event, wm tokenseq.Token, mark int64) ([]*clientv3.Event, bool) {
+	k := min(in.free(), len(evs))
+	if k == 0 {
+		return evs, !in.closed()
 	}
-	return next, nil, errors.New("applier: watch closed")
+	if !in.tryPut(a.appendEvents(nil, evs[:k], wm, mark)) {
+		return nil, false
+	}
+	clear(evs[:k]) // let the events handed over be collected
+	return evs[k:], true
 }
 
 // handOver hands evs over as room appears in the inbox, decoding only what
