@@ -35,6 +35,7 @@ func TestUsageErrors(t *testing.T) {
 		{name: "ops malformed limit", args: []string{"ops", "--limit", "ten"}, want: "invalid argument"},
 		{name: "bad dial timeout", args: []string{"status", "--dial-timeout", "soon"}, want: "invalid argument"},
 		{name: "bad namespace", args: []string{"registrations", "--namespace", "a b"}, want: "--namespace"},
+		{name: "serve negative history retention", args: []string{"serve", "--embed-history-retention", "-1s"}, want: "--embed-history-retention"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 type serveOptions struct {
 	dataDir      string
 	embedListen  string
+	embedHistory time.Duration
 	memcached    string
 	nodeID       string
 	leaseTTL     time.Duration
@@ -56,6 +57,8 @@ follower takes over without waiting for the lease to expire.`,
 	f := cmd.Flags()
 	f.StringVar(&o.dataDir, "data-dir", "coordinator.etcd", "embedded etcd's data directory (only without --endpoints)")
 	f.StringVar(&o.embedListen, "embed-listen", embedded.DefaultClientAddr, "embedded etcd's client address (only without --endpoints)")
+	f.DurationVar(&o.embedHistory, "embed-history-retention", time.Hour,
+		"how long embedded etcd keeps its history before compacting it, 0 for ever (only without --endpoints); a leader taking over after a longer outage reads pending batches all at once")
 	f.StringVar(&o.memcached, "memcached", node.DefaultMemcached, "memcached servers, host:port, comma separated")
 	f.StringVar(&o.nodeID, "node-id", defaultNodeID(), "this node's name in the election")
 	f.DurationVar(&o.leaseTTL, "lease-ttl", 5*time.Second, "leadership lease TTL: a dead leader is replaced within about this long")
@@ -86,6 +89,9 @@ func (o *serveOptions) validate() error {
 	}
 	if o.writers < 1 {
 		return usagef("--write-concurrency must be at least 1 (got %d)", o.writers)
+	}
+	if o.embedHistory < 0 {
+		return usagef("--embed-history-retention must not be negative (got %s)", o.embedHistory)
 	}
 	if len(splitList(o.memcached)) == 0 {
 		return usagef("--memcached is empty")
@@ -120,7 +126,7 @@ func runServe(cmd *cobra.Command, g *globalOptions, o *serveOptions) error {
 		if lvl <= slog.LevelDebug {
 			etcdLog = "warn"
 		}
-		srv, err := embedded.Start(ctx, embedded.Config{Dir: dir, ClientAddr: o.embedListen, LogLevel: etcdLog})
+		srv, err := embedded.Start(ctx, embedded.Config{Dir: dir, ClientAddr: o.embedListen, LogLevel: etcdLog, HistoryRetention: o.embedHistory})
 		if err != nil {
 			return err
 		}

@@ -35,6 +35,12 @@ type Config struct {
 	MaxRequestBytes uint
 	// StartTimeout bounds the wait for the member to be ready; default 60s.
 	StartTimeout time.Duration
+	// HistoryRetention is how long the member keeps the history of changes
+	// before compacting it away (etcd's periodic auto-compaction). Every
+	// batch is a new key, deleted once applied, so without compaction the
+	// member's key index and database grow for as long as it runs. Zero
+	// keeps all history.
+	HistoryRetention time.Duration
 }
 
 // ErrStartTimeout is returned when the member is not ready in time.
@@ -83,6 +89,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	ec.Dir = cfg.Dir
 	ec.LogLevel = cfg.LogLevel
 	ec.MaxRequestBytes = cfg.MaxRequestBytes
+	if cfg.HistoryRetention > 0 {
+		ec.AutoCompactionMode = embed.CompactorModePeriodic
+		ec.AutoCompactionRetention = cfg.HistoryRetention.String()
+	}
 	cu := url.URL{Scheme: "http", Host: clientAddr}
 	pu := url.URL{Scheme: "http", Host: peerAddr}
 	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
