@@ -293,6 +293,14 @@ func (e *env) progress(format string, args ...any) {
 	fmt.Fprintf(e.cfg.Progress, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
 
+// nodeLog writes the in-process node's log lines to the progress stream.
+type nodeLog struct{ e *env }
+
+func (l nodeLog) Write(p []byte) (int, error) {
+	l.e.progress("  node: %s", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
 // open starts or dials etcd, registers the names and checks memcached.
 func (e *env) open(ctx context.Context) error {
 	var b [4]byte
@@ -471,7 +479,9 @@ func (e *env) startNode(ctx context.Context) error {
 	go func() {
 		n.done <- node.Run(nctx, node.Config{
 			Etcd: cli, Layout: e.layout, NodeID: "bench-inproc", LeaseTTL: e.cfg.LeaseTTL,
-			Memcached: e.cfg.Memcached, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Stats: n.stats,
+			Memcached: e.cfg.Memcached, Stats: n.stats,
+			// Its warnings (retries, lost leadership) explain stalls.
+			Logger: slog.New(slog.NewTextHandler(nodeLog{e}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		})
 	}()
 	e.mu.Lock()
