@@ -45,7 +45,14 @@ func (a *applier) pump(ctx context.Context, in *inbox, from tokenseq.Token, mark
 		next, rest, err = a.stream(ctx, in, from, next, mark, rest, w)
 		w = nil
 		if errors.Is(err, errHistoryCompacted) {
-			next, err = a.readPending(ctx, in, from, next)
+			// What was read before the history went is handed over first:
+			// the range read reads on from next.
+			if _, ok := a.handOver(ctx, in, rest, from, mark, 0); !ok {
+				err = errInboxFull
+			} else {
+				rest = nil
+				next, err = a.readPending(ctx, in, from, next)
+			}
 		}
 		if err != nil {
 			in.fail(err)
@@ -90,8 +97,8 @@ var (
 // stream watches from revision next, hands over rest (events of the
 // previous watch not handed over yet), and then the batches the watch
 // reads, until the watch ends or the applier falls behind it. It returns the
-// revision to go on from and what it read and has not handed over, at most
-// one inbox's worth.
+// revision to go on from and what it read and has not handed over: at most
+// one inbox's worth, or, with an error, whatever it held.
 //
 // etcd serves a watch that starts in the past up to 1000 revisions per
 // response, one response per pass of its resync loop, and each pass reads
@@ -143,7 +150,7 @@ func (a *applier) stream(ctx context.Context, in *inbox, wm tokenseq.Token, next
 				return next, nil, errors.New("applier: watch closed")
 			}
 			if err := responseErr(wr); err != nil {
-				return next, nil, err
+				return next, held, err
 			}
 			if len(wr.Events) == 0 {
 				continue
