@@ -144,9 +144,9 @@ func TestManyRecordsSetAsideInOneRoundAreCommitted(t *testing.T) {
 	if err != nil || len(q) != bad {
 		t.Fatalf("%d records set aside, %v; want %d", len(q), err, bad)
 	}
-	if c := n.Stats.Commits.Load(); c < 3 {
-		t.Fatalf("%d commits; %d bad records need at least 3 transactions", c, bad)
-	}
+	// The watermark is visible before the applier counts its commit.
+	testenv.Eventually(t, 10*time.Second, func() bool { return n.Stats.Commits.Load() >= 3 },
+		"%d commits; %d bad records need at least 3 transactions", n.Stats.Commits.Load(), bad)
 }
 
 // An operation memcached refuses for good (here: bigger than its -I) is set
@@ -598,8 +598,8 @@ func TestStandbyHandsOverThePendingBatches(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if got := stats.FromStandby.Load(); got != 5 && got != 7 {
-		t.Fatalf("%d batches came from the standby, want 5 (or 7, had the last two arrived before the takeover)", got)
+	if got := stats.FromStandby.Load(); got < 5 || got > 7 {
+		t.Fatalf("%d batches came from the standby, want 5 (or 6 or 7, had one or both of the last two, each its own transaction, arrived before the takeover)", got)
 	}
 	for i := range toks {
 		_, ok := e.value(t, fmt.Sprintf("k%d", i))

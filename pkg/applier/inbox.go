@@ -38,10 +38,7 @@ func (in *inbox) put(ctx context.Context, items []pending) bool {
 		if in.tryPut(items) {
 			return true
 		}
-		in.mu.Lock()
-		closed := in.err != nil
-		in.mu.Unlock()
-		if closed {
+		if in.closed() {
 			return false
 		}
 		select {
@@ -83,24 +80,21 @@ func (in *inbox) closed() bool {
 	return in.err != nil
 }
 
-// waitRoom waits until the inbox is not full and returns how many items it
-// has room for; it reports false when ctx ended or the inbox was closed
-// first. With one goroutine putting, the room only grows until it puts.
-func (in *inbox) waitRoom(ctx context.Context) (int, bool) {
+// waitRoom waits until the inbox is not full; it reports false when ctx
+// ended or the inbox was closed first. With one goroutine putting, the room
+// only grows until it puts.
+func (in *inbox) waitRoom(ctx context.Context) bool {
 	for {
-		in.mu.Lock()
-		closed, room := in.err != nil, in.max-len(in.items)
-		in.mu.Unlock()
-		if closed {
-			return 0, false
+		if in.closed() {
+			return false
 		}
-		if room > 0 {
-			return room, true
+		if in.free() > 0 {
+			return true
 		}
 		select {
 		case <-in.room:
 		case <-ctx.Done():
-			return 0, false
+			return false
 		}
 	}
 }

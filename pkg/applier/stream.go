@@ -134,7 +134,7 @@ func (a *applier) stream(ctx context.Context, in *inbox, wm tokenseq.Token, next
 	var held []*clientv3.Event // read from this watch, not handed over yet
 	for {
 		var ok bool
-		if held, ok = a.handOverFree(in, held, wm, mark); !ok {
+		if held, ok = a.handOverFree(in, held, wm, mark, 0); !ok {
 			return next, nil, errInboxFull
 		}
 		var room <-chan struct{}
@@ -182,11 +182,11 @@ func (a *applier) stream(ctx context.Context, in *inbox, wm tokenseq.Token, next
 }
 
 // handOverFree hands over as much of evs as the inbox has room for now,
-// without waiting, and returns the rest; it reports false when the inbox was
-// closed.
-func (a *applier) handOverFree(in *inbox, evs []*clientv3.Event, wm tokenseq.Token, mark int64) ([]*clientv3.Event, bool) {
-	k := min(in.free(), len(evs))
-	if k == 0 {
+// without waiting, decoding only that, until at most keep are left; it
+// returns the rest, and false when the inbox was closed.
+func (a *applier) handOverFree(in *inbox, evs []*clientv3.Event, wm tokenseq.Token, mark int64, keep int) ([]*clientv3.Event, bool) {
+	k := min(in.free(), len(evs)-keep)
+	if k <= 0 {
 		return evs, !in.closed()
 	}
 	if !in.tryPut(a.appendEvents(nil, evs[:k], wm, mark)) {
@@ -196,23 +196,22 @@ func (a *applier) handOverFree(in *inbox, evs []*clientv3.Event, wm tokenseq.Tok
 	return evs[k:], true
 }
 
-// handOver hands evs over as room appears in the inbox, decoding only what
-// fits, until at most keep are left; it returns those, and false when ctx
-// ended or the inbox was closed first.
+// handOver hands evs over as room appears in the inbox, until at most keep
+// are left; it returns those, and false when ctx ended or the inbox was
+// closed first.
 func (a *applier) handOver(ctx context.Context, in *inbox, evs []*clientv3.Event, wm tokenseq.Token, mark int64, keep int) ([]*clientv3.Event, bool) {
-	for len(evs) > keep {
-		room, ok := in.waitRoom(ctx)
-		if !ok {
+	for {
+		var ok bool
+		if evs, ok = a.handOverFree(in, evs, wm, mark, keep); !ok {
 			return nil, false
 		}
-		k := min(room, len(evs)-keep)
-		if !in.put(ctx, a.appendEvents(nil, evs[:k], wm, mark)) {
+		if len(evs) <= keep {
+			return evs, true
+		}
+		if !in.waitRoom(ctx) {
 			return nil, false
 		}
-		clear(evs[:k]) // let the events handed over be collected
-		evs = evs[k:]
 	}
-	return evs, true
 }
 
 // readPending hands over every pending batch from revision next on that

@@ -13,22 +13,29 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/embedded"
 )
 
-// With a history retention, the member compacts its history on its own:
-// a read at a revision older than the retention is refused as compacted,
-// while the current value stays.
-func TestHistoryRetentionCompacts(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	srv, err := embedded.Start(ctx, embedded.Config{Dir: t.TempDir(), ClientAddr: "127.0.0.1:0", LogLevel: "panic", HistoryRetention: time.Second})
+// startMember starts a member with the given history retention, stopped at
+// the end of the test, and returns a client of it and a context.
+func startMember(t *testing.T, retention time.Duration) (context.Context, *clientv3.Client) {
+	t.Helper()
+	ctx := testenv.Ctx(t, 60*time.Second)
+	srv, err := embedded.Start(ctx, embedded.Config{Dir: t.TempDir(), ClientAddr: "127.0.0.1:0", LogLevel: "panic", HistoryRetention: retention})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	cli, err := clientv3.New(clientv3.Config{Endpoints: srv.Endpoints(), DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cli.Close()
+	t.Cleanup(func() { cli.Close() })
+	return ctx, cli
+}
+
+// With a history retention, the member compacts its history on its own:
+// a read at a revision older than the retention is refused as compacted,
+// while the current value stays.
+func TestHistoryRetentionCompacts(t *testing.T) {
+	ctx, cli := startMember(t, time.Second)
 	first, err := cli.Put(ctx, "k", "1")
 	if err != nil {
 		t.Fatal(err)
@@ -53,18 +60,7 @@ func TestHistoryRetentionCompacts(t *testing.T) {
 
 // Without a history retention, the member keeps all history.
 func TestNoHistoryRetentionKeepsHistory(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	srv, err := embedded.Start(ctx, embedded.Config{Dir: t.TempDir(), ClientAddr: "127.0.0.1:0", LogLevel: "panic"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: srv.Endpoints(), DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	ctx, cli := startMember(t, 0)
 	first, err := cli.Put(ctx, "k", "1")
 	if err != nil {
 		t.Fatal(err)
