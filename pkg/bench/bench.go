@@ -48,6 +48,7 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/embedded"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 	"github.com/coordinator-dev/coordinator/pkg/node"
+	"github.com/coordinator-dev/coordinator/pkg/ops"
 	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
 )
 
@@ -356,6 +357,18 @@ func (e *env) open(ctx context.Context) error {
 	return nil
 }
 
+// scratch is the etcd key name of the baselines' own keys (raw puts,
+// guards, mutexes, the lease-based leader). They live in the run's
+// namespace, so that they go with it, but after every key of the
+// coordinator's layout: the node's watches (a standby's runs from the
+// watermark key to the end of the ops range) never see the baselines'
+// writes, which would cost the node and etcd work while a baseline runs,
+// and a new leader catching up would be sent all of them.
+func (e *env) scratch(name string) string { return e.layout.Prefix() + scratchDir + name }
+
+// scratchDir sorts after every key of the coordinator's layout.
+const scratchDir = "~bench/"
+
 // dial connects to etcd and checks it answers.
 func (e *env) dial(ctx context.Context) (*clientv3.Client, error) {
 	cli, err := clientv3.New(clientv3.Config{Endpoints: e.endpoints, DialTimeout: e.cfg.DialTimeout, Context: ctx, Logger: zap.NewNop()})
@@ -472,11 +485,44 @@ func (e *env) compactOwnEtcd(ctx context.Context) error {
 	return nil
 }
 
-// waitNothingPending waits until no batch is pending.
+// waitNothingPending waits until no batch is pending: it reads the newest
+// pending batch and waits for the applied watermark to cover it, on the
+// client's shared watermark watch, until a read finds none. (Counting the
+// pending batches after every change instead costs a count per applied
+// round, each walking the deleted keys etcd still holds, and a watch that
+// etcd serves from its resync loop.)
 func (e *env) waitNothingPending(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	return waitPrefixCount(ctx, e.cli, e.layout.OpsPrefix(), func(n int64) bool { return n == 0 })
+	var covered client.Token // the newest pending batch the watermark covered
+	for {
+		resp, err := e.cli.Get(ctx, e.layout.OpsPrefix(), clientv3.WithPrefix(),
+			clientv3.WithSort(clientv3.SortByModRevision, clientv3.SortDescend), clientv3.WithLimit(1))
+		if err != nil {
+			return err
+		}
+		if len(resp.Kvs) == 0 {
+			return nil
+		}
+		kv := resp.Kvs[0]
+		index, err := ops.RecordIndex(kv.Value)
+		if err != nil {
+			index = 0 // a bad record: the leader sets it aside in its round
+		}
+		newest := client.Token{Revision: kv.ModRevision, Index: index}
+		if newest == covered {
+			// Still there although covered: a record being set aside
+			// again. Wait for the next change instead of reading in a loop.
+			if err := waitChange(ctx, e.cli, e.layout.OpsPrefix(), resp.Header.Revision); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := e.client.WaitApplied(ctx, newest); err != nil {
+			return err
+		}
+		covered = newest
+	}
 }
 
 // inProcNode is a coordinator node run in this process.

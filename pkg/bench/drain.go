@@ -162,11 +162,11 @@ func (e *env) submitBacklog(ctx context.Context, n int) (Measurement, client.Tok
 }
 
 // nodeCounters are the in-process node's applier counters.
-type nodeCounters struct{ applied, skipped, commits, batches uint64 }
+type nodeCounters struct{ applied, skipped, commits, batches, watches uint64 }
 
 // sub returns the counts since o.
 func (c nodeCounters) sub(o nodeCounters) nodeCounters {
-	return nodeCounters{c.applied - o.applied, c.skipped - o.skipped, c.commits - o.commits, c.batches - o.batches}
+	return nodeCounters{c.applied - o.applied, c.skipped - o.skipped, c.commits - o.commits, c.batches - o.batches, c.watches - o.watches}
 }
 
 // String describes the applier's work.
@@ -175,8 +175,8 @@ func (c nodeCounters) String() string {
 	if c.commits > 0 {
 		per = float64(c.batches) / float64(c.commits)
 	}
-	return fmt.Sprintf("the node wrote %d operations to memcached, skipped %d, in %d etcd commits (%.1f batches per commit)",
-		c.applied, c.skipped, c.commits, per)
+	return fmt.Sprintf("the node wrote %d operations to memcached, skipped %d, in %d etcd commits (%.1f batches per commit), reading %d watches",
+		c.applied, c.skipped, c.commits, per, c.watches)
 }
 
 func (e *env) nodeStats() nodeCounters {
@@ -186,5 +186,5 @@ func (e *env) nodeStats() nodeCounters {
 		return nodeCounters{}
 	}
 	s := e.node.stats
-	return nodeCounters{applied: s.Applied.Load(), skipped: s.Skipped.Load(), commits: s.Commits.Load(), batches: s.Batches.Load()}
+	return nodeCounters{applied: s.Applied.Load(), skipped: s.Skipped.Load(), commits: s.Commits.Load(), batches: s.Batches.Load(), watches: s.Watches.Load()}
 }

@@ -47,7 +47,7 @@ func (e *env) runPeer(ctx context.Context) (*ScenarioReport, error) {
 	}
 	mutex := e.measure(ctx, whatMutex, conc, func(ctx context.Context, w, i int) error {
 		key := e.key("mutex", w, i)
-		mu := concurrency.NewMutex(sessions[w], e.layout.Prefix()+"bench-mutex/"+key)
+		mu := concurrency.NewMutex(sessions[w], e.scratch("mutex/"+key))
 		if err := mu.Lock(ctx); err != nil {
 			return err
 		}
@@ -86,7 +86,7 @@ func (e *env) leaseLeader(ctx context.Context) (Measurement, error) {
 		return Measurement{}, fmt.Errorf("leader session: %w", err)
 	}
 	defer s.Close()
-	el := concurrency.NewElection(s, e.layout.Prefix()+"bench-leader")
+	el := concurrency.NewElection(s, e.scratch("leader"))
 	if err := el.Campaign(ctx, "bench"); err != nil {
 		return Measurement{}, fmt.Errorf("leader campaign: %w", err)
 	}

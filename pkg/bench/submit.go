@@ -103,7 +103,7 @@ type guard struct {
 func (e *env) makeGuards(ctx context.Context) ([]guard, error) {
 	gs := make([]guard, len(e.callers))
 	for i := range gs {
-		key := e.layout.Prefix() + "bench-guard/" + strconv.Itoa(i)
+		key := e.scratch("guard/" + strconv.Itoa(i))
 		resp, err := e.cli.Put(ctx, key, "guard")
 		if err != nil {
 			return nil, err
@@ -115,7 +115,7 @@ func (e *env) makeGuards(ctx context.Context) ([]guard, error) {
 
 // rawKey is the etcd key of a baseline write.
 func (e *env) rawKey(w, i int) string {
-	return e.layout.Prefix() + "bench-raw/" + strconv.Itoa((w*7919+i*31)%e.cfg.Keys)
+	return e.scratch("raw/" + strconv.Itoa((w*7919+i*31)%e.cfg.Keys))
 }
 
 // etcdPut is the raw etcd put baseline.
