@@ -18,9 +18,10 @@ var endToEndConcurrency = []int{endToEndConc16, endToEndConc64}
 // runEndToEnd measures operations per second from submission to memcached
 // and the submit→applied latency, next to raw etcd puts. Two ways: every
 // caller waits until its operation is applied before it submits the next
-// (the latency and throughput the targets read), and callers that submit
-// without waiting (the applier's throughput when it never runs dry; its
-// latency grows with the length of the run, as a queue does).
+// (the latency the p99 target reads), and callers that submit without
+// waiting (the sustained throughput the throughput target reads: the
+// applier never runs dry; latency then grows with the length of the run,
+// as a queue's does).
 func (e *env) runEndToEnd(ctx context.Context) (*ScenarioReport, error) {
 	sr := &ScenarioReport{Name: ScenarioEndToEnd}
 	if err := e.startNode(ctx); err != nil {

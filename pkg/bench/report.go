@@ -194,7 +194,11 @@ func evaluateTargets(r *Report, cfg Config) []Target {
 		})
 	}
 	atLeast("submit ops/s vs etcd put", ScenarioSubmit, ratioSubmitPut, 64, 2)
-	atLeast("end-to-end applied ops/s vs etcd put", ScenarioEndToEnd, ratioE2EPut, 64, 1)
+	// "Sustained applied operations/s": callers that do not wait keep the
+	// pipeline full. Callers that wait for each operation measure its
+	// latency instead (64 in flight, each through two etcd commits where a
+	// put has one); that ratio stays in the scenario's table.
+	atLeast("end-to-end sustained applied ops/s vs etcd put", ScenarioEndToEnd, ratioE2ESaturatedPut, 64, 1)
 	if x, ok := findRatio(r, ScenarioEndToEnd, ratioE2EP99, 16); ok {
 		ts = append(ts, Target{Name: "submit→applied p99 vs etcd put p99", Want: "≤ 3×",
 			Got: fmt.Sprintf("%.2f× (c=%d)", x.Value, x.Concurrency), Met: x.Value <= 3})
