@@ -611,3 +611,39 @@ func TestStandbyHandsOverThePendingBatches(t *testing.T) {
 		t.Fatalf("last = %q, want %d", v, len(toks)-1)
 	}
 }
+
+// TestStandbyBehindCountsInsteadOfReopeningItsWatch checks that a standby
+// with more batches pending than it holds stops following and does not
+// open its watch again (each opening makes etcd read the backlog from its
+// history) until a leader has applied the backlog down to half of what it
+// holds.
+func TestStandbyBehindCountsInsteadOfReopeningItsWatch(t *testing.T) {
+	e := newEnv(t, ops.Limits{})
+	caller := e.register(t, "svc")
+	var last tokenseq.Token
+	for i := range 20 {
+		tok, err := caller.Set(e.ctx, fmt.Sprintf("k%d", i), []byte("v"), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = tok
+	}
+	cfg := applier.Config{Client: e.cli, Layout: e.layout, Memcached: memfence.New(memcache.New(e.mc.Addr)),
+		Logger: testenv.Logger(), MaxInboxBatches: 8}
+	sb := applier.StartStandby(e.ctx, cfg)
+	t.Cleanup(sb.Stop)
+	testenv.Eventually(t, 10*time.Second, func() bool { return applier.StandbyBacklogCounts(sb) >= 3 },
+		"the standby, behind, counts the pending batches")
+	if n := applier.StandbyWatchesOpened(sb); n != 1 {
+		t.Fatalf("the standby opened its watch %d times while 20 batches were pending, want 1", n)
+	}
+	if n := applier.HeldByStandby(sb); n != 0 {
+		t.Fatalf("the standby holds %d batches while behind, want 0", n)
+	}
+	e.startNode(t, "n1", applier.Hooks{}, ops.Limits{})
+	if err := caller.WaitApplied(e.ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() bool { return applier.StandbyWatchesOpened(sb) == 2 },
+		"the standby follows again once the backlog is applied")
+}

@@ -28,8 +28,11 @@ import (
 // most Config.MaxInboxBatches of them. When the node wins, Run hands the
 // batches held and the open, caught-up watch to the applier, which reads on
 // from there. A standby that falls further behind than that drops what it
-// holds and tries again later; its node then reads the history when it wins,
-// as without a standby.
+// holds; its node then reads the history when it wins, as without a
+// standby. It follows again once at most half that many batches are
+// pending: until then it counts them now and then (etcd counts keys from
+// its index), instead of opening its watch again, which would make etcd
+// read the whole backlog from its history each time.
 type Standby struct {
 	cfg Config
 	// parent is the context StartStandby was given: the watch handed over
@@ -39,6 +42,8 @@ type Standby struct {
 	req    chan chan *followState
 	done   chan struct{}
 	held   atomic.Int64 // batches held, for tests
+	opened atomic.Int64 // watches opened, for tests
+	counts atomic.Int64 // counts of the pending batches while behind, for tests
 }
 
 // followState is what a standby has read: the batches after the watermark
@@ -91,19 +96,34 @@ func (s *Standby) run(ctx context.Context) {
 		if handed || ctx.Err() != nil {
 			return
 		}
+		s.held.Store(0)
 		s.cfg.Logger.Debug("standby stopped following; will try again", "err", err)
-		wait := time.NewTimer(backoff.Next())
-		select {
-		case reply := <-s.req:
-			wait.Stop()
-			reply <- nil
-			return
-		case <-wait.C:
-		case <-ctx.Done():
-			wait.Stop()
-			return
+		behind := errors.Is(err, errStandbyBehind)
+		for {
+			wait := time.NewTimer(backoff.Next())
+			select {
+			case reply := <-s.req:
+				wait.Stop()
+				reply <- nil
+				return
+			case <-wait.C:
+			case <-ctx.Done():
+				wait.Stop()
+				return
+			}
+			if !behind || s.backlogFits(ctx) {
+				break
+			}
 		}
 	}
+}
+
+// backlogFits reports whether at most half the batches a standby holds are
+// pending, or whether counting them failed (following again will tell).
+func (s *Standby) backlogFits(ctx context.Context) bool {
+	s.counts.Add(1)
+	resp, err := s.cfg.Client.Get(ctx, s.cfg.Layout.OpsPrefix(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	return err != nil || resp.Count <= int64(s.cfg.MaxInboxBatches/2)
 }
 
 // follow reads the watermark and the batches after it until Run takes them
@@ -114,6 +134,7 @@ func (s *Standby) follow(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	s.opened.Add(1)
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(s.parent))
 	st := &followState{watch: openWatch{cancel: cancel}, next: max(wm.Revision, 1), wm: wm}
 	// From the watermark key to the end of the ops range: the watermark, the

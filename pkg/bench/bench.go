@@ -479,7 +479,10 @@ func (e *env) compactOwnEtcd(ctx context.Context) error {
 	if wm.Revision <= 1 {
 		return nil
 	}
-	if _, err := e.cli.Compact(ctx, wm.Revision); err != nil && !errors.Is(err, rpctypes.ErrCompacted) {
+	// Physical: wait until etcd has removed the old revisions, which it
+	// does in the background, so that the next measurement does not share
+	// etcd with that work.
+	if _, err := e.cli.Compact(ctx, wm.Revision, clientv3.WithCompactPhysical()); err != nil && !errors.Is(err, rpctypes.ErrCompacted) {
 		return fmt.Errorf("compact the embedded etcd: %w", err)
 	}
 	return nil

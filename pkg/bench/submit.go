@@ -89,6 +89,9 @@ func (e *env) catchUp(ctx context.Context, sr *ScenarioReport, conc int, what st
 	if err := e.waitNothingPending(ctx); err != nil {
 		return err
 	}
+	if err := e.compactOwnEtcd(ctx); err != nil {
+		return err
+	}
 	sr.notef("c=%d, %s: the node had applied the rest %.2fs after the submissions stopped", conc, what, time.Since(start).Seconds())
 	return nil
 }
