@@ -6,13 +6,14 @@
 // Order (G2): batches are applied in rounds, in token order, the operations
 // of a batch in the order given. Within a round only the last operation on
 // each key is written: the skipped ones would have been overwritten at once.
-// The round's writes are split by registration name over
-// Config.WriteConcurrency writers: each name's writes are made one after the
-// other in token order, so each key's and each name's (every incarnation of
-// it) operations land in token order; writes of different names in one round
-// may land in either order. A round is committed only once all its writes
-// are made, so the watermark, WaitApplied and the drain barrier order
-// everything. WriteConcurrency 1 makes every write in token order.
+// The round's writes are made in steps of up to Config.WriteConcurrency
+// writes sent together, at most one of each registration name per step:
+// each name's writes are made one after the other in token order, so each
+// key's and each name's (every incarnation of it) operations land in token
+// order; writes of different names in one round may land in either order.
+// A round is committed only once all its writes are made, so the
+// watermark, WaitApplied and the drain barrier order everything.
+// WriteConcurrency 1 makes every write in token order.
 //
 // Replay (G3, G6): a new leader cannot know which pending batches its
 // predecessor already wrote. Every leader applies in rounds of at most
@@ -109,10 +110,10 @@ type Config struct {
 	// once there is room, so neither the applier nor the etcd client buffers
 	// a backlog. Zero means DefaultMaxInboxBatches.
 	MaxInboxBatches int
-	// WriteConcurrency is the number of memcached writes made at once: the
-	// writes of a round are split by registration name over this many
-	// writers, each making its writes one after the other in token order.
-	// Each name's writes, and each key's, stay in token order; writes of
+	// WriteConcurrency is the most memcached writes made at once: a round's
+	// writes are sent in steps of at most this many, in one pipeline per
+	// server, holding at most one write of each registration name, so each
+	// name's writes, and each key's, stay in token order; writes of
 	// different names within a round may land in any order. 1 writes
 	// everything one after the other, in token order across names. Zero (or
 	// less) means DefaultWriteConcurrency.
@@ -429,7 +430,7 @@ func (a *applier) apply(ctx context.Context, items []pending, newest map[string]
 }
 
 // writeRound writes items to memcached (each lane group's in token order,
-// different groups' in parallel; see writeAll) and returns, for each item,
+// different groups' together; see writeAll) and returns, for each item,
 // the record to set aside for it (nil for most). It returns only once every
 // write is made, so a commit after it never passes an operation whose effect
 // (its own write, or the newer write on its key that replaced it) is not in
@@ -454,7 +455,7 @@ func (a *applier) writeRound(ctx context.Context, items []pending, newest map[st
 		}
 	}
 	// The writes touch distinct keys; writeAll makes each lane group's in
-	// token order, different groups' in parallel, and returns only once all
+	// token order, different groups' together, and returns only once all
 	// are made (or one failed).
 	rejected, err := a.writeAll(ctx, writes)
 	if err != nil {
@@ -490,43 +491,53 @@ func (a *applier) commitRound(ctx context.Context, items []pending, quarantine [
 	return nil
 }
 
-// write writes one operation, starting from its key's item in snap (which
-// may be nil), retrying transient memcached failures until it succeeds,
-// leadership is lost, or ctx ends.
-func (a *applier) write(ctx context.Context, snap *memfence.Snapshot, w Write) error {
+// settled records the outcome err of writing w and reports whether the
+// write is finished: made (nil), or refused for good or fatal (the error
+// returned). A transient failure is not finished: the write must be made
+// again.
+func (a *applier) settled(w Write, err error) (bool, error) {
+	switch {
+	case err == nil:
+		a.stats.Applied.Add(1)
+		if a.cfg.Hooks.AfterWrite != nil {
+			a.cfg.Hooks.AfterWrite(w)
+		}
+		return true, nil
+	case errors.Is(err, memfence.ErrFenced):
+		a.log.Warn("write fenced: a newer leader wrote this key", "key", w.Op.Key, "term", w.Term, "err", err)
+		return true, err
+	case errors.Is(err, memfence.ErrRejected):
+		return true, err
+	}
+	a.stats.Retries.Add(1)
+	return false, err
+}
+
+// retry makes w again, by itself and from a fresh read, after it failed
+// transiently with err, waiting longer after each failure, until it is
+// finished (see settled), leadership is lost, or ctx ends.
+func (a *applier) retry(ctx context.Context, w Write, err error) error {
 	backoff := retry.Backoff{Min: 20 * time.Millisecond, Max: time.Second}
 	for {
+		d := backoff.Next()
+		a.log.Warn("memcached write failed; will retry", "key", w.Op.Key, "token", w.Token.String(), "err", err, "retry_in", d)
+		if !retry.Sleep(ctx, d) {
+			return ctx.Err()
+		}
 		if !a.lead.Valid() {
 			return ErrNotLeader
 		}
 		if a.cfg.Hooks.BeforeWrite != nil {
 			a.cfg.Hooks.BeforeWrite(ctx, w)
 		}
-		var err error
-		switch w.Op.Kind {
-		case ops.KindSet:
-			err = a.cfg.Memcached.SetFrom(snap, w.Op.Key, w.Op.Value, w.Op.ExpirationSeconds(), w.Term)
-		case ops.KindDelete:
-			err = a.cfg.Memcached.DeleteFrom(snap, w.Op.Key, w.Term)
+		if w.Op.Kind == ops.KindDelete {
+			err = a.cfg.Memcached.Delete(w.Op.Key, w.Term)
+		} else {
+			err = a.cfg.Memcached.Set(w.Op.Key, w.Op.Value, w.Op.ExpirationSeconds(), w.Term)
 		}
-		switch {
-		case err == nil:
-			a.stats.Applied.Add(1)
-			if a.cfg.Hooks.AfterWrite != nil {
-				a.cfg.Hooks.AfterWrite(w)
-			}
-			return nil
-		case errors.Is(err, memfence.ErrFenced):
-			a.log.Warn("write fenced: a newer leader wrote this key", "key", w.Op.Key, "term", w.Term, "err", err)
+		var done bool
+		if done, err = a.settled(w, err); done {
 			return err
-		case errors.Is(err, memfence.ErrRejected):
-			return err
-		}
-		a.stats.Retries.Add(1)
-		d := backoff.Next()
-		a.log.Warn("memcached write failed; will retry", "key", w.Op.Key, "token", w.Token.String(), "err", err, "retry_in", d)
-		if !retry.Sleep(ctx, d) {
-			return ctx.Err()
 		}
 	}
 }

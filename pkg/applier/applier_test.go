@@ -48,6 +48,16 @@ func (e *env) startNode(t *testing.T, id string, hooks applier.Hooks, limits ops
 	return testenv.StartNode(t, node.Config{Etcd: e.cli, Layout: e.layout, NodeID: id, Memcached: []string{e.mc.Addr}, Hooks: hooks, Limits: limits})
 }
 
+// writer returns a fenced writer to the env's memcached, closed when t ends.
+func (e *env) writer(t *testing.T) *memfence.Writer {
+	w, err := memfence.New([]string{e.mc.Addr}, memfence.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	return w
+}
+
 func (e *env) register(t *testing.T, name string) *client.Caller {
 	c, err := e.client.Register(e.ctx, name, client.RegisterOptions{})
 	if err != nil {
@@ -571,7 +581,7 @@ func TestStandbyHandsOverThePendingBatches(t *testing.T) {
 	}
 	submit(5)
 	stats := &applier.Stats{}
-	cfg := applier.Config{Client: e.cli, Layout: e.layout, Memcached: memfence.New(memcache.New(e.mc.Addr)), Logger: testenv.Logger(), Stats: stats}
+	cfg := applier.Config{Client: e.cli, Layout: e.layout, Memcached: e.writer(t), Logger: testenv.Logger(), Stats: stats}
 	sb := applier.StartStandby(e.ctx, cfg)
 	t.Cleanup(sb.Stop)
 	testenv.Eventually(t, 10*time.Second, func() bool { return applier.HeldByStandby(sb) == 5 }, "the standby holds the 5 pending batches")
@@ -628,7 +638,7 @@ func TestStandbyBehindCountsInsteadOfReopeningItsWatch(t *testing.T) {
 		}
 		last = tok
 	}
-	cfg := applier.Config{Client: e.cli, Layout: e.layout, Memcached: memfence.New(memcache.New(e.mc.Addr)),
+	cfg := applier.Config{Client: e.cli, Layout: e.layout, Memcached: e.writer(t),
 		Logger: testenv.Logger(), MaxInboxBatches: 8}
 	sb := applier.StartStandby(e.ctx, cfg)
 	t.Cleanup(sb.Stop)

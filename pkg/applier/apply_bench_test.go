@@ -25,8 +25,8 @@ import (
 // gives every operation a key of its own, so every one is written to
 // memcached (gets, then add). Both submit under one registration name, so
 // the applier writes them one after the other; "distinct-keys-names-16"
-// spreads distinct keys over 16 names, which the applier writes in parallel
-// (up to its write concurrency).
+// spreads distinct keys over 16 names, whose writes the applier sends
+// together (up to its write concurrency per pipeline step).
 //
 //	go test -run '^$' -bench ApplyBatch -benchtime 20000x ./pkg/applier/
 func BenchmarkApplyBatch(b *testing.B) {

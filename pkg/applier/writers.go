@@ -9,27 +9,32 @@ import (
 	"sync"
 
 	"github.com/coordinator-dev/coordinator/pkg/memfence"
+	"github.com/coordinator-dev/coordinator/pkg/ops"
 )
 
-// DefaultWriteConcurrency is the number of memcached writers used when
+// DefaultWriteConcurrency is the most memcached writes sent at once when
 // Config.WriteConcurrency is zero.
 const DefaultWriteConcurrency = 8
 
 // An apply call writes each memcached key at most once (only the newest
 // operation per key of the call), so its writes touch distinct keys. They
-// are split by registration name into at most WriteConcurrency lanes; a lane
-// makes its writes one after the other in token order, and the lanes run in
-// parallel. So each name's writes keep their token order, and a key's writes
-// keep theirs across calls because every write of a call is made before the
-// call commits and the next call starts. Writes of different names within one
-// call may land in any order.
+// are queued by lane group (a registration name, or names whose operations
+// in the call share a key; see laneGroups), each queue in token order, and
+// made in steps. A step takes the next write of at most WriteConcurrency
+// groups, those whose next write comes first, and sends them to
+// memcached together: one pipeline per server (memfence.Writer.WriteAll).
+// A group's next write is in a later step, and a step starts only once the
+// one before it is done, so each name's writes land in token order; a key's
+// writes keep theirs across calls because every write of a call is made
+// before the call commits and the next call starts. Writes of different
+// names in one step may land in any order.
 
 // plannedWrite is one write of an apply call and the position, among the
 // call's items, of the batch it belongs to.
 type plannedWrite struct {
 	item  int
 	w     Write
-	group string // the lane group: names that must stay in one lane
+	group string // the lane group: names whose writes stay in token order together
 }
 
 // rejection is an operation memcached refused for good, with the reason
@@ -39,7 +44,7 @@ type rejection struct {
 	reason string
 }
 
-// writeConcurrency is the configured number of writers.
+// writeConcurrency is the configured number of writes per step.
 func (a *applier) writeConcurrency() int {
 	if a.cfg.WriteConcurrency <= 0 {
 		return DefaultWriteConcurrency
@@ -47,93 +52,74 @@ func (a *applier) writeConcurrency() int {
 	return a.cfg.WriteConcurrency
 }
 
-// writeAll makes the writes of one apply call, in lanes by name. It returns,
-// for each item with operations memcached refused for good, the reasons in
-// the batch's order; or the first fatal error (ErrNotLeader,
-// memfence.ErrFenced, a context error), after which the other lanes stop
-// before their next write.
+// writeAll makes the writes of one apply call, in steps. It returns, for
+// each item with operations memcached refused for good, the reasons in the
+// batch's order; or the first fatal error (ErrNotLeader, memfence.ErrFenced,
+// a context error), after which it makes no further step.
+//
+// It first reads the keys of all the writes with multi-key gets
+// (memfence.Writer.Read), so that a fenced write costs a cas or an add and no
+// read of its own. The read is only a first guess: each write is still
+// conditional on what was read, and a write whose key changed since is made
+// again from a fresh read.
 func (a *applier) writeAll(ctx context.Context, writes []plannedWrite) (map[int][]string, error) {
-	lanes := partition(writes, a.writeConcurrency())
-	if len(lanes) <= 1 {
-		// One lane: written on this goroutine, exactly as a sequential
-		// writer would.
-		var lane []plannedWrite
-		if len(lanes) == 1 {
-			lane = lanes[0]
-		}
-		rej, err := a.writeLane(ctx, lane, false)
-		if err != nil {
+	if len(writes) == 0 {
+		return nil, nil
+	}
+	snap := a.readAhead(writes)
+	var rej []rejection
+	for _, step := range schedule(writes, a.writeConcurrency()) {
+		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		return reasons(rej), nil
-	}
-	// The first lane to fail cancels lctx with its error as the cause; the
-	// others see it before their next write (or in their retry backoff) and
-	// stop.
-	lctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	rejs := make([][]rejection, len(lanes))
-	failed := make([]bool, len(lanes))
-	run := func(l int) {
-		var err error
-		rejs[l], err = a.writeLane(lctx, lanes[l], true)
-		if err != nil {
-			failed[l] = true
-			cancel(err)
+		if !a.lead.Valid() {
+			return nil, ErrNotLeader
 		}
-	}
-	var wg sync.WaitGroup
-	for l := 1; l < len(lanes); l++ {
-		wg.Go(func() { run(l) })
-	}
-	run(0)
-	wg.Wait()
-	if slices.Contains(failed, true) {
-		return nil, context.Cause(lctx)
-	}
-	return reasons(slices.Concat(rejs...)), nil
-}
-
-// readAheadKeys bounds the keys a lane reads with one multi-key gets before
-// writing them.
-const readAheadKeys = 64
-
-// writeLane makes the writes of one lane one after the other, collecting
-// the operations memcached refused for good and returning at the first
-// other error. With stopWhenDone, it also returns before a write once ctx is
-// done.
-//
-// The lane reads its keys ahead, readAheadKeys at a time, with one multi-key
-// gets (memfence.Writer.Read), so a fenced write costs one round trip
-// instead of two. The read is only a first guess: each write is still a cas
-// on what was read, or an add when nothing was, and starts over with a fresh
-// read if anything changed. When the read fails, each write reads for
-// itself.
-func (a *applier) writeLane(ctx context.Context, lane []plannedWrite, stopWhenDone bool) ([]rejection, error) {
-	var rej []rejection
-	var snap *memfence.Snapshot
-	for i, pw := range lane {
-		if stopWhenDone && ctx.Err() != nil {
-			return rej, context.Cause(ctx)
-		}
-		if i%readAheadKeys == 0 && len(lane)-i > 1 {
-			snap = a.readAhead(lane[i:min(len(lane), i+readAheadKeys)])
-		}
-		err := a.write(ctx, snap, pw.w)
-		if errors.Is(err, memfence.ErrRejected) {
+		a.beforeWrites(ctx, step)
+		mws := make([]memfence.Write, len(step))
+		for i, pw := range step {
 			o := pw.w.Op
-			rej = append(rej, rejection{item: pw.item, reason: fmt.Sprintf("operation %d (%s %q): %v", pw.w.Index, o.Kind, o.Key, err)})
-			continue
+			mws[i] = memfence.Write{Key: o.Key, Value: o.Value, Exptime: o.ExpirationSeconds(), Delete: o.Kind == ops.KindDelete}
 		}
-		if err != nil {
-			return rej, err
+		for i, werr := range a.cfg.Memcached.WriteAll(snap, a.term, mws) {
+			pw := step[i]
+			done, err := a.settled(pw.w, werr)
+			if !done {
+				err = a.retry(ctx, pw.w, err)
+			}
+			if errors.Is(err, memfence.ErrRejected) {
+				o := pw.w.Op
+				rej = append(rej, rejection{item: pw.item, reason: fmt.Sprintf("operation %d (%s %q): %v", pw.w.Index, o.Kind, o.Key, err)})
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
 		}
 	}
-	return rej, nil
+	return reasons(rej), nil
 }
 
-// readAhead reads the keys of writes with one multi-key gets; it returns
-// nil, and each write then reads its own key, when the read fails.
+// beforeWrites calls the BeforeWrite hook for each write of a step, at
+// once, as the step's writes are made at once, and returns when every call
+// has.
+func (a *applier) beforeWrites(ctx context.Context, step []plannedWrite) {
+	hook := a.cfg.Hooks.BeforeWrite
+	switch {
+	case hook == nil:
+	case len(step) == 1:
+		hook(ctx, step[0].w)
+	default:
+		var wg sync.WaitGroup
+		for _, pw := range step {
+			wg.Go(func() { hook(ctx, pw.w) })
+		}
+		wg.Wait()
+	}
+}
+
+// readAhead reads the keys of writes with multi-key gets; it returns nil,
+// and each step then reads its own keys, when the read fails.
 func (a *applier) readAhead(writes []plannedWrite) *memfence.Snapshot {
 	keys := make([]string, len(writes))
 	for i, pw := range writes {
@@ -147,7 +133,7 @@ func (a *applier) readAhead(writes []plannedWrite) *memfence.Snapshot {
 }
 
 // reasons groups rejections by item, keeping their order. A batch's
-// operations are all in one lane, so they arrive in the batch's order.
+// operations are all in one lane group, so they arrive in the batch's order.
 func reasons(rej []rejection) map[int][]string {
 	if len(rej) == 0 {
 		return nil
@@ -159,61 +145,37 @@ func reasons(rej []rejection) map[int][]string {
 	return m
 }
 
-// partition splits writes into at most n lanes, all writes of a group in one
-// lane and in their order among writes. Names are placed, the busiest first,
-// on the lane with the fewest writes so far. It returns writes itself as the
-// only lane when there is one name or n is 1, and no lane when writes is
-// empty.
-func partition(writes []plannedWrite, n int) [][]plannedWrite {
-	if len(writes) == 0 {
-		return nil
-	}
-	if n <= 1 {
-		return [][]plannedWrite{writes}
-	}
-	type nameLoad struct {
-		name  string
-		first int // position of the name's first write
-		count int
-	}
-	idx := make(map[string]int) // group -> position in names
-	var names []nameLoad
+// schedule splits writes into steps. Each step holds the next write of at
+// most n lane groups (at least one): those whose next write comes first
+// among writes, so that with n = 1 the steps are the writes in their order.
+// A group's writes are in its steps in their order among writes.
+func schedule(writes []plannedWrite, n int) [][]plannedWrite {
+	n = max(n, 1)
+	idx := make(map[string]int)
+	var queues [][]int // positions in writes, by group
 	for i, pw := range writes {
 		j, ok := idx[pw.group]
 		if !ok {
-			j = len(names)
+			j = len(queues)
 			idx[pw.group] = j
-			names = append(names, nameLoad{name: pw.group, first: i})
+			queues = append(queues, nil)
 		}
-		names[j].count++
+		queues[j] = append(queues[j], i)
 	}
-	if len(names) == 1 {
-		return [][]plannedWrite{writes}
-	}
-	slices.SortFunc(names, func(x, y nameLoad) int {
-		return cmp.Or(cmp.Compare(y.count, x.count), cmp.Compare(x.first, y.first))
-	})
-	loads := make([]int, min(n, len(names)))
-	laneOf := make(map[string]int, len(names))
-	for _, nl := range names {
-		l := 0
-		for k := range loads {
-			if loads[k] < loads[l] {
-				l = k
-			}
+	var steps [][]plannedWrite
+	for len(queues) > 0 {
+		if len(queues) > n {
+			slices.SortFunc(queues, func(x, y []int) int { return cmp.Compare(x[0], y[0]) })
 		}
-		laneOf[nl.name] = l
-		loads[l] += nl.count
+		step := make([]plannedWrite, min(n, len(queues)))
+		for k := range step {
+			step[k] = writes[queues[k][0]]
+			queues[k] = queues[k][1:]
+		}
+		steps = append(steps, step)
+		queues = slices.DeleteFunc(queues, func(q []int) bool { return len(q) == 0 })
 	}
-	lanes := make([][]plannedWrite, len(loads))
-	for l := range lanes {
-		lanes[l] = make([]plannedWrite, 0, loads[l])
-	}
-	for _, pw := range writes {
-		l := laneOf[pw.group]
-		lanes[l] = append(lanes[l], pw)
-	}
-	return lanes
+	return steps
 }
 
 // laneGroups maps every name of items to its lane group: names whose
@@ -221,9 +183,10 @@ func partition(writes []plannedWrite, n int) [][]plannedWrite {
 //
 // A name's operation skipped in favour of another name's newer operation on
 // the same key is applied only when that newer write is made; if the two
-// names wrote in parallel, a reader could see a later write of the first
-// name before the key shows anything at least as new as its skipped one. In
-// one lane, writes are made in token order, so that cannot happen.
+// names' writes went out together, a reader could see a later write of the
+// first name before the key shows anything at least as new as its skipped
+// one. In one group, writes are made one step after another in token order,
+// so that cannot happen.
 func laneGroups(items []pending) map[string]string {
 	parent := make(map[string]string)
 	var find func(string) string

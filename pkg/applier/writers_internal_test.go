@@ -7,12 +7,14 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/ops"
 )
 
-// partition puts all writes of a name in one lane, in their order, spreads
-// names over at most n lanes evening out their writes, and leaves a single
-// name's or a single writer's writes as they are.
-func TestPartition(t *testing.T) {
+// schedule puts at most one write of a group, and at most n writes, in a
+// step, keeps each group's writes in their order, takes the groups whose
+// next write comes first (so n = 1 keeps the writes' order), and needs no
+// more steps than the busiest group has writes when n is at least the
+// number of groups.
+func TestSchedule(t *testing.T) {
 	var writes []plannedWrite
-	// Names a..e with 8, 4, 3, 2 and 1 writes, interleaved.
+	// Groups a..e with 8, 4, 3, 2 and 1 writes, interleaved.
 	counts := map[string]int{"a": 8, "b": 4, "c": 3, "d": 2, "e": 1}
 	for round := range 8 {
 		for _, name := range []string{"a", "b", "c", "d", "e"} {
@@ -21,63 +23,50 @@ func TestPartition(t *testing.T) {
 			}
 		}
 	}
-
-	if got := partition(nil, 4); got != nil {
-		t.Errorf("partition(nil) = %v, want no lane", got)
+	if got := schedule(nil, 4); got != nil {
+		t.Errorf("schedule(nil) = %v, want no step", got)
 	}
-	for _, n := range []int{0, 1} {
-		if got := partition(writes, n); len(got) != 1 || !sameItems(got[0], writes) {
-			t.Errorf("partition(writes, %d) = %v, want the writes as one lane", n, got)
-		}
-	}
-	one := []plannedWrite{{item: 0, w: Write{Name: "a"}, group: "a"}, {item: 1, w: Write{Name: "a", Index: 1}, group: "a"}}
-	if got := partition(one, 8); len(got) != 1 || !sameItems(got[0], one) {
-		t.Errorf("partition of one name = %v, want one lane", got)
-	}
-
-	for _, n := range []int{2, 3, 5, 8} {
-		lanes := partition(writes, n)
-		if want := min(n, len(counts)); len(lanes) != want {
-			t.Errorf("n=%d: %d lanes, want %d", n, len(lanes), want)
-		}
-		laneOf := map[string]int{}
+	for n, want := range map[int][]string{
+		// One write at a time: the writes in their order.
+		1: {"a", "b", "c", "d", "e", "a", "b", "c", "d", "a", "b", "c", "a", "b", "a", "a", "a", "a"},
+		2: {"ab", "cd", "ae", "bc", "ad", "bc", "ab", "a", "a", "a", "a"},
+		3: {"abc", "ade", "bcd", "abc", "ab", "a", "a", "a", "a"},
+		5: {"abcde", "abcd", "abc", "ab", "a", "a", "a", "a"},
+		8: {"abcde", "abcd", "abc", "ab", "a", "a", "a", "a"},
+	} {
+		steps := schedule(writes, n)
+		var got []string
+		next := map[string]int{} // the index each group's next write must have
 		total := 0
-		for l, lane := range lanes {
-			if len(lane) == 0 {
-				t.Errorf("n=%d: lane %d is empty", n, l)
-			}
-			for k, pw := range lane {
-				if prev, ok := laneOf[pw.w.Name]; ok && prev != l {
-					t.Errorf("n=%d: name %s in lanes %d and %d", n, pw.w.Name, prev, l)
+		for s, step := range steps {
+			names := ""
+			for _, pw := range step {
+				names += pw.w.Name
+				if pw.w.Index != next[pw.group] {
+					t.Errorf("n=%d, step %d: write %d of %s, want %d", n, s, pw.w.Index, pw.group, next[pw.group])
 				}
-				laneOf[pw.w.Name] = l
-				if k > 0 && lane[k-1].item >= pw.item {
-					t.Errorf("n=%d: lane %d holds item %d before item %d", n, l, lane[k-1].item, pw.item)
-				}
+				next[pw.group]++
 			}
-			total += len(lane)
+			if len(step) == 0 || len(step) > max(n, 1) {
+				t.Errorf("n=%d, step %d holds %d writes", n, s, len(step))
+			}
+			got = append(got, sortedNames(names))
+			total += len(step)
 		}
 		if total != len(writes) {
-			t.Errorf("n=%d: %d writes in lanes, want %d", n, total, len(writes))
-		}
-	}
-	// Busiest name first, each on the lane with the fewest writes so far:
-	// two lanes take a | b, c, then d and e even them out; three take
-	// a | b, e | c, d.
-	for n, want := range map[int][]int{2: {9, 9}, 3: {8, 5, 5}} {
-		var got []int
-		for _, lane := range partition(writes, n) {
-			got = append(got, len(lane))
+			t.Errorf("n=%d: %d writes in steps, want %d", n, total, len(writes))
 		}
 		if !slices.Equal(got, want) {
-			t.Errorf("n=%d: lanes hold %v writes, want %v", n, got, want)
+			t.Errorf("n=%d: steps %v, want %v", n, got, want)
 		}
 	}
 }
 
-// sameItems reports whether a and b hold the same writes in the same order.
-func sameItems(a, b []plannedWrite) bool {
-	return slices.EqualFunc(a, b, func(x, y plannedWrite) bool { return x.item == y.item && x.w.Name == y.w.Name })
+// sortedNames returns the one-letter names of s in order.
+func sortedNames(s string) string {
+	b := []byte(s)
+	slices.Sort(b)
+	return string(b)
 }
 
 // laneGroups joins names whose operations share a key, written or skipped,

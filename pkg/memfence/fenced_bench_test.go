@@ -8,7 +8,6 @@ import (
 	"github.com/bradfitz/gomemcache/memcache"
 
 	"github.com/coordinator-dev/coordinator/internal/testenv"
-	"github.com/coordinator-dev/coordinator/pkg/memfence"
 )
 
 // BenchmarkFencedSet measures one fenced write of a 100-byte value from one
@@ -20,7 +19,7 @@ import (
 func BenchmarkFencedSet(b *testing.B) {
 	m := testenv.StartMemcached(b)
 	mc := memcache.New(m.Addr)
-	w := memfence.New(memcache.New(m.Addr))
+	w := newWriter(b, m.Addr)
 	value := bytes.Repeat([]byte("v"), 100)
 	b.Run("existing-key", func(b *testing.B) {
 		if err := w.Set("existing", value, 0, 1); err != nil {

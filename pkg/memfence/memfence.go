@@ -12,13 +12,18 @@
 // The remaining window: an absent key (never written, or deleted) carries no
 // term, so a former leader that validated its lease, then paused before its
 // add, can recreate it after a newer leader deleted it. The applier bounds
-// this by checking its lease before every write; see the README.
+// this by checking its lease before every step of writes (see WriteAll);
+// see the README.
 package memfence
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
 )
@@ -38,16 +43,53 @@ var (
 // maxAttempts bounds the read-compare-write loop under contention.
 const maxAttempts = 64
 
-// Writer writes fenced items.
-type Writer struct {
-	mc *memcache.Client
+// Defaults of New.
+const (
+	// DefaultTimeout bounds each network exchange with memcached.
+	DefaultTimeout = 500 * time.Millisecond
+	// DefaultMaxIdleConns is the number of idle connections kept per server.
+	DefaultMaxIdleConns = 2
+)
+
+// Options configure a Writer.
+type Options struct {
+	// Timeout bounds each network exchange (a command and its reply, or one
+	// pipeline); zero means DefaultTimeout.
+	Timeout time.Duration
+	// MaxIdleConns is the number of idle connections kept per server;
+	// zero means DefaultMaxIdleConns.
+	MaxIdleConns int
 }
 
-// New returns a Writer over mc.
-func New(mc *memcache.Client) *Writer { return &Writer{mc: mc} }
+// Writer writes fenced items. It is safe for concurrent use.
+type Writer struct {
+	mc      *memcache.Client
+	servers *memcache.ServerList
+	pipes   *connPool
+}
 
-// Client returns the underlying memcached client.
-func (w *Writer) Client() *memcache.Client { return w.mc }
+// New returns a Writer over the memcached servers (host:port, or the path of
+// a unix socket), which it picks for each key as memcache.ServerList does.
+func New(servers []string, opts Options) (*Writer, error) {
+	if len(servers) == 0 {
+		return nil, fmt.Errorf("memfence: %w", memcache.ErrNoServers)
+	}
+	ss := new(memcache.ServerList)
+	if err := ss.SetServers(servers...); err != nil {
+		return nil, fmt.Errorf("memfence: servers %v: %w", servers, err)
+	}
+	timeout := cmp.Or(opts.Timeout, DefaultTimeout)
+	idle := cmp.Or(opts.MaxIdleConns, DefaultMaxIdleConns)
+	mc := memcache.NewFromSelector(ss)
+	mc.Timeout, mc.MaxIdleConns = timeout, idle
+	return &Writer{mc: mc, servers: ss, pipes: newConnPool(timeout, idle)}, nil
+}
+
+// Close closes the Writer's idle connections.
+func (w *Writer) Close() error {
+	w.pipes.close()
+	return w.mc.Close()
+}
 
 // Set stores value under key with the given expiration (memcached exptime
 // seconds), stamped with term.
@@ -71,17 +113,32 @@ type Snapshot struct {
 	read  map[string]bool           // every key read, found or not
 }
 
-// Read reads keys with one gets command per memcached server.
+// readChunkKeys bounds the keys of one gets command.
+const readChunkKeys = 64
+
+// Read reads keys with one gets command per memcached server for every
+// readChunkKeys keys.
 func (w *Writer) Read(keys []string) (*Snapshot, error) {
-	items, err := w.mc.GetMulti(keys)
-	if err != nil {
-		return nil, classify(err)
+	s := &Snapshot{items: make(map[string]*memcache.Item, len(keys)), read: make(map[string]bool, len(keys))}
+	if err := w.readInto(s, keys); err != nil {
+		return nil, err
 	}
-	read := make(map[string]bool, len(keys))
-	for _, k := range keys {
-		read[k] = true
+	return s, nil
+}
+
+// readInto reads keys into s.
+func (w *Writer) readInto(s *Snapshot, keys []string) error {
+	for chunk := range slices.Chunk(keys, readChunkKeys) {
+		items, err := w.mc.GetMulti(chunk)
+		if err != nil {
+			return classify(err)
+		}
+		maps.Copy(s.items, items)
+		for _, k := range chunk {
+			s.read[k] = true
+		}
 	}
-	return &Snapshot{items: items, read: read}, nil
+	return nil
 }
 
 // take returns key's item as read (nil when it was absent) and whether the

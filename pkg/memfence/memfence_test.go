@@ -14,8 +14,18 @@ import (
 
 func setup(t *testing.T) (*memfence.Writer, *memcache.Client, *testenv.Memcached) {
 	m := testenv.StartMemcached(t)
-	mc := memcache.New(m.Addr)
-	return memfence.New(memcache.New(m.Addr)), mc, m
+	return newWriter(t, m.Addr), memcache.New(m.Addr), m
+}
+
+// newWriter returns a Writer to the servers, closed when t ends.
+func newWriter(t testing.TB, servers ...string) *memfence.Writer {
+	t.Helper()
+	w, err := memfence.New(servers, memfence.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	return w
 }
 
 func get(t *testing.T, mc *memcache.Client, key string) *memcache.Item {
@@ -113,7 +123,7 @@ func TestMemcachedDownIsTransient(t *testing.T) {
 // key or saw it absent, and a key the snapshot held unchanged is written
 // from it.
 func TestWritesFromASnapshotStillFence(t *testing.T) {
-	w, mc, _ := setup(t)
+	w, mc, m := setup(t)
 	for _, k := range []string{"held", "deleted", "same"} {
 		if err := w.Set(k, []byte("v2"), 0, 2); err != nil {
 			t.Fatal(err)
@@ -124,7 +134,7 @@ func TestWritesFromASnapshotStillFence(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A newer leader (term 3) writes after the snapshot was read.
-	newer := memfence.New(mc)
+	newer := newWriter(t, m.Addr)
 	if err := newer.Set("held", []byte("v3"), 0, 3); err != nil {
 		t.Fatal(err)
 	}

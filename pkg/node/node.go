@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/bradfitz/gomemcache/memcache"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coordinator-dev/coordinator/internal/retry"
@@ -38,7 +37,8 @@ type Config struct {
 	// Memcached lists memcached servers (host:port); keys are spread over
 	// them by gomemcache's hashing. Empty means DefaultMemcached.
 	Memcached []string
-	// MemcachedTimeout is the socket timeout; default 500ms.
+	// MemcachedTimeout bounds each exchange with memcached; zero means
+	// memfence.DefaultTimeout (500ms).
 	MemcachedTimeout time.Duration
 	// WriteConcurrency is the applier's number of parallel memcached
 	// writers (see applier.Config.WriteConcurrency); zero means
@@ -69,26 +69,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if len(servers) == 0 {
 		servers = []string{DefaultMemcached}
 	}
-	var ss memcache.ServerList
-	if err := ss.SetServers(servers...); err != nil {
+	mw, err := memfence.New(servers, memfence.Options{Timeout: cfg.MemcachedTimeout})
+	if err != nil {
 		return fmt.Errorf("node: memcached servers: %w", err)
 	}
-	mc := memcache.NewFromSelector(&ss)
-	mc.Timeout = cfg.MemcachedTimeout
-	if mc.Timeout == 0 {
-		mc.Timeout = 500 * time.Millisecond
-	}
-	writers := cfg.WriteConcurrency
-	if writers <= 0 {
-		writers = applier.DefaultWriteConcurrency
-	}
-	// Every writer holds at most one connection per server at a time; keep
-	// that many idle so parallel writers do not dial for every write.
-	mc.MaxIdleConns = max(writers, memcache.DefaultMaxIdleConns)
-	defer mc.Close()
+	defer mw.Close()
 	acfg := applier.Config{
-		Client: cfg.Etcd, Layout: cfg.Layout, Memcached: memfence.New(mc), Limits: cfg.Limits,
-		WriteConcurrency: writers, MaxInboxBatches: cfg.MaxInboxBatches, Logger: cfg.Logger, Stats: cfg.Stats, Hooks: cfg.Hooks,
+		Client: cfg.Etcd, Layout: cfg.Layout, Memcached: mw, Limits: cfg.Limits,
+		WriteConcurrency: cfg.WriteConcurrency, MaxInboxBatches: cfg.MaxInboxBatches, Logger: cfg.Logger, Stats: cfg.Stats, Hooks: cfg.Hooks,
 	}
 	ecfg := election.Config{Client: cfg.Etcd, Layout: cfg.Layout, NodeID: cfg.NodeID, TTL: cfg.LeaseTTL, Logger: cfg.Logger}
 	// While the node campaigns, a standby follows the pending batches, so
