@@ -26,7 +26,8 @@ import (
 // memcached (gets, then add). Both submit under one registration name, so
 // the applier writes them one after the other; "distinct-keys-names-16"
 // spreads distinct keys over 16 names, whose writes the applier sends
-// together (up to its write concurrency per pipeline step).
+// together (up to its write concurrency per pipeline step: the default 8, 1,
+// which writes in token order across names, and 16).
 //
 //	go test -run '^$' -bench ApplyBatch -benchtime 20000x ./pkg/applier/
 func BenchmarkApplyBatch(b *testing.B) {
@@ -38,7 +39,11 @@ func BenchmarkApplyBatch(b *testing.B) {
 		name  string
 		keys  int // 0: distinct
 		names int
-	}{{"keys-1000", 1000, 1}, {"distinct-keys", 0, 1}, {"distinct-keys-names-16", 0, 16}} {
+		steps int // WriteConcurrency; 0: the default
+	}{
+		{"keys-1000", 1000, 1, 0}, {"distinct-keys", 0, 1, 0}, {"distinct-keys-names-16", 0, 16, 0},
+		{"distinct-keys-names-16-write-concurrency-1", 0, 16, 1}, {"distinct-keys-names-16-write-concurrency-16", 0, 16, 16},
+	} {
 		b.Run(c.name, func(b *testing.B) {
 			b.StopTimer()
 			ns := fmt.Sprintf("b%d", seq.Add(1))
@@ -97,7 +102,7 @@ func BenchmarkApplyBatch(b *testing.B) {
 			b.StartTimer()
 			go func() {
 				done <- node.Run(nctx, node.Config{Etcd: cli, Layout: layout, NodeID: "bench", LeaseTTL: 5 * time.Second,
-					Memcached: []string{mc.Addr}, Logger: testenv.Logger(), Stats: stats})
+					Memcached: []string{mc.Addr}, WriteConcurrency: c.steps, Logger: testenv.Logger(), Stats: stats})
 			}()
 			if err := cl.WaitApplied(ctx, client.Token{Revision: last.Load()}); err != nil {
 				b.Fatal(err)
