@@ -64,7 +64,7 @@ follower takes over without waiting for the lease to expire.`,
 	f.DurationVar(&o.leaseTTL, "lease-ttl", 5*time.Second, "leadership lease TTL: a dead leader is replaced within about this long")
 	f.IntVar(&o.maxItemBytes, "max-item-bytes", ops.DefaultMaxItemBytes, "memcached's item size limit (its -I); larger items are refused")
 	f.IntVar(&o.writers, "write-concurrency", applier.DefaultWriteConcurrency,
-		"memcached writes the leader makes at once, split by registration name; each name's writes stay in token order, 1 keeps token order across names too")
+		"memcached writes the leader sends at once, in one pipeline per server, at most one per registration name; each name's writes stay in token order, 1 keeps token order across names too")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
 }

@@ -126,15 +126,15 @@ type Config struct {
 	Hooks Hooks
 }
 
-// Hooks observe the applier's writes. They are called from the writer
-// goroutines (see Config.WriteConcurrency): concurrently for writes of
-// different names, one after the other and in token order for the writes of
-// one name. A hook that records into shared state must synchronise.
+// Hooks observe the applier's writes. BeforeWrite is called concurrently
+// for the writes of one step (see Config.WriteConcurrency), which go out
+// together once every call has returned; both hooks are called one after
+// the other and in token order for the writes of one name. A hook that
+// records into shared state must synchronise.
 type Hooks struct {
 	// BeforeWrite runs after the leadership check, right before an
-	// operation is written to memcached. ctx is cancelled when leadership
-	// is lost and, with several writers, when another writer of the same
-	// round failed.
+	// operation is written to memcached (again before each retry). ctx is
+	// cancelled when leadership is lost.
 	BeforeWrite func(ctx context.Context, w Write)
 	// AfterWrite runs after an operation was written to memcached.
 	AfterWrite func(w Write)

@@ -81,23 +81,43 @@ func (a *applier) writeAll(ctx context.Context, writes []plannedWrite) (map[int]
 			o := pw.w.Op
 			mws[i] = memfence.Write{Key: o.Key, Value: o.Value, Exptime: o.ExpirationSeconds(), Delete: o.Kind == ops.KindDelete}
 		}
-		for i, werr := range a.cfg.Memcached.WriteAll(snap, a.term, mws) {
-			pw := step[i]
-			done, err := a.settled(pw.w, werr)
-			if !done {
-				err = a.retry(ctx, pw.w, err)
+		// Settle every write of the step first (they were all sent), then
+		// stop at a fatal error, or make again those that failed
+		// transiently.
+		errs := a.cfg.Memcached.WriteAll(snap, a.term, mws)
+		var fatal error
+		var again []int
+		for i, werr := range errs {
+			done, err := a.settled(step[i].w, werr)
+			switch {
+			case !done:
+				again = append(again, i)
+			case errors.Is(err, memfence.ErrRejected):
+				rej = append(rej, rejected(step[i], err))
+			case err != nil && fatal == nil:
+				fatal = err
 			}
-			if errors.Is(err, memfence.ErrRejected) {
-				o := pw.w.Op
-				rej = append(rej, rejection{item: pw.item, reason: fmt.Sprintf("operation %d (%s %q): %v", pw.w.Index, o.Kind, o.Key, err)})
-				continue
-			}
-			if err != nil {
+		}
+		if fatal != nil {
+			return nil, fatal
+		}
+		for _, i := range again {
+			err := a.retry(ctx, step[i].w, errs[i])
+			switch {
+			case errors.Is(err, memfence.ErrRejected):
+				rej = append(rej, rejected(step[i], err))
+			case err != nil:
 				return nil, err
 			}
 		}
 	}
 	return reasons(rej), nil
+}
+
+// rejected is the rejection of pw, which memcached refused with err.
+func rejected(pw plannedWrite, err error) rejection {
+	o := pw.w.Op
+	return rejection{item: pw.item, reason: fmt.Sprintf("operation %d (%s %q): %v", pw.w.Index, o.Kind, o.Key, err)}
 }
 
 // beforeWrites calls the BeforeWrite hook for each write of a step, at

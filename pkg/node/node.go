@@ -40,8 +40,8 @@ type Config struct {
 	// MemcachedTimeout bounds each exchange with memcached; zero means
 	// memfence.DefaultTimeout (500ms).
 	MemcachedTimeout time.Duration
-	// WriteConcurrency is the applier's number of parallel memcached
-	// writers (see applier.Config.WriteConcurrency); zero means
+	// WriteConcurrency is the most memcached writes the applier sends at
+	// once (see applier.Config.WriteConcurrency); zero means
 	// applier.DefaultWriteConcurrency.
 	WriteConcurrency int
 	// MaxInboxBatches bounds the batches the leader holds in memory (see
