@@ -28,6 +28,7 @@ type benchOptions struct {
 	registrations  int
 	leaseTTL       time.Duration
 	failoverRounds int
+	repeat         int
 	cpuProfile     string
 }
 
@@ -90,6 +91,7 @@ Progress goes to stderr; the report to stdout (-o json for machines).`,
 	f.IntVar(&o.registrations, "registrations", 100000, "registrations of the memory scenario")
 	f.DurationVar(&o.leaseTTL, "lease-ttl", 5*time.Second, "the nodes' leadership lease TTL (whole seconds, at least 2s)")
 	f.IntVar(&o.failoverRounds, "failover-rounds", 3, "graceful stops and kills measured by failover, each")
+	f.IntVar(&o.repeat, "repeat", 1, "runs of each comparison of submit, end-to-end and peer, in reverse order every other run; tables show the median run, ratios the median of the runs' ratios (at most 20)")
 	f.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (clients, in-process node and embedded etcd) to this file")
 	return cmd
 }
@@ -110,7 +112,7 @@ func (o *benchOptions) config(cmd *cobra.Command, g *globalOptions) (bench.Confi
 	cfg := bench.Config{
 		Memcached: splitList(o.memcached), Scenarios: splitList(o.scenarios), ValueSize: o.valueSize,
 		Duration: o.duration, Keys: o.keys, Names: o.names, Backlog: o.backlog, Registrations: o.registrations,
-		LeaseTTL: o.leaseTTL, FailoverRounds: o.failoverRounds, DialTimeout: g.dialTimeout,
+		LeaseTTL: o.leaseTTL, FailoverRounds: o.failoverRounds, Repeat: o.repeat, DialTimeout: g.dialTimeout,
 		Progress: cmd.ErrOrStderr(),
 	}
 	if cmd.Flags().Changed("endpoints") || cmd.Root().PersistentFlags().Changed("endpoints") {
@@ -135,8 +137,8 @@ func (o *benchOptions) config(cmd *cobra.Command, g *globalOptions) (bench.Confi
 	if o.duration <= 0 {
 		return cfg, usagef("--duration must be positive (got %s)", o.duration)
 	}
-	if o.valueSize < 1 || o.keys < 1 || o.names < 1 || o.backlog < 1 || o.registrations < 1 || o.failoverRounds < 1 {
-		return cfg, usagef("--value-size, --keys, --names, --backlog, --registrations and --failover-rounds must be at least 1")
+	if o.valueSize < 1 || o.keys < 1 || o.names < 1 || o.backlog < 1 || o.registrations < 1 || o.failoverRounds < 1 || o.repeat < 1 {
+		return cfg, usagef("--value-size, --keys, --names, --backlog, --registrations, --failover-rounds and --repeat must be at least 1")
 	}
 	return cfg, nil
 }
@@ -182,8 +184,8 @@ func printBench(w io.Writer, format string, rep *bench.Report) error {
 	fmt.Fprintf(w, "coordinator bench  %s  go %s  etcd %s  memcached %s  %d CPUs  load %s\n",
 		env.Date.Format(time.RFC3339), env.GoVersion, etcd, env.MemcachedVersion, env.CPUs, env.LoadAverage)
 	s := rep.Settings
-	fmt.Fprintf(w, "value %d B  keys %d  names %d  duration %gs  backlog %d  lease TTL %gs  namespace %s\n",
-		s.ValueSize, s.Keys, s.Names, s.DurationSec, s.Backlog, s.LeaseTTLSec, rep.Namespace)
+	fmt.Fprintf(w, "value %d B  keys %d  names %d  duration %gs  repeat %d  backlog %d  lease TTL %gs  namespace %s\n",
+		s.ValueSize, s.Keys, s.Names, s.DurationSec, s.Repeat, s.Backlog, s.LeaseTTLSec, rep.Namespace)
 	p := newPrinter("table", w)
 	for _, sc := range rep.Scenarios {
 		fmt.Fprintf(w, "\n%s (%.0fs)\n", strings.ToUpper(sc.Name), sc.Seconds)
@@ -245,12 +247,20 @@ func (v measurementsView) rows() [][]string {
 
 type ratiosView []bench.Ratio
 
-func (ratiosView) header() []string { return []string{"RATIO", "CONC", "VALUE"} }
+func (ratiosView) header() []string { return []string{"RATIO", "CONC", "VALUE", "RUNS"} }
 
 func (v ratiosView) rows() [][]string {
 	var out [][]string
 	for _, r := range v {
-		out = append(out, []string{r.Name, intOrDash(r.Concurrency), fmt.Sprintf("%.2f", r.Value)})
+		runs := "-"
+		if len(r.Runs) > 0 {
+			xs := make([]string, len(r.Runs))
+			for i, x := range r.Runs {
+				xs[i] = fmt.Sprintf("%.2f", x)
+			}
+			runs = strings.Join(xs, " ")
+		}
+		out = append(out, []string{r.Name, intOrDash(r.Concurrency), fmt.Sprintf("%.2f", r.Value), runs})
 	}
 	return out
 }

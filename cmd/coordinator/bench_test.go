@@ -104,11 +104,12 @@ func TestBenchTable(t *testing.T) {
 	e := startEtcd(t)
 	mc := testenv.StartMemcached(t)
 	r := runCLI(t, nil, e.args("bench", "--memcached", mc.Addr, "--scenarios", "submit",
-		"--concurrency", "1,2", "--duration", "50ms", "--keys", "10", "--names", "1")...)
+		"--concurrency", "1,2", "--duration", "50ms", "--keys", "10", "--names", "1", "--repeat", "3")...)
 	if r.code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 	}
-	for _, want := range []string{"coordinator bench", "SUBMIT", "WHAT", "coordinator submit", "etcd put", "ours/etcd-put ops/s", "TARGETS"} {
+	for _, want := range []string{"coordinator bench", "repeat 3", "SUBMIT", "WHAT", "coordinator submit", "etcd put", "ours/etcd-put ops/s",
+		"RUNS", "median of 3 runs by ops/s", "TARGETS", "(c=2, median of 3)"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("table lacks %q:\n%s", want, r.stdout)
 		}
@@ -131,6 +132,8 @@ func TestBenchUsageErrors(t *testing.T) {
 		{"bench", "--duration", "0s"},
 		{"bench", "--backlog", "2000000"},
 		{"bench", "--lease-ttl", "1s"},
+		{"bench", "--repeat", "0"},
+		{"bench", "--repeat", "21"},
 		{"bench", "-o", "yaml"},
 		{"bench", "extra"},
 	} {

@@ -118,6 +118,12 @@ type Config struct {
 	// FailoverRounds is how many graceful stops and how many kills the
 	// failover scenario measures; default 3.
 	FailoverRounds int
+	// Repeat is how many times the submit, end-to-end and peer scenarios
+	// run each comparison, ours and its baselines in reverse order every
+	// other time; each table row is then the median run and each ratio the
+	// median of the runs' ratios, which steadies them on a noisy machine.
+	// Default 1, at most 20.
+	Repeat int
 	// DialTimeout bounds connecting to etcd; default 5s.
 	DialTimeout time.Duration
 	// Serve returns the command that runs one coordinator node as a child
@@ -163,6 +169,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.FailoverRounds == 0 {
 		c.FailoverRounds = defaultRounds
 	}
+	if c.Repeat == 0 {
+		c.Repeat = 1
+	}
 	if c.DialTimeout == 0 {
 		c.DialTimeout = 5 * time.Second
 	}
@@ -201,6 +210,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: lease TTL must be whole seconds, at least 2s (got %s)", ErrBadConfig, c.LeaseTTL)
 	case c.FailoverRounds < 1 || c.FailoverRounds > 100:
 		return c, fmt.Errorf("%w: failover rounds %d is not between 1 and 100", ErrBadConfig, c.FailoverRounds)
+	case c.Repeat < 1 || c.Repeat > maxRepeat:
+		return c, fmt.Errorf("%w: repeat %d is not between 1 and %d", ErrBadConfig, c.Repeat, maxRepeat)
 	}
 	return c, nil
 }

@@ -21,7 +21,8 @@ var endToEndConcurrency = []int{endToEndConc16, endToEndConc64}
 // (the latency the p99 target reads), and callers that submit without
 // waiting (the sustained throughput the throughput target reads: the
 // applier never runs dry; latency then grows with the length of the run,
-// as a queue's does).
+// as a queue's does). With Config.Repeat above 1, the three run that many
+// times, in reverse order every other time.
 func (e *env) runEndToEnd(ctx context.Context) (*ScenarioReport, error) {
 	sr := &ScenarioReport{Name: ScenarioEndToEnd}
 	if err := e.startNode(ctx); err != nil {
@@ -31,23 +32,27 @@ func (e *env) runEndToEnd(ctx context.Context) (*ScenarioReport, error) {
 		return sr, err
 	}
 	for _, conc := range endToEndConcurrency {
-		put := e.measure(ctx, whatEtcdPut, conc, e.etcdPut)
-		ours, err := e.endToEndWaiting(ctx, conc)
+		c := newComparison()
+		var notes []string
+		err := e.compare(sr, c, c.measured(func() (Measurement, error) {
+			return e.measure(ctx, whatEtcdPut, conc, e.etcdPut), nil
+		}), c.measured(func() (Measurement, error) {
+			return e.endToEndWaiting(ctx, conc)
+		}), c.measured(func() (Measurement, error) {
+			sat, note, err := e.endToEndSaturated(ctx, conc)
+			notes = append(notes, note)
+			return sat, err
+		}))
 		if err != nil {
 			return sr, err
 		}
-		sat, note, err := e.endToEndSaturated(ctx, conc)
-		if err != nil {
-			return sr, err
+		sr.Measurements = append(sr.Measurements, c.median(whatApplied), c.median(whatSaturated), c.median(whatEtcdPut))
+		for i, note := range notes {
+			sr.notef("c=%d, callers not waiting%s: %s", conc, e.runLabel(i), note)
 		}
-		sr.Measurements = append(sr.Measurements, ours, sat, put)
-		sr.notef("c=%d, callers not waiting: %s", conc, note)
-		sr.addRatio(ratioE2EPut, conc, ratio(ours.OpsPerSec, put.OpsPerSec))
-		sr.addRatio(ratioE2EP99, conc, ratio(ours.P99Ms, put.P99Ms))
-		sr.addRatio(ratioE2ESaturatedPut, conc, ratio(sat.OpsPerSec, put.OpsPerSec))
-		if err := failed(ours, sat, put); err != nil {
-			return sr, err
-		}
+		sr.addComparedRatio(ratioE2EPut, conc, c.ratio(whatApplied, whatEtcdPut, opsPerSec))
+		sr.addComparedRatio(ratioE2EP99, conc, c.ratio(whatApplied, whatEtcdPut, p99Ms))
+		sr.addComparedRatio(ratioE2ESaturatedPut, conc, c.ratio(whatSaturated, whatEtcdPut, opsPerSec))
 	}
 	return sr, nil
 }

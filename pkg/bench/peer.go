@@ -24,7 +24,8 @@ const (
 //     memcached directly, with no fencing and no durable queue.
 //
 // and then ours, submit→applied with each caller waiting for its write,
-// at the same concurrency.
+// at the same concurrency. With Config.Repeat above 1, the three run that
+// many times, in reverse order every other time.
 func (e *env) runPeer(ctx context.Context) (*ScenarioReport, error) {
 	sr := &ScenarioReport{Name: ScenarioPeer}
 	conc := peerConcurrency
@@ -45,37 +46,37 @@ func (e *env) runPeer(ctx context.Context) (*ScenarioReport, error) {
 		}
 		sessions[i] = s
 	}
-	mutex := e.measure(ctx, whatMutex, conc, func(ctx context.Context, w, i int) error {
-		key := e.key("mutex", w, i)
-		mu := concurrency.NewMutex(sessions[w], e.scratch("mutex/"+key))
-		if err := mu.Lock(ctx); err != nil {
-			return err
-		}
-		err := e.mc.Set(&memcache.Item{Key: key, Value: e.value})
-		return errors.Join(err, mu.Unlock(ctx))
-	})
-
-	leader, err := e.leaseLeader(ctx)
-	if err != nil {
-		return sr, err
-	}
-
 	if err := e.startNode(ctx); err != nil {
 		return sr, err
 	}
 	if err := e.probe(ctx); err != nil {
 		return sr, err
 	}
-	ours, err := e.endToEndWaiting(ctx, conc)
+	c := newComparison()
+	err := e.compare(sr, c, c.measured(func() (Measurement, error) {
+		return e.measure(ctx, whatMutex, conc, func(ctx context.Context, w, i int) error {
+			key := e.key("mutex", w, i)
+			mu := concurrency.NewMutex(sessions[w], e.scratch("mutex/"+key))
+			if err := mu.Lock(ctx); err != nil {
+				return err
+			}
+			err := e.mc.Set(&memcache.Item{Key: key, Value: e.value})
+			return errors.Join(err, mu.Unlock(ctx))
+		}), nil
+	}), c.measured(func() (Measurement, error) {
+		return e.leaseLeader(ctx)
+	}), c.measured(func() (Measurement, error) {
+		return e.endToEndWaiting(ctx, conc)
+	}))
 	if err != nil {
 		return sr, err
 	}
-	sr.Measurements = append(sr.Measurements, ours, mutex, leader)
+	sr.Measurements = append(sr.Measurements, c.median(whatApplied), c.median(whatMutex), c.median(whatLeader))
 	sr.notef("ours and the mutex writers each wait until their write is in memcached before the next")
 	sr.notef("the lease leader is one goroutine writing as fast as memcached answers: an upper bound with neither durability nor ordering across writers nor fencing")
-	sr.addRatio(ratioPeerMutex, conc, ratio(ours.OpsPerSec, mutex.OpsPerSec))
-	sr.addRatio(ratioPeerLeader, conc, ratio(ours.OpsPerSec, leader.OpsPerSec))
-	return sr, failed(ours, mutex, leader)
+	sr.addComparedRatio(ratioPeerMutex, conc, c.ratio(whatApplied, whatMutex, opsPerSec))
+	sr.addComparedRatio(ratioPeerLeader, conc, c.ratio(whatApplied, whatLeader, opsPerSec))
+	return sr, nil
 }
 
 // leaseLeader campaigns in an etcd election and, once elected, sets keys in
