@@ -25,6 +25,7 @@ type benchOptions struct {
 	keys           int
 	names          int
 	backlog        int
+	memoryBacklog  int
 	registrations  int
 	leaseTTL       time.Duration
 	failoverRounds int
@@ -61,8 +62,9 @@ Scenarios (--scenarios, comma separated; memory is opt-in):
               time to apply it all, vs memcached gets+cas at concurrency 16
   failover    graceful stop (SIGTERM) and kill -9 of the leader: time to the
               new leader's first applied operation, with --lease-ttl
-  memory      a node's peak RSS draining --backlog/10 and --backlog
-              operations, and its RSS with --registrations registrations
+  memory      a node's peak RSS draining --memory-backlog/10 and
+              --memory-backlog operations, and its RSS with --registrations
+              registrations
 
 Progress goes to stderr; the report to stdout (-o json for machines).`,
 		Example: `  # everything cheap, on an embedded etcd and a local memcached
@@ -73,7 +75,7 @@ Progress goes to stderr; the report to stdout (-o json for machines).`,
       --scenarios submit,end-to-end --duration 2s -o json
 
   # the leader's memory while draining a million operations
-  coordinator bench --scenarios memory --backlog 1000000`,
+  coordinator bench --scenarios memory`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runBench(cmd, g, o)
@@ -87,7 +89,8 @@ Progress goes to stderr; the report to stdout (-o json for machines).`,
 	f.DurationVar(&o.duration, "duration", 5*time.Second, "duration of each throughput measurement")
 	f.IntVar(&o.keys, "keys", 1000, "number of memcached keys the operations spread over")
 	f.IntVar(&o.names, "names", 16, "number of registration names submissions spread over")
-	f.IntVar(&o.backlog, "backlog", 100000, "operations in the backlog of drain and memory (at most 1000000)")
+	f.IntVar(&o.backlog, "backlog", 100000, "operations in the backlog of drain (at most 1000000)")
+	f.IntVar(&o.memoryBacklog, "memory-backlog", 1000000, "operations in the larger backlog of memory (at most 1000000)")
 	f.IntVar(&o.registrations, "registrations", 100000, "registrations of the memory scenario")
 	f.DurationVar(&o.leaseTTL, "lease-ttl", 5*time.Second, "the nodes' leadership lease TTL (whole seconds, at least 2s)")
 	f.IntVar(&o.failoverRounds, "failover-rounds", 3, "graceful stops and kills measured by failover, each")
@@ -111,7 +114,7 @@ func (o *benchOptions) config(cmd *cobra.Command, g *globalOptions) (bench.Confi
 	}
 	cfg := bench.Config{
 		Memcached: splitList(o.memcached), Scenarios: splitList(o.scenarios), ValueSize: o.valueSize,
-		Duration: o.duration, Keys: o.keys, Names: o.names, Backlog: o.backlog, Registrations: o.registrations,
+		Duration: o.duration, Keys: o.keys, Names: o.names, Backlog: o.backlog, MemoryBacklog: o.memoryBacklog, Registrations: o.registrations,
 		LeaseTTL: o.leaseTTL, FailoverRounds: o.failoverRounds, Repeat: o.repeat, DialTimeout: g.dialTimeout,
 		Progress: cmd.ErrOrStderr(),
 	}
@@ -137,8 +140,8 @@ func (o *benchOptions) config(cmd *cobra.Command, g *globalOptions) (bench.Confi
 	if o.duration <= 0 {
 		return cfg, usagef("--duration must be positive (got %s)", o.duration)
 	}
-	if o.valueSize < 1 || o.keys < 1 || o.names < 1 || o.backlog < 1 || o.registrations < 1 || o.failoverRounds < 1 || o.repeat < 1 {
-		return cfg, usagef("--value-size, --keys, --names, --backlog, --registrations, --failover-rounds and --repeat must be at least 1")
+	if o.valueSize < 1 || o.keys < 1 || o.names < 1 || o.backlog < 1 || o.memoryBacklog < 1 || o.registrations < 1 || o.failoverRounds < 1 || o.repeat < 1 {
+		return cfg, usagef("--value-size, --keys, --names, --backlog, --memory-backlog, --registrations, --failover-rounds and --repeat must be at least 1")
 	}
 	return cfg, nil
 }
@@ -184,8 +187,8 @@ func printBench(w io.Writer, format string, rep *bench.Report) error {
 	fmt.Fprintf(w, "coordinator bench  %s  go %s  etcd %s  memcached %s  %d CPUs  load %s\n",
 		env.Date.Format(time.RFC3339), env.GoVersion, etcd, env.MemcachedVersion, env.CPUs, env.LoadAverage)
 	s := rep.Settings
-	fmt.Fprintf(w, "value %d B  keys %d  names %d  duration %gs  repeat %d  backlog %d  lease TTL %gs  namespace %s\n",
-		s.ValueSize, s.Keys, s.Names, s.DurationSec, s.Repeat, s.Backlog, s.LeaseTTLSec, rep.Namespace)
+	fmt.Fprintf(w, "value %d B  keys %d  names %d  duration %gs  repeat %d  backlog %d  memory backlog %d  lease TTL %gs  namespace %s\n",
+		s.ValueSize, s.Keys, s.Names, s.DurationSec, s.Repeat, s.Backlog, s.MemoryBacklog, s.LeaseTTLSec, rep.Namespace)
 	p := newPrinter("table", w)
 	for _, sc := range rep.Scenarios {
 		fmt.Fprintf(w, "\n%s (%.0fs)\n", strings.ToUpper(sc.Name), sc.Seconds)

@@ -131,6 +131,7 @@ func TestBenchUsageErrors(t *testing.T) {
 		{"bench", "--concurrency", "0"},
 		{"bench", "--duration", "0s"},
 		{"bench", "--backlog", "2000000"},
+		{"bench", "--memory-backlog", "2000000"},
 		{"bench", "--lease-ttl", "1s"},
 		{"bench", "--repeat", "0"},
 		{"bench", "--repeat", "21"},

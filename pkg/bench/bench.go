@@ -107,9 +107,13 @@ type Config struct {
 	// Names is the number of registration names submissions spread over;
 	// default 16.
 	Names int
-	// Backlog is the number of operations of the drain and memory
-	// scenarios; default 100000, at most 1000000.
+	// Backlog is the number of operations of the drain scenario; default
+	// 100000, at most 1000000.
 	Backlog int
+	// MemoryBacklog is the larger backlog of the memory scenario, which
+	// compares a node's peak memory draining it with draining a tenth of
+	// it; default 1000000, at most 1000000.
+	MemoryBacklog int
 	// Registrations is the number of registrations of the memory scenario;
 	// default 100000.
 	Registrations int
@@ -160,6 +164,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Backlog == 0 {
 		c.Backlog = 100_000
 	}
+	if c.MemoryBacklog == 0 {
+		c.MemoryBacklog = maxBacklog
+	}
 	if c.Registrations == 0 {
 		c.Registrations = defaultRegs
 	}
@@ -204,6 +211,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: names %d is not between 1 and 10000", ErrBadConfig, c.Names)
 	case c.Backlog < 1 || c.Backlog > maxBacklog:
 		return c, fmt.Errorf("%w: backlog %d is not between 1 and %d", ErrBadConfig, c.Backlog, maxBacklog)
+	case c.MemoryBacklog < 1 || c.MemoryBacklog > maxBacklog:
+		return c, fmt.Errorf("%w: memory backlog %d is not between 1 and %d", ErrBadConfig, c.MemoryBacklog, maxBacklog)
 	case c.Registrations < 1 || c.Registrations > maxBacklog:
 		return c, fmt.Errorf("%w: registrations %d is not between 1 and %d", ErrBadConfig, c.Registrations, maxBacklog)
 	case c.LeaseTTL < 2*time.Second || c.LeaseTTL%time.Second != 0:

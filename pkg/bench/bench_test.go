@@ -90,7 +90,7 @@ func tinyConfig(t *testing.T, endpoints []string, mc string, progress *testenv.S
 	return bench.Config{
 		Endpoints: endpoints, Memcached: []string{mc}, Scenarios: scenarios,
 		Concurrency: []int{1, 4}, Duration: 100 * time.Millisecond, Keys: 50, Names: 4,
-		Backlog: 200, Registrations: 200, LeaseTTL: 2 * time.Second, FailoverRounds: 1, Repeat: 2,
+		Backlog: 200, MemoryBacklog: 200, Registrations: 200, LeaseTTL: 2 * time.Second, FailoverRounds: 1, Repeat: 2,
 		Serve: serveChild(t), Progress: progress,
 	}
 }
@@ -221,6 +221,7 @@ func TestBadConfigIsRefusedBeforeAnythingStarts(t *testing.T) {
 		{Scenarios: []string{"submit", "submit"}},
 		{Concurrency: []int{0}},
 		{Backlog: 2_000_000},
+		{MemoryBacklog: 2_000_000},
 		{LeaseTTL: 1500 * time.Millisecond},
 		{Keys: -1},
 		{Repeat: -1},

@@ -160,9 +160,10 @@ func (e *env) endToEndSaturated(ctx context.Context, conc int) (Measurement, str
 	return m, note, nil
 }
 
+// joinNote joins two parts of a note, either of which may be empty.
 func joinNote(a, b string) string {
-	if a == "" {
-		return b
+	if a == "" || b == "" {
+		return a + b
 	}
 	return a + "; " + b
 }

@@ -22,8 +22,8 @@ func whatDrainRSS(n int) string { return fmt.Sprintf("leader draining %d ops, pe
 
 // runMemory reads the resident memory of a node run as a child process
 // (/proc/<pid>/status): idle, with many registrations, and its peak while
-// it drains a backlog of Backlog/10 and of Backlog operations, each
-// submitted while no node ran.
+// it drains a backlog of MemoryBacklog/10 and of MemoryBacklog operations,
+// each submitted while no node ran.
 func (e *env) runMemory(ctx context.Context) (*ScenarioReport, error) {
 	sr := &ScenarioReport{Name: ScenarioMemory}
 	e.stopNode()
@@ -67,7 +67,7 @@ func (e *env) runMemory(ctx context.Context) (*ScenarioReport, error) {
 	}
 	e.stopChild(idle)
 
-	sizes := []int{max(1, e.cfg.Backlog/10), e.cfg.Backlog}
+	sizes := []int{max(1, e.cfg.MemoryBacklog/10), e.cfg.MemoryBacklog}
 	peaks := make([]int64, len(sizes))
 	for i, n := range sizes {
 		if err := e.settle(ctx); err != nil {

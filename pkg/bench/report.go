@@ -47,6 +47,7 @@ type Settings struct {
 	Keys           int      `json:"keys"`
 	Names          int      `json:"names"`
 	Backlog        int      `json:"backlog"`
+	MemoryBacklog  int      `json:"memory_backlog"`
 	Registrations  int      `json:"registrations"`
 	LeaseTTLSec    float64  `json:"lease_ttl_sec"`
 	FailoverRounds int      `json:"failover_rounds"`
@@ -56,7 +57,7 @@ type Settings struct {
 func settingsOf(c Config) Settings {
 	return Settings{
 		Scenarios: c.Scenarios, Concurrency: c.Concurrency, ValueSize: c.ValueSize,
-		DurationSec: c.Duration.Seconds(), Keys: c.Keys, Names: c.Names, Backlog: c.Backlog,
+		DurationSec: c.Duration.Seconds(), Keys: c.Keys, Names: c.Names, Backlog: c.Backlog, MemoryBacklog: c.MemoryBacklog,
 		Registrations: c.Registrations, LeaseTTLSec: c.LeaseTTL.Seconds(), FailoverRounds: c.FailoverRounds,
 		Repeat: c.Repeat,
 	}
