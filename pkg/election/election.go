@@ -1,6 +1,8 @@
 // Package election elects the one coordinator node that writes to memcached.
 //
-// Nodes campaign with etcd's concurrency election. The winner bumps the
+// Nodes campaign as etcd's concurrency election does (on the same keys, so
+// concurrency.Election observes them), but wait for their predecessors
+// with watches etcd serves at once (see campaign). The winner bumps the
 // term counter in a transaction guarded by its own leader key, so terms grow
 // with every new leader and only a real leader can take one. A Leadership
 // carries a context that is cancelled the moment leadership is lost: the
@@ -180,8 +182,8 @@ func runOnce(ctx context.Context, cfg Config, lead func(*Leadership) error) erro
 	}()
 
 	info, _ := json.Marshal(LeaderInfo{NodeID: cfg.NodeID})
-	el := concurrency.NewElection(sess, cfg.Layout.Election())
-	if err := el.Campaign(sessCtx, string(info)); err != nil {
+	el, err := campaign(sessCtx, sess, cfg.Layout.Election(), string(info))
+	if err != nil {
 		if cause := context.Cause(sessCtx); cause != nil && ctx.Err() == nil {
 			return cause
 		}

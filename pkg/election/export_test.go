@@ -1,0 +1,7 @@
+package election
+
+// Exported for the external tests.
+var (
+	CampaignForTest    = campaign
+	WaitDeletedForTest = waitDeleted
+)
