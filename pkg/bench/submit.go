@@ -80,6 +80,11 @@ func (e *env) runSubmit(ctx context.Context) (*ScenarioReport, error) {
 		if err != nil {
 			return sr, err
 		}
+		// The last run may have ended with the baselines, node stopped.
+		if err := e.startNode(ctx); err != nil {
+			sr.Measurements = append(sr.Measurements, c.medians()...)
+			return sr, err
+		}
 		applying := e.measure(ctx, whatSubmitApplying, conc, submit)
 		c.add(applying)
 		if err := e.catchUp(ctx, sr, conc, "leader applying"); err != nil {
