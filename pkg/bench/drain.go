@@ -57,7 +57,7 @@ func (e *env) runDrain(ctx context.Context) (*ScenarioReport, error) {
 	drain := Measurement{What: whatDrain, Ops: sub.Ops, Seconds: elapsed.Seconds(), OpsPerSec: float64(sub.Ops) / elapsed.Seconds()}
 	e.progressMeasurement(drain)
 	sr.Measurements = append(sr.Measurements, drain, gc, sub)
-	sr.addRatio(ratioDrainGetsCas, drainBaselineConc, ratio(drain.OpsPerSec, gc.OpsPerSec))
+	sr.addRatio(ratioDrainGetsCas, drainBaselineConc, Ratio{Value: ratio(drain.OpsPerSec, gc.OpsPerSec)})
 	sr.notef("the new leader wrote %d operations to memcached and skipped %d older ones on the same keys (it writes the newest per key of each round of at most %d batches; %d keys), in %d etcd commits",
 		st.applied, st.skipped, applier.DefaultMaxBatchesPerCommit, e.cfg.Keys, st.commits)
 	sr.notef("the time includes the node's start and election; %d batches were pending", pending)

@@ -100,7 +100,7 @@ func (e *env) runMemory(ctx context.Context) (*ScenarioReport, error) {
 		e.progress("  %-45s %6.1f MiB (drained in %.1fs)", m.What, float64(hwm)/mib, elapsed.Seconds())
 		e.stopChild(c)
 	}
-	sr.addRatio(ratioMemoryBacklog, 0, ratio(float64(peaks[1]), float64(peaks[0])))
+	sr.addRatio(ratioMemoryBacklog, 0, Ratio{Value: ratio(float64(peaks[1]), float64(peaks[0]))})
 	sr.notef("registrations are written as registration records under one shared lease (the node does not read them; etcd holds them)")
 	return sr, nil
 }

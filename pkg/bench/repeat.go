@@ -128,12 +128,6 @@ func (c *comparison) ratio(ours, baseline string, metric func(Measurement) float
 	return r
 }
 
-// addComparedRatio records r, a ratio of a comparison, under name at conc.
-func (s *ScenarioReport) addComparedRatio(name string, conc int, r Ratio) {
-	r.Name, r.Concurrency = name, conc
-	s.Ratios = append(s.Ratios, r)
-}
-
 func opsPerSec(m Measurement) float64 { return m.OpsPerSec }
 func p99Ms(m Measurement) float64     { return m.P99Ms }
 

@@ -138,8 +138,10 @@ func ratio(a, b float64) float64 {
 	return a / b
 }
 
-func (s *ScenarioReport) addRatio(name string, conc int, v float64) {
-	s.Ratios = append(s.Ratios, Ratio{Name: name, Concurrency: conc, Value: v})
+// addRatio records r under name at conc.
+func (s *ScenarioReport) addRatio(name string, conc int, r Ratio) {
+	r.Name, r.Concurrency = name, conc
+	s.Ratios = append(s.Ratios, r)
 }
 
 func (s *ScenarioReport) notef(format string, args ...any) {

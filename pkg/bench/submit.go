@@ -92,11 +92,11 @@ func (e *env) runSubmit(ctx context.Context) (*ScenarioReport, error) {
 			return sr, err
 		}
 		sr.Measurements = append(sr.Measurements, c.median(whatSubmit), applying, c.median(whatEtcdPut), c.median(whatEtcdTxn))
-		sr.addComparedRatio(ratioSubmitPut, conc, c.ratio(whatSubmit, whatEtcdPut, opsPerSec))
-		sr.addComparedRatio(ratioSubmitTxn, conc, c.ratio(whatSubmit, whatEtcdTxn, opsPerSec))
+		sr.addRatio(ratioSubmitPut, conc, c.ratio(whatSubmit, whatEtcdPut, opsPerSec))
+		sr.addRatio(ratioSubmitTxn, conc, c.ratio(whatSubmit, whatEtcdTxn, opsPerSec))
 		// Ours with a leader applying runs once, after the repetitions; it
 		// is compared with the median put.
-		sr.addRatio(ratioSubmitApplyingPut, conc, ratio(applying.OpsPerSec, c.median(whatEtcdPut).OpsPerSec))
+		sr.addRatio(ratioSubmitApplyingPut, conc, Ratio{Value: ratio(applying.OpsPerSec, c.median(whatEtcdPut).OpsPerSec)})
 		if err := failed(applying); err != nil {
 			return sr, err
 		}
