@@ -58,9 +58,10 @@ type Submitter struct {
 	limits ops.Limits
 	group  groupConfig
 
-	mu       sync.Mutex
-	queue    []*submission // waiting for a transaction, oldest first
-	inflight int           // group transactions under way
+	mu        sync.Mutex
+	queue     []*submission // waiting for a transaction, oldest first
+	inflight  int           // group transactions under way
+	lastGroup int           // submissions in the group sent last
 }
 
 // NewSubmitter returns a Submitter for the namespace of layout.
