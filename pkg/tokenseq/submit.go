@@ -177,7 +177,7 @@ func (s *Submitter) SubmitRequest(ctx context.Context, req Request) (Token, erro
 	return s.submit(ctx, c)
 }
 
-// findings is what the Else branch of a submission or lookup read.
+// findings is what the reads of a failed submission or lookup found.
 type findings struct {
 	reg        int64  // ModRevision of the registration, 0 when none
 	batch      Token  // token of the batch, Zero when none
