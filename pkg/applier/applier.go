@@ -138,6 +138,13 @@ type Hooks struct {
 	BeforeWrite func(ctx context.Context, w Write)
 	// AfterWrite runs after an operation was written to memcached.
 	AfterWrite func(w Write)
+	// WatchResponse runs each time the leader receives a response of its
+	// watch of pending batches, before it hands any of it over: events is
+	// how many events the response carries, held how many read events now
+	// wait for room in the inbox (the response's included), and err is
+	// what ends the watch, if the response does (ErrHistoryCompacted when
+	// etcd has compacted the history the watch reads).
+	WatchResponse func(events, held int, err error)
 }
 
 // Write is one operation as the applier writes it.
@@ -175,6 +182,10 @@ var (
 	// ErrNotLeader means leadership was lost while applying; the caller
 	// should stop and campaign again.
 	ErrNotLeader = election.ErrNotLeader
+	// ErrHistoryCompacted ends a watch of pending batches when etcd has
+	// compacted the history it reads; the applier then reads the pending
+	// batches with a range read (see Hooks.WatchResponse).
+	ErrHistoryCompacted = errors.New("applier: etcd history compacted")
 )
 
 // QuarantineRecord is what is stored under the quarantine prefix. It keeps

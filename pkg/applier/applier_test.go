@@ -476,6 +476,77 @@ func TestApplierBehindItsWatchOpensItAgainWithoutLosingBatches(t *testing.T) {
 	e.checkRotatingBatches(t, nd, n, 5, before)
 }
 
+// When etcd compacts the history a leader's watch is still reading, while
+// events that watch read wait for room in the inbox, those events are
+// handed over first, and the batches after them are read with a range read:
+// every operation is applied once, the newest value of each key winning.
+//
+// The backlog is more revisions than etcd sends in a response (1000), so the
+// watch is still reading history when the first response arrives; the
+// WatchResponse hook compacts etcd then, and writes wait until the
+// compacted response has come, so that what the watch read is still held
+// when it does.
+func TestCompactionWhileEventsAreHeldLosesNoBatch(t *testing.T) {
+	e := newEnv(t, ops.Limits{})
+	caller := e.register(t, "svc")
+	const n = 3000 // batches, one per transaction
+	last := e.rotatingBatches(t, caller, n, 7)
+
+	var (
+		compactOnce  sync.Once
+		compactedErr = make(chan error, 1)
+		compactedSaw = make(chan int, 1) // events held when the compacted response came
+		released     = make(chan struct{})
+	)
+	hooks := applier.Hooks{
+		WatchResponse: func(events, held int, err error) {
+			if err != nil {
+				if errors.Is(err, applier.ErrHistoryCompacted) {
+					select {
+					case compactedSaw <- held:
+					default:
+					}
+				}
+				return
+			}
+			if held > 0 {
+				compactOnce.Do(func() {
+					_, err := e.cli.Compact(e.ctx, last.Revision)
+					compactedErr <- err
+				})
+			}
+		},
+		BeforeWrite: func(ctx context.Context, _ applier.Write) {
+			select {
+			case <-released:
+			case <-ctx.Done():
+			}
+		},
+	}
+	nd := testenv.StartNode(t, node.Config{Etcd: e.cli, Layout: e.layout, NodeID: "n1", Memcached: []string{e.mc.Addr}, MaxInboxBatches: 8, Hooks: hooks})
+	select {
+	case err := <-compactedErr:
+		if err != nil {
+			t.Fatalf("compact: %v", err)
+		}
+	case <-e.ctx.Done():
+		t.Fatal("the leader's watch never held events to compact under")
+	}
+	select {
+	case held := <-compactedSaw:
+		if held == 0 {
+			t.Fatal("the compacted response came with no events held: the path under test did not run")
+		}
+	case <-e.ctx.Done():
+		t.Fatal("the leader's watch never reported the compaction")
+	}
+	close(released)
+	if err := caller.WaitApplied(e.ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	e.checkRotatingBatches(t, nd, n, 7, 0)
+}
+
 // When etcd has compacted the history back to the watermark, a new leader
 // reads the pending batches with a range read instead, and applies them all.
 func TestReplayAfterCompactionReadsPendingBatches(t *testing.T) {

@@ -44,7 +44,7 @@ func (a *applier) pump(ctx context.Context, in *inbox, from tokenseq.Token, mark
 		var err error
 		next, rest, err = a.stream(ctx, in, from, next, mark, rest, w)
 		w = nil
-		if errors.Is(err, errHistoryCompacted) {
+		if errors.Is(err, ErrHistoryCompacted) {
 			// What was read before the history went is handed over first:
 			// the range read reads on from next.
 			if _, ok := a.handOver(ctx, in, rest, from, mark, 0); !ok {
@@ -77,11 +77,11 @@ type openWatch struct {
 	cancel context.CancelFunc
 }
 
-// responseErr is the error a watch response carries: errHistoryCompacted
+// responseErr is the error a watch response carries: ErrHistoryCompacted
 // when the history it starts from is gone.
 func responseErr(wr clientv3.WatchResponse) error {
 	if wr.CompactRevision != 0 {
-		return errHistoryCompacted
+		return ErrHistoryCompacted
 	}
 	if err := wr.Err(); err != nil {
 		return fmt.Errorf("applier: watch: %w", err)
@@ -89,10 +89,7 @@ func responseErr(wr clientv3.WatchResponse) error {
 	return nil
 }
 
-var (
-	errHistoryCompacted = errors.New("applier: etcd history compacted")
-	errInboxFull        = errors.New("applier: inbox full")
-)
+var errInboxFull = errors.New("applier: inbox full")
 
 // stream watches from revision next, hands over rest (events of the
 // previous watch not handed over yet), and then the batches the watch
@@ -150,6 +147,7 @@ func (a *applier) stream(ctx context.Context, in *inbox, wm tokenseq.Token, next
 				return next, nil, errors.New("applier: watch closed")
 			}
 			if err := responseErr(wr); err != nil {
+				a.watchResponse(wr, held, err)
 				return next, held, err
 			}
 			if len(wr.Events) == 0 {
@@ -158,18 +156,20 @@ func (a *applier) stream(ctx context.Context, in *inbox, wm tokenseq.Token, next
 			// A response holds whole revisions, so the next watch starts
 			// after the last one.
 			next = wr.Events[len(wr.Events)-1].Kv.ModRevision + 1
+			behind := len(held) > in.max
 			if len(held) == 0 {
 				held = wr.Events
-				continue
-			}
-			if len(held) <= in.max {
+			} else {
 				held = append(held, wr.Events...)
+			}
+			a.watchResponse(wr, held, nil)
+			if !behind {
 				continue
 			}
-			// Behind: more than an inbox's worth of the last response is
-			// still held when the next one comes.
+			// Behind: more than an inbox's worth of the last response was
+			// still held when this one came.
 			cancel()
-			rest, ok := a.handOver(ctx, in, append(held, wr.Events...), wm, mark, in.max)
+			rest, ok := a.handOver(ctx, in, held, wm, mark, in.max)
 			if !ok {
 				return next, nil, errInboxFull
 			}
@@ -178,6 +178,14 @@ func (a *applier) stream(ctx context.Context, in *inbox, wm tokenseq.Token, next
 		case <-ctx.Done():
 			return next, nil, ctx.Err()
 		}
+	}
+}
+
+// watchResponse runs Hooks.WatchResponse, if set, for response wr, after
+// which held are the events waiting for room in the inbox.
+func (a *applier) watchResponse(wr clientv3.WatchResponse, held []*clientv3.Event, err error) {
+	if a.cfg.Hooks.WatchResponse != nil {
+		a.cfg.Hooks.WatchResponse(len(wr.Events), len(held), err)
 	}
 }
 
