@@ -140,8 +140,7 @@ func (s *Standby) follow(ctx context.Context) (bool, error) {
 	// From the watermark key to the end of the ops range: the watermark, the
 	// takeover mark and the batches, in one order (and the election's keys,
 	// which sort between them and are skipped).
-	st.watch.wch = s.cfg.Client.Watch(wctx, layout.Applied(), clientv3.WithRange(layout.OpsEnd()),
-		clientv3.WithRev(st.next), clientv3.WithFilterDelete())
+	st.watch.wch = watchPending(wctx, s.cfg, layout.Applied(), st.next)
 	a := &applier{cfg: s.cfg, log: s.cfg.Logger}
 	for {
 		select {

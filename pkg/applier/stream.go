@@ -77,6 +77,18 @@ type openWatch struct {
 	cancel context.CancelFunc
 }
 
+// watchPending watches from key start to the end of the ops range, from
+// revision rev, without deletes.
+//
+// Not fragmented (clientv3.WithFragment): a response of 1000 revisions of
+// groups of batches can take tens of MiB, which fragments would spare the
+// leader from receiving as one message (measured: draining 1 000 000 peaked
+// at 98 MiB instead of 139 MiB), but etcd computes a fragment's size again
+// after each event it adds, and the drain ran 3 to 8 times slower.
+func watchPending(ctx context.Context, cfg Config, start string, rev int64) clientv3.WatchChan {
+	return cfg.Client.Watch(ctx, start, clientv3.WithRange(cfg.Layout.OpsEnd()), clientv3.WithRev(rev), clientv3.WithFilterDelete())
+}
+
 // responseErr is the error a watch response carries: ErrHistoryCompacted
 // when the history it starts from is gone.
 func responseErr(wr clientv3.WatchResponse) error {
@@ -118,8 +130,7 @@ func (a *applier) stream(ctx context.Context, in *inbox, wm tokenseq.Token, next
 	a.stats.Watches.Add(1)
 	if w == nil {
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		w = &openWatch{cancel: cancel, wch: a.cfg.Client.Watch(wctx, a.cfg.Layout.TakeoverMark(),
-			clientv3.WithRange(a.cfg.Layout.OpsEnd()), clientv3.WithRev(next), clientv3.WithFilterDelete())}
+		w = &openWatch{cancel: cancel, wch: watchPending(wctx, a.cfg, a.cfg.Layout.TakeoverMark(), next)}
 	}
 	wch, cancel := w.wch, w.cancel
 	defer cancel()
