@@ -3,12 +3,14 @@ package tokenseq
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -76,13 +78,44 @@ func NewSubmitter(cli *clientv3.Client, layout keyspace.Layout, limits ops.Limit
 // Limits returns the validation limits the submitter enforces.
 func (s *Submitter) Limits() ops.Limits { return s.limits }
 
-// NewBatchID returns a random submission identifier.
+// NewBatchID returns a new submission identifier: 16 bytes in hex, a
+// timestamp in nanoseconds followed by 8 random bytes. The timestamp strictly
+// increases within the process, so ids made here sort in the order they were
+// made and never repeat; the random part keeps ids of different processes
+// apart.
+//
+// The order is for etcd: it indexes every key ever written until compaction,
+// and a batch key is new for every submission. With random ids each insert
+// lands at a random place in that index; with ordered ids the inserts of one
+// name land next to each other, on the part of the index already in the
+// CPU's caches. Measured with BenchmarkSubmit (one name, 64 goroutines, the
+// index growing run after run): 57-60k submissions/s instead of 43-55k.
 func NewBatchID() string {
-	var b [12]byte
-	if _, err := rand.Read(b[:]); err != nil {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(nextBatchIDTime()))
+	if _, err := rand.Read(b[8:]); err != nil {
 		panic(err)
 	}
 	return hex.EncodeToString(b[:])
+}
+
+// lastBatchIDTime is the timestamp of the newest id NewBatchID made.
+var lastBatchIDTime atomic.Int64
+
+// nextBatchIDTime returns the wall clock in nanoseconds, or one more than the
+// last value returned when the clock has not moved past it.
+func nextBatchIDTime() int64 { return batchIDTimeAt(time.Now().UnixNano()) }
+
+// batchIDTimeAt returns now, or one more than the last value returned when
+// now is not past it (a coarse clock, or one set back).
+func batchIDTimeAt(now int64) int64 {
+	for {
+		last := lastBatchIDTime.Load()
+		next := max(now, last+1)
+		if lastBatchIDTime.CompareAndSwap(last, next) {
+			return next
+		}
+	}
 }
 
 // Submit validates batch and stores it in one transaction that checks that
