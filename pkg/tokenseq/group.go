@@ -384,10 +384,16 @@ func groupContext(g []*submission) (context.Context, func()) {
 // member failed, and must be sent again. An error means the transaction's
 // outcome is unknown, or that etcd rejected it before applying it.
 func (s *Submitter) send(ctx context.Context, g []*submission) ([]*submission, error) {
+	puts := len(g)
+	for _, c := range g {
+		if c.receiptKey != "" {
+			puts++
+		}
+	}
 	var (
 		names = make(map[string]bool)
-		cmps  []clientv3.Cmp
-		then  []clientv3.Op
+		cmps  = make([]clientv3.Cmp, 0, puts)
+		then  = make([]clientv3.Op, 0, puts)
 	)
 	for _, c := range g {
 		if !names[c.req.Name] {
