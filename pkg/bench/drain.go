@@ -96,7 +96,10 @@ func (e *env) getsCas(ctx context.Context, conc int) (Measurement, error) {
 // space of at least n gives every operation a key of its own.
 func (e *env) submitBacklog(ctx context.Context, n int) (Measurement, client.Token, error) {
 	var next atomic.Int64
-	var maxRev atomic.Int64
+	var (
+		lastMu sync.Mutex
+		last   client.Token
+	)
 	var failures atomic.Int64
 	var firstErr error
 	var errOnce sync.Once
@@ -134,12 +137,9 @@ func (e *env) submitBacklog(ctx context.Context, n int) (Measurement, client.Tok
 					continue
 				}
 				lat[w] = append(lat[w], time.Since(t0))
-				for {
-					cur := maxRev.Load()
-					if tok.Revision <= cur || maxRev.CompareAndSwap(cur, tok.Revision) {
-						break
-					}
-				}
+				lastMu.Lock()
+				last = maxToken(last, tok)
+				lastMu.Unlock()
 			}
 		}()
 	}
@@ -158,7 +158,7 @@ func (e *env) submitBacklog(ctx context.Context, n int) (Measurement, client.Tok
 	if res.ops == 0 {
 		return m, client.Token{}, fmt.Errorf("backlog: no submission accepted (%s)", m.Note)
 	}
-	return m, client.Token{Revision: maxRev.Load()}, nil
+	return m, last, nil
 }
 
 // nodeCounters are the in-process node's applier counters.

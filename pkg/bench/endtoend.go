@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/coordinator-dev/coordinator/pkg/client"
 )
 
 // Measurement names of the end-to-end scenario.
@@ -78,7 +80,7 @@ func (e *env) endToEndWaiting(ctx context.Context, conc int) (Measurement, error
 		}
 		wctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		_, err = w.wait(wctx, tok.Revision)
+		_, err = w.wait(wctx, tok)
 		return err
 	})
 	m := measurement(whatApplied, conc, res)
@@ -87,11 +89,19 @@ func (e *env) endToEndWaiting(ctx context.Context, conc int) (Measurement, error
 	return m, nil
 }
 
-// submission is one accepted submission: its token's revision and when the
-// submission was sent.
+// submission is one accepted submission: its token and when the submission
+// was sent.
 type submission struct {
-	rev int64
+	tok client.Token
 	at  time.Time
+}
+
+// maxToken returns the later of a and b.
+func maxToken(a, b client.Token) client.Token {
+	if a.Less(b) {
+		return b
+	}
+	return a
 }
 
 // endToEndSaturated submits in conc closed-loop workers that do not wait
@@ -115,15 +125,15 @@ func (e *env) endToEndSaturated(ctx context.Context, conc int) (Measurement, str
 		if err != nil {
 			return err
 		}
-		subs[wk] = append(subs[wk], submission{rev: tok.Revision, at: t0})
+		subs[wk] = append(subs[wk], submission{tok: tok, at: t0})
 		return nil
 	})
 	submitted := time.Now()
-	var last int64
+	var last client.Token
 	n := 0
 	for _, s := range subs {
 		for _, x := range s {
-			last = max(last, x.rev)
+			last = maxToken(last, x.tok)
 			n++
 		}
 	}
@@ -143,9 +153,9 @@ func (e *env) endToEndSaturated(ctx context.Context, conc int) (Measurement, str
 	lat := make([]time.Duration, 0, n)
 	for _, s := range subs {
 		for _, x := range s {
-			t, ok := w.reached(x.rev)
+			t, ok := w.reached(x.tok)
 			if !ok {
-				return m, "", fmt.Errorf("token %d applied but not recorded", x.rev)
+				return m, "", fmt.Errorf("token %s applied but not recorded", x.tok)
 			}
 			lat = append(lat, max(0, t.Sub(x.at)))
 		}

@@ -49,16 +49,16 @@ func waitChange(ctx context.Context, cli *clientv3.Client, prefix string, rev in
 	return errors.New("watch closed")
 }
 
-// wmEvent is the watermark reaching rev, as seen at when.
+// wmEvent is the watermark reaching tok, as seen at when.
 type wmEvent struct {
-	rev  int64
+	tok  tokenseq.Token
 	when time.Time
 }
 
 // watermarkWatcher records when the applied watermark moves.
 type watermarkWatcher struct {
 	mu      sync.Mutex
-	events  []wmEvent // in increasing rev
+	events  []wmEvent // in increasing token order
 	changed chan struct{}
 	err     error
 	cancel  context.CancelFunc
@@ -74,7 +74,7 @@ func watchWatermark(ctx context.Context, cli *clientv3.Client, layout keyspace.L
 	}
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	w := &watermarkWatcher{
-		events: []wmEvent{{rev: cur.Revision, when: time.Now()}}, changed: make(chan struct{}),
+		events: []wmEvent{{tok: cur, when: time.Now()}}, changed: make(chan struct{}),
 		cancel: cancel, done: make(chan struct{}),
 	}
 	wch := cli.Watch(wctx, layout.Applied(), clientv3.WithRev(rev+1))
@@ -94,7 +94,7 @@ func watchWatermark(ctx context.Context, cli *clientv3.Client, layout keyspace.L
 				if err != nil {
 					continue
 				}
-				w.add(wmEvent{rev: t.Revision, when: now})
+				w.add(wmEvent{tok: t, when: now})
 			}
 		}
 		w.fail(errors.New("watermark watch closed"))
@@ -105,7 +105,7 @@ func watchWatermark(ctx context.Context, cli *clientv3.Client, layout keyspace.L
 func (w *watermarkWatcher) add(ev wmEvent) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if last := w.events[len(w.events)-1]; ev.rev <= last.rev {
+	if last := w.events[len(w.events)-1]; !last.tok.Less(ev.tok) {
 		return
 	}
 	w.events = append(w.events, ev)
@@ -129,26 +129,28 @@ func (w *watermarkWatcher) stop() {
 	<-w.done
 }
 
-// reached returns when the watermark first reached rev.
-func (w *watermarkWatcher) reached(rev int64) (time.Time, bool) {
+// reached returns when the watermark first reached tok: a batch is
+// applied when the watermark is at or past its token, revision and index
+// (a round may end partway through one transaction's batches).
+func (w *watermarkWatcher) reached(tok tokenseq.Token) (time.Time, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.reachedLocked(rev)
+	return w.reachedLocked(tok)
 }
 
-func (w *watermarkWatcher) reachedLocked(rev int64) (time.Time, bool) {
-	i := sort.Search(len(w.events), func(i int) bool { return w.events[i].rev >= rev })
+func (w *watermarkWatcher) reachedLocked(tok tokenseq.Token) (time.Time, bool) {
+	i := sort.Search(len(w.events), func(i int) bool { return !w.events[i].tok.Less(tok) })
 	if i == len(w.events) {
 		return time.Time{}, false
 	}
 	return w.events[i].when, true
 }
 
-// wait blocks until the watermark reaches rev and returns when it did.
-func (w *watermarkWatcher) wait(ctx context.Context, rev int64) (time.Time, error) {
+// wait blocks until the watermark reaches tok and returns when it did.
+func (w *watermarkWatcher) wait(ctx context.Context, tok tokenseq.Token) (time.Time, error) {
 	for {
 		w.mu.Lock()
-		t, ok := w.reachedLocked(rev)
+		t, ok := w.reachedLocked(tok)
 		ch, err := w.changed, w.err
 		w.mu.Unlock()
 		if ok {
@@ -160,7 +162,7 @@ func (w *watermarkWatcher) wait(ctx context.Context, rev int64) (time.Time, erro
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return time.Time{}, fmt.Errorf("watermark did not reach %d: %w", rev, ctx.Err())
+			return time.Time{}, fmt.Errorf("watermark did not reach %s: %w", tok, ctx.Err())
 		}
 	}
 }
