@@ -92,8 +92,12 @@ const DefaultMaxInboxBatches = 4096
 
 // Config configures the applier.
 type Config struct {
-	Client    *clientv3.Client
-	Layout    keyspace.Layout
+	// Client is the etcd client the pending batches are read and committed
+	// with.
+	Client *clientv3.Client
+	// Layout is the namespace's key layout.
+	Layout keyspace.Layout
+	// Memcached is the fenced writer the operations are written with.
 	Memcached *memfence.Writer
 	// Limits are used to validate records, which may have been written by
 	// something other than this coordinator.
@@ -152,11 +156,14 @@ type Write struct {
 	// Token is the batch's token.
 	Token tokenseq.Token
 	// Index is the operation's position in its batch.
-	Index       int
+	Index int
+	// Name and Incarnation are who submitted the batch.
 	Name        string
 	Incarnation int64
-	Op          ops.Op
-	Term        uint32
+	// Op is the operation.
+	Op ops.Op
+	// Term is the leader's term, the fence the write carries.
+	Term uint32
 }
 
 // Stats counts the applier's work. Fields are updated atomically.
@@ -192,13 +199,18 @@ var (
 // an excerpt of the record, not all of it, so that setting aside a large
 // record cannot push the commit transaction over etcd's request size limit.
 type QuarantineRecord struct {
-	Key   string `json:"key"`
-	Token int64  `json:"token"`
+	// Key is the record's etcd key.
+	Key string `json:"key"`
+	// Token is the revision of the record's token (the transaction that
+	// stored it).
+	Token int64 `json:"token"`
 	// Index is the record's index within its transaction (the rest of its
 	// token), when the record could be read far enough to tell.
-	Index      uint32 `json:"index,omitempty"`
-	Reason     string `json:"reason"`
-	ValueBytes int    `json:"value_bytes"`
+	Index uint32 `json:"index,omitempty"`
+	// Reason says why the record was set aside.
+	Reason string `json:"reason"`
+	// ValueBytes is the size of the whole record.
+	ValueBytes int `json:"value_bytes"`
 	// Excerpt is the first QuarantineExcerptBytes of the record.
 	Excerpt []byte `json:"excerpt"`
 }

@@ -557,7 +557,8 @@ type inProcNode struct {
 }
 
 // startNode starts an in-process node (with its own etcd connection) unless
-// one runs, and waits until it has applied a probe.
+// one runs. It does not wait for the node to lead: callers that need it
+// applying wait for it (see probe).
 func (e *env) startNode(ctx context.Context) error {
 	e.mu.Lock()
 	if e.node != nil {

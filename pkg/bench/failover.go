@@ -148,7 +148,7 @@ func (e *env) failoverRound(ctx context.Context, lead *child, sig syscall.Signal
 		case wr, ok := <-termCh:
 			now := time.Now()
 			if !ok || wr.Err() != nil {
-				return 0, 0, fmt.Errorf("term watch ended: %v", errors.Join(wr.Err(), rctx.Err()))
+				return 0, 0, fmt.Errorf("term watch ended: %w", errors.Join(wr.Err(), rctx.Err()))
 			}
 			for _, ev := range wr.Events {
 				if termRev == 0 && ev.Type == clientv3.EventTypePut {
@@ -158,7 +158,7 @@ func (e *env) failoverRound(ctx context.Context, lead *child, sig syscall.Signal
 		case wr, ok := <-appliedCh:
 			now := time.Now()
 			if !ok || wr.Err() != nil {
-				return 0, 0, fmt.Errorf("watermark watch ended: %v", errors.Join(wr.Err(), rctx.Err()))
+				return 0, 0, fmt.Errorf("watermark watch ended: %w", errors.Join(wr.Err(), rctx.Err()))
 			}
 			for _, ev := range wr.Events {
 				if ev.Type == clientv3.EventTypePut {

@@ -19,7 +19,7 @@ type Report struct {
 	Environment Environment      `json:"environment"`
 	Settings    Settings         `json:"settings"`
 	Scenarios   []ScenarioReport `json:"scenarios"`
-	// Targets are the issue's performance targets evaluated on this run;
+	// Targets are the performance targets (see BENCHMARKS.md) evaluated on this run;
 	// only those whose scenarios ran are listed.
 	Targets []Target `json:"targets"`
 }
@@ -106,7 +106,7 @@ type Ratio struct {
 	Runs []float64 `json:"runs,omitempty"`
 }
 
-// Target is one of the issue's targets and whether this run met it.
+// Target is one of the performance targets and whether this run met it.
 type Target struct {
 	Name string `json:"name"`
 	Want string `json:"want"`
@@ -193,7 +193,7 @@ func findMeasurement(r *Report, scenario, what string) (Measurement, bool) {
 	return Measurement{}, false
 }
 
-// evaluateTargets checks the issue's targets against what ran.
+// evaluateTargets checks the performance targets against what ran.
 func evaluateTargets(r *Report, cfg Config) []Target {
 	var ts []Target
 	atLeast := func(name, scenario, ratioName string, conc int, want float64) {

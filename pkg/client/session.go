@@ -565,7 +565,7 @@ func (s *Session) settle(ctx context.Context, req tokenseq.Request, cause error)
 	backoff := retry.Backoff{Min: 20 * time.Millisecond, Max: time.Second}
 	for {
 		if err := ctx.Err(); err != nil {
-			return tokenseq.Zero, unknown(fmt.Errorf("%w (submission: %v)", err, cause))
+			return tokenseq.Zero, unknown(fmt.Errorf("%w (submission: %w)", err, cause))
 		}
 		s.stats.lookups.Add(1)
 		tok, err := s.c.sub.Lookup(ctx, req)
@@ -573,10 +573,10 @@ func (s *Session) settle(ctx context.Context, req tokenseq.Request, cause error)
 		case err == nil, errors.Is(err, ErrNotAccepted):
 			return tok, err
 		case errors.Is(err, ErrOutcomeUnknown):
-			return tokenseq.Zero, unknown(fmt.Errorf("%v (submission: %w)", err, cause))
+			return tokenseq.Zero, unknown(fmt.Errorf("%w (submission: %w)", err, cause))
 		}
 		if !retry.Sleep(ctx, backoff.Next()) {
-			return tokenseq.Zero, unknown(fmt.Errorf("%w (submission: %v; lookup: %v)", ctx.Err(), cause, err))
+			return tokenseq.Zero, unknown(fmt.Errorf("%w (submission: %w; lookup: %w)", ctx.Err(), cause, err))
 		}
 	}
 }

@@ -25,14 +25,21 @@ const pageSize = 1000
 
 // Status summarises a namespace.
 type Status struct {
-	Namespace      string         `json:"namespace"`
-	Leader         string         `json:"leader"`
-	Term           uint64         `json:"term"`
-	Applied        tokenseq.Token `json:"applied"`
-	PendingBatches int            `json:"pending_batches"`
-	PendingOps     int            `json:"pending_ops"`
-	Registrations  int            `json:"registrations"`
-	Quarantined    int64          `json:"quarantined"`
+	// Namespace is the namespace read.
+	Namespace string `json:"namespace"`
+	// Leader is the id of the leading node, "" when none leads.
+	Leader string `json:"leader"`
+	// Term is the current leader term.
+	Term uint64 `json:"term"`
+	// Applied is the watermark: every batch up to it has been applied.
+	Applied tokenseq.Token `json:"applied"`
+	// PendingBatches and PendingOps count what waits to be applied.
+	PendingBatches int `json:"pending_batches"`
+	PendingOps     int `json:"pending_ops"`
+	// Registrations counts the current registrations.
+	Registrations int `json:"registrations"`
+	// Quarantined counts the records set aside as unreadable or refused.
+	Quarantined int64 `json:"quarantined"`
 }
 
 // Inspector reads one namespace.
@@ -85,28 +92,39 @@ func (in *Inspector) Status(ctx context.Context) (Status, error) {
 
 // PendingOp is one operation waiting to be applied.
 type PendingOp struct {
-	Token       tokenseq.Token `json:"token"`
-	Index       int            `json:"index"`
-	Name        string         `json:"name"`
-	Incarnation int64          `json:"incarnation"`
-	Op          string         `json:"op"`
-	Key         string         `json:"key"`
-	ValueBytes  int            `json:"value_bytes"`
+	// Token is its batch's token.
+	Token tokenseq.Token `json:"token"`
+	// Index is its position in the batch.
+	Index int `json:"index"`
+	// Name and Incarnation are who submitted it.
+	Name        string `json:"name"`
+	Incarnation int64  `json:"incarnation"`
+	// Op is the kind, "set" or "delete".
+	Op string `json:"op"`
+	// Key is the memcached key.
+	Key string `json:"key"`
+	// ValueBytes is the size of the value set.
+	ValueBytes int `json:"value_bytes"`
 }
 
 // PendingBatch is one batch waiting to be applied.
 type PendingBatch struct {
-	Token       tokenseq.Token
+	// Token is the batch's token.
+	Token tokenseq.Token
+	// Name and Incarnation are who submitted it.
 	Name        string
 	Incarnation int64
-	Ops         []ops.Op
+	// Ops are its operations, in order.
+	Ops []ops.Op
 }
 
 // Pending is every pending batch in token order, with the keys of records
 // that cannot be decoded.
 type Pending struct {
+	// Batches are the pending batches, in token order.
 	Batches []PendingBatch
-	Bad     []string
+	// Bad are the keys of records that cannot be decoded.
+	Bad []string
 }
 
 // Pending reads every pending batch, page by page, and sorts them by token.
@@ -140,21 +158,6 @@ func (in *Inspector) Pending(ctx context.Context) (Pending, error) {
 		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
 	sort.Slice(out.Batches, func(i, j int) bool { return out.Batches[i].Token.Less(out.Batches[j].Token) })
-	return out, nil
-}
-
-// PendingOps lists pending operations in token order.
-func (in *Inspector) PendingOps(ctx context.Context) ([]PendingOp, error) {
-	p, err := in.Pending(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var out []PendingOp
-	for _, b := range p.Batches {
-		for i, o := range b.Ops {
-			out = append(out, PendingOp{Token: b.Token, Index: i, Name: b.Name, Incarnation: b.Incarnation, Op: o.Kind.String(), Key: o.Key, ValueBytes: len(o.Value)})
-		}
-	}
 	return out, nil
 }
 

@@ -47,6 +47,10 @@ var (
 	ErrNameBadChar = errors.New("name holds '/', whitespace or a control character")
 )
 
+// ErrNotBatchKey is returned by ParseBatch for a key that is not a batch key
+// of the layout.
+var ErrNotBatchKey = errors.New("keyspace: not a batch key")
+
 // ValidateName checks a registration name or namespace.
 func ValidateName(name string) error {
 	if name == "" {
@@ -125,11 +129,11 @@ func (l Layout) ParseBatch(key string) (BatchKey, error) {
 	rest, ok := strings.CutPrefix(key, l.OpsPrefix())
 	parts := strings.Split(rest, "/")
 	if !ok || len(parts) != 3 {
-		return BatchKey{}, fmt.Errorf("keyspace: %q is not a batch key", key)
+		return BatchKey{}, fmt.Errorf("%w: %q", ErrNotBatchKey, key)
 	}
 	inc, err := strconv.ParseInt(parts[1], 10, 64)
 	if err != nil {
-		return BatchKey{}, fmt.Errorf("keyspace: %q is not a batch key: %v", key, err)
+		return BatchKey{}, fmt.Errorf("%w: %q: %w", ErrNotBatchKey, key, err)
 	}
 	return BatchKey{Name: parts[0], Incarnation: inc, ID: parts[2]}, nil
 }

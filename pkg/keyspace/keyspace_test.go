@@ -47,8 +47,8 @@ func TestBatchKeyRoundTrip(t *testing.T) {
 		t.Fatal("incarnation prefixes do not sort by incarnation")
 	}
 	for _, bad := range []string{"/coordinator/ns/ops/agent", "/coordinator/ns/ops/a/x/id", "/other/ops/a/1/id"} {
-		if _, err := l.ParseBatch(bad); err == nil {
-			t.Errorf("ParseBatch(%q) accepted", bad)
+		if _, err := l.ParseBatch(bad); !errors.Is(err, ErrNotBatchKey) {
+			t.Errorf("ParseBatch(%q) = %v, want ErrNotBatchKey", bad, err)
 		}
 	}
 }

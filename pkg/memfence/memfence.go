@@ -218,18 +218,22 @@ func (w *Writer) DeleteFrom(s *Snapshot, key string, term uint32) error {
 	return fmt.Errorf("%w: %q", ErrContended, key)
 }
 
-// classify marks memcached's permanent refusals as ErrRejected; every other
-// error (connection refused, timeout) is transient and returned as it is.
+// classify marks memcached's permanent refusals as ErrRejected, wrapping
+// the cause too; every other error (connection refused, timeout) is
+// transient and returned as it is. gomemcache reports memcached's
+// "SERVER_ERROR object too large" and "CLIENT_ERROR ..." replies to a set or
+// cas as an untyped error quoting the reply line (its ErrServerError is not
+// used for them), so the reply's text is the only signal there is.
 func classify(err error) error {
 	if err == nil {
 		return nil
 	}
 	if errors.Is(err, memcache.ErrMalformedKey) {
-		return fmt.Errorf("%w: %v", ErrRejected, err)
+		return fmt.Errorf("%w: %w", ErrRejected, err)
 	}
 	msg := err.Error()
 	if strings.Contains(msg, "SERVER_ERROR object too large") || strings.Contains(msg, "CLIENT_ERROR") {
-		return fmt.Errorf("%w: %v", ErrRejected, err)
+		return fmt.Errorf("%w: %w", ErrRejected, err)
 	}
 	return err
 }

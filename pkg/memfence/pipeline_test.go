@@ -91,6 +91,9 @@ func TestWriteAllMakesEveryWriteInOneExchange(t *testing.T) {
 			t.Errorf("write %d (%s): %v, want %v", i, writes[i].Key, errs[i], want)
 		}
 	}
+	if !errors.Is(errs[6], memcache.ErrMalformedKey) {
+		t.Errorf("write 6 (bad key): %v does not say why (memcache.ErrMalformedKey)", errs[6])
+	}
 	for k, want := range map[string]string{"held": "v3", "absent": "v3", "after": "v3", "newer": "old"} {
 		it := get(t, mc, k)
 		if it == nil || string(it.Value) != want {

@@ -61,11 +61,18 @@ type record struct {
 
 // Registration is a registration as stored in etcd.
 type Registration struct {
-	Name        string
+	// Name is the registration name.
+	Name string
+	// Incarnation is the registration key's ModRevision: it changes with
+	// every registration of the name, and only grows.
 	Incarnation int64
-	Holder      Holder
-	LeaseID     clientv3.LeaseID
-	TTL         time.Duration
+	// Holder is who registered, as the record says.
+	Holder Holder
+	// LeaseID is the lease the registration lives under.
+	LeaseID clientv3.LeaseID
+	// TTL is the lease's time to live as the record states it (the TTL the
+	// registration asked for), not the lease's remaining time.
+	TTL time.Duration
 }
 
 // Options configure Register.
@@ -221,7 +228,7 @@ func (r *Registry) decode(key, value []byte, modRev, lease int64) (Registration,
 }
 
 // PendingBefore counts the pending batches of name's incarnations older than
-// inc.
+// inc. It returns the count and the etcd revision it was read at.
 func (r *Registry) PendingBefore(ctx context.Context, name string, inc int64) (int64, int64, error) {
 	resp, err := r.cli.Get(ctx, r.layout.NameOpsPrefix(name),
 		clientv3.WithRange(r.layout.IncarnationOpsPrefix(name, inc)), clientv3.WithCountOnly())
@@ -284,7 +291,7 @@ func newIncarnation(r *Registry, reg Registration) *Incarnation {
 	inc := &Incarnation{Registration: reg, reg: r, cancel: cancel, done: make(chan struct{})}
 	ka, err := r.cli.KeepAlive(ctx, reg.LeaseID)
 	if err != nil {
-		inc.finish(fmt.Errorf("%w: %v", ErrLeaseLost, err))
+		inc.finish(fmt.Errorf("%w: %w", ErrLeaseLost, err))
 		return inc
 	}
 	go func() {

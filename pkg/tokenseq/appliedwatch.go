@@ -90,11 +90,15 @@ func (aw *AppliedWatcher) Wait(ctx context.Context, tok Token) error {
 		return nil
 	case <-ctx.Done():
 		aw.mu.Lock()
-		if w.index >= 0 {
+		released := w.index < 0 // the watermark reached tok as ctx ended
+		if !released {
 			heap.Remove(&aw.waiters, w.index)
 			aw.stopIfIdleLocked()
 		}
 		aw.mu.Unlock()
+		if released {
+			return nil
+		}
 		return ctx.Err()
 	}
 }

@@ -41,6 +41,7 @@ type RefusedError struct {
 	cause   error
 }
 
+// Error names the incarnation refused and, when known, the current one.
 func (e *RefusedError) Error() string {
 	if e.Current != 0 {
 		return fmt.Sprintf("%v: %q incarnation %d, current incarnation %d", e.cause, e.Name, e.Incarnation, e.Current)
