@@ -445,8 +445,8 @@ func TestTokenJSON(t *testing.T) {
 	if err != nil || !strings.Contains(string(b), `"token":"7.2"`) {
 		t.Fatalf("marshal: %s %v", b, err)
 	}
-	if b, _ := json.Marshal(Call{ID: "c", Result: Refused}); strings.Contains(string(b), "token") {
-		t.Fatalf("zero token written: %s", b)
+	if b, err := json.Marshal(Call{ID: "c", Result: Refused}); err != nil || strings.Contains(string(b), "token") {
+		t.Fatalf("zero token written: %s %v", b, err)
 	}
 	// A history saved when tokens were revisions still loads.
 	var h History

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -64,11 +65,9 @@ type Memcached struct {
 // the test ends. Extra arguments (for example "-I", "2m") are passed on.
 func StartMemcached(t testing.TB, args ...string) *Memcached {
 	t.Helper()
-	bin, err := exec.LookPath("memcached")
-	if err != nil {
+	if _, err := exec.LookPath("memcached"); err != nil {
 		t.Fatalf("memcached is not installed (scripts/install-deps.sh installs it): %v", err)
 	}
-	_ = bin
 	var lastErr error
 	for range 10 {
 		port, err := freePort()
@@ -140,9 +139,16 @@ func (m *Memcached) start() error {
 	for time.Now().Before(deadline) {
 		c, err := net.DialTimeout("tcp", m.Addr, 200*time.Millisecond)
 		if err == nil {
+			ours, err := servedBy(c, cmd.Process.Pid)
 			c.Close()
-			m.cmd = cmd
-			return nil
+			if err == nil && ours {
+				m.cmd = cmd
+				return nil
+			}
+			// Another process took the port first: this one cannot listen.
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			return fmt.Errorf("%s is served by another process (stats: %v)", m.Addr, err)
 		}
 		select {
 		case msg := <-exited:
@@ -154,6 +160,29 @@ func (m *Memcached) start() error {
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()
 	return fmt.Errorf("memcached did not listen on %s", m.Addr)
+}
+
+// servedBy reports whether the memcached answering on c is process pid, by
+// its "stats" reply.
+func servedBy(c net.Conn, pid int) (bool, error) {
+	if err := c.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		return false, err
+	}
+	if _, err := io.WriteString(c, "stats\r\n"); err != nil {
+		return false, err
+	}
+	want := "STAT pid " + strconv.Itoa(pid)
+	found := false
+	sc := bufio.NewScanner(c)
+	for sc.Scan() {
+		switch sc.Text() {
+		case want:
+			found = true
+		case "END":
+			return found, nil
+		}
+	}
+	return false, fmt.Errorf("no end of stats: %v", sc.Err())
 }
 
 func (m *Memcached) kill() {

@@ -360,6 +360,7 @@ func TestWritesStayWithinTheReplayHeadOfTheWatermark(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var farthest int // the most batches past the watermark seen at a write
+	var measured int // writes whose distance from the watermark was read
 	e.startNode(t, "n1", applier.Hooks{BeforeWrite: func(ctx context.Context, w applier.Write) {
 		wm, _, err := tokenseq.Watermark(ctx, e.cli, e.layout)
 		if err != nil {
@@ -374,6 +375,7 @@ func TestWritesStayWithinTheReplayHeadOfTheWatermark(t *testing.T) {
 		}
 		mu.Lock()
 		farthest = max(farthest, past)
+		measured++
 		mu.Unlock()
 	}}, ops.Limits{})
 	if err := caller.WaitApplied(e.ctx, toks[n-1]); err != nil {
@@ -381,6 +383,9 @@ func TestWritesStayWithinTheReplayHeadOfTheWatermark(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	if measured < n || farthest == 0 {
+		t.Fatalf("the distance from the watermark was read at %d of %d writes (farthest %d)", measured, n, farthest)
+	}
 	if farthest > applier.ReplayHeadBatches {
 		t.Fatalf("a write was made %d batches past the watermark; the replay head covers %d", farthest, applier.ReplayHeadBatches)
 	}

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -29,29 +30,42 @@ func TestPercentileNearestRank(t *testing.T) {
 	}
 }
 
-// closedLoop counts successes and failures per worker and stops starting
-// operations once the duration has passed.
+// closedLoop counts successes and failures per worker, and stops starting
+// operations once its context ends or its duration has passed.
 func TestClosedLoopCountsAndStops(t *testing.T) {
 	boom := errors.New("boom")
-	r := closedLoop(context.Background(), 4, 20*time.Millisecond, func(_ context.Context, w, i int) error {
-		time.Sleep(time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var calls atomic.Int64
+	r := closedLoop(ctx, 4, time.Hour, func(_ context.Context, w, i int) error {
+		if calls.Add(1) == 40 {
+			cancel()
+		}
 		if i%2 == 1 {
 			return boom
 		}
 		return nil
 	})
-	if r.ops == 0 || r.errors == 0 || !errors.Is(r.firstErr, boom) {
-		t.Fatalf("ops %d errors %d first %v", r.ops, r.errors, r.firstErr)
+	if got := r.ops + r.errors; got != calls.Load() || got < 40 || !errors.Is(r.firstErr, boom) {
+		t.Fatalf("%d calls counted as %d ops and %d errors, first %v", calls.Load(), r.ops, r.errors, r.firstErr)
 	}
 	if d := r.ops - r.errors; d < 0 || d > 4 {
 		t.Errorf("each worker alternates: %d successes, %d failures", r.ops, r.errors)
 	}
-	if int64(len(r.lat)) != r.ops || r.opsPerSec() <= 0 {
-		t.Errorf("%d latencies for %d ops, %v ops/s", len(r.lat), r.ops, r.opsPerSec())
+	if r.opsPerSec() <= 0 {
+		t.Errorf("%v ops/s", r.opsPerSec())
 	}
 	m := measurement("x", 4, r)
 	if m.Ops != r.ops || m.Errors != r.errors || m.Note == "" || m.P99Ms < m.P50Ms {
 		t.Errorf("measurement %+v", m)
+	}
+
+	none := closedLoop(context.Background(), 4, 0, func(context.Context, int, int) error {
+		t.Error("an operation started after the duration had passed")
+		return nil
+	})
+	if none.ops != 0 || none.errors != 0 {
+		t.Errorf("no time: %d ops, %d errors", none.ops, none.errors)
 	}
 }
 

@@ -399,17 +399,15 @@ func TestSessionWaitHonoursContext(t *testing.T) {
 		cancelled <- err
 	}()
 	testenv.Eventually(t, 30*time.Second, func() bool { return s.Stats().Waits == 1 }, "a waiting submission")
-	start := time.Now()
 	cancel()
 	select {
 	case err := <-cancelled:
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("cancelled wait returned %v", err)
 		}
-		if d := time.Since(start); d > time.Second {
-			t.Fatalf("cancelled wait took %s", d)
-		}
 	case <-time.After(10 * time.Second):
+		// Nothing else can end the wait: no leader runs to drain the
+		// pending batch.
 		t.Fatal("cancelled wait did not return")
 	}
 

@@ -53,14 +53,14 @@ func TestRegisterStoresHolderUnderLease(t *testing.T) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	if _, ok, _ := reg.Get(ctx, "agent"); !ok {
-		t.Fatal("registration gone")
+	if _, ok, err := reg.Get(ctx, "agent"); err != nil || !ok {
+		t.Fatalf("registration gone (%v)", err)
 	}
 	if err := inc.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok, _ := reg.Get(ctx, "agent"); ok {
-		t.Fatal("registration survived Close")
+	if _, ok, err := reg.Get(ctx, "agent"); err != nil || ok {
+		t.Fatalf("registration survived Close (%v)", err)
 	}
 	if !errors.Is(inc.Err(), registry.ErrClosed) {
 		t.Fatalf("Err after Close = %v", inc.Err())
