@@ -554,9 +554,9 @@ func (a *applier) retry(ctx context.Context, w Write, err error) error {
 			a.cfg.Hooks.BeforeWrite(ctx, w)
 		}
 		if w.Op.Kind == ops.KindDelete {
-			err = a.cfg.Memcached.Delete(w.Op.Key, w.Term)
+			err = a.cfg.Memcached.Delete(ctx, w.Op.Key, w.Term)
 		} else {
-			err = a.cfg.Memcached.Set(w.Op.Key, w.Op.Value, w.Op.ExpirationSeconds(), w.Term)
+			err = a.cfg.Memcached.Set(ctx, w.Op.Key, w.Op.Value, w.Op.ExpirationSeconds(), w.Term)
 		}
 		var done bool
 		if done, err = a.settled(w, err); done {

@@ -66,7 +66,7 @@ func (a *applier) writeAll(ctx context.Context, writes []plannedWrite) (map[int]
 	if len(writes) == 0 {
 		return nil, nil
 	}
-	snap := a.readAhead(writes)
+	snap := a.readAhead(ctx, writes)
 	var rej []rejection
 	for _, step := range schedule(writes, a.writeConcurrency()) {
 		if err := ctx.Err(); err != nil {
@@ -84,7 +84,7 @@ func (a *applier) writeAll(ctx context.Context, writes []plannedWrite) (map[int]
 		// Settle every write of the step first (they were all sent), then
 		// stop at a fatal error, or make again those that failed
 		// transiently.
-		errs := a.cfg.Memcached.WriteAll(snap, a.term, mws)
+		errs := a.cfg.Memcached.WriteAll(ctx, snap, a.term, mws)
 		var fatal error
 		var again []int
 		for i, werr := range errs {
@@ -140,12 +140,12 @@ func (a *applier) beforeWrites(ctx context.Context, step []plannedWrite) {
 
 // readAhead reads the keys of writes with multi-key gets; it returns nil,
 // and each step then reads its own keys, when the read fails.
-func (a *applier) readAhead(writes []plannedWrite) *memfence.Snapshot {
+func (a *applier) readAhead(ctx context.Context, writes []plannedWrite) *memfence.Snapshot {
 	keys := make([]string, len(writes))
 	for i, pw := range writes {
 		keys[i] = pw.w.Op.Key
 	}
-	snap, err := a.cfg.Memcached.Read(keys)
+	snap, err := a.cfg.Memcached.Read(ctx, keys)
 	if err != nil {
 		return nil
 	}

@@ -24,11 +24,11 @@ func BenchmarkFencedSet(b *testing.B) {
 	w := newWriter(b, m.Addr)
 	value := bytes.Repeat([]byte("v"), 100)
 	b.Run("existing-key", func(b *testing.B) {
-		if err := w.Set("existing", value, 0, 1); err != nil {
+		if err := w.Set(b.Context(), "existing", value, 0, 1); err != nil {
 			b.Fatal(err)
 		}
 		for b.Loop() {
-			if err := w.Set("existing", value, 0, 1); err != nil {
+			if err := w.Set(b.Context(), "existing", value, 0, 1); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -38,7 +38,7 @@ func BenchmarkFencedSet(b *testing.B) {
 		i := 0
 		for b.Loop() {
 			i++
-			if err := w.Set("absent-"+strconv.Itoa(i), value, 0, 1); err != nil {
+			if err := w.Set(b.Context(), "absent-"+strconv.Itoa(i), value, 0, 1); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -52,11 +52,11 @@ func BenchmarkFencedSet(b *testing.B) {
 			writes[i] = memfence.Write{Key: keys[i], Value: value}
 		}
 		for b.Loop() {
-			snap, err := w.Read(keys)
+			snap, err := w.Read(b.Context(), keys)
 			if err != nil {
 				b.Fatal(err)
 			}
-			for _, err := range w.WriteAll(snap, 1, writes) {
+			for _, err := range w.WriteAll(b.Context(), snap, 1, writes) {
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -18,6 +18,7 @@ package memfence
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -93,13 +94,25 @@ func (w *Writer) Close() error {
 
 // Set stores value under key with the given expiration (memcached exptime
 // seconds), stamped with term.
-func (w *Writer) Set(key string, value []byte, exptime int32, term uint32) error {
-	return w.SetFrom(nil, key, value, exptime, term)
+//
+// Every method that talks to memcached stops at its next exchange once ctx
+// ends, with an error wrapping ctx's; an exchange under way is bounded by
+// Options.Timeout (a pipeline of WriteAll is cut short at once).
+func (w *Writer) Set(ctx context.Context, key string, value []byte, exptime int32, term uint32) error {
+	return w.SetFrom(ctx, nil, key, value, exptime, term)
 }
 
 // Delete removes key if the term stored with it is not newer than term.
-func (w *Writer) Delete(key string, term uint32) error {
-	return w.DeleteFrom(nil, key, term)
+func (w *Writer) Delete(ctx context.Context, key string, term uint32) error {
+	return w.DeleteFrom(ctx, nil, key, term)
+}
+
+// ended returns ctx's error, wrapped, once ctx has ended.
+func ended(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memfence: %w", err)
+	}
+	return nil
 }
 
 // Snapshot holds keys read together with one multi-key gets, so that writes
@@ -118,17 +131,20 @@ const readChunkKeys = 64
 
 // Read reads keys with one gets command per memcached server for every
 // readChunkKeys keys.
-func (w *Writer) Read(keys []string) (*Snapshot, error) {
+func (w *Writer) Read(ctx context.Context, keys []string) (*Snapshot, error) {
 	s := &Snapshot{items: make(map[string]*memcache.Item, len(keys)), read: make(map[string]bool, len(keys))}
-	if err := w.readInto(s, keys); err != nil {
+	if err := w.readInto(ctx, s, keys); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
 // readInto reads keys into s.
-func (w *Writer) readInto(s *Snapshot, keys []string) error {
+func (w *Writer) readInto(ctx context.Context, s *Snapshot, keys []string) error {
 	for chunk := range slices.Chunk(keys, readChunkKeys) {
+		if err := ended(ctx); err != nil {
+			return err
+		}
 		items, err := w.mc.GetMulti(chunk)
 		if err != nil {
 			return classify(err)
@@ -166,8 +182,11 @@ func (w *Writer) get(s *Snapshot, key string) (*memcache.Item, error) {
 }
 
 // SetFrom is Set starting from key's item in s (which may be nil).
-func (w *Writer) SetFrom(s *Snapshot, key string, value []byte, exptime int32, term uint32) error {
+func (w *Writer) SetFrom(ctx context.Context, s *Snapshot, key string, value []byte, exptime int32, term uint32) error {
 	for range maxAttempts {
+		if err := ended(ctx); err != nil {
+			return err
+		}
 		it, err := w.get(s, key)
 		switch {
 		case errors.Is(err, memcache.ErrCacheMiss):
@@ -193,8 +212,11 @@ func (w *Writer) SetFrom(s *Snapshot, key string, value []byte, exptime int32, t
 }
 
 // DeleteFrom is Delete starting from key's item in s (which may be nil).
-func (w *Writer) DeleteFrom(s *Snapshot, key string, term uint32) error {
+func (w *Writer) DeleteFrom(ctx context.Context, s *Snapshot, key string, term uint32) error {
 	for range maxAttempts {
+		if err := ended(ctx); err != nil {
+			return err
+		}
 		it, err := w.get(s, key)
 		switch {
 		case errors.Is(err, memcache.ErrCacheMiss):

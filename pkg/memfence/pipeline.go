@@ -51,7 +51,7 @@ const maxPipelineBytes = 1 << 20
 // itself, after the others. So WriteAll does not order its writes: a caller
 // that needs one write to land before another must make them in separate
 // calls.
-func (w *Writer) WriteAll(s *Snapshot, term uint32, writes []Write) []error {
+func (w *Writer) WriteAll(ctx context.Context, s *Snapshot, term uint32, writes []Write) []error {
 	errs := make([]error, len(writes))
 	again := make([]bool, len(writes)) // to be made one at a time
 	seen := make(map[string]bool, len(writes))
@@ -74,7 +74,7 @@ func (w *Writer) WriteAll(s *Snapshot, term uint32, writes []Write) []error {
 		if s == nil {
 			s = &Snapshot{items: make(map[string]*memcache.Item, len(unread)), read: make(map[string]bool, len(unread))}
 		}
-		if w.readInto(s, unread) != nil {
+		if w.readInto(ctx, s, unread) != nil {
 			s = nil // each write reads for itself
 		}
 	}
@@ -104,7 +104,7 @@ func (w *Writer) WriteAll(s *Snapshot, term uint32, writes []Write) []error {
 	for _, c := range cmds {
 		again[c.write] = true
 	}
-	for _, r := range w.sendAll(cmds) {
+	for _, r := range w.sendAll(ctx, cmds) {
 		c := cmds[r.cmd]
 		switch {
 		case r.err != nil:
@@ -117,9 +117,9 @@ func (w *Writer) WriteAll(s *Snapshot, term uint32, writes []Write) []error {
 		switch {
 		case !again[i]:
 		case wr.Delete:
-			errs[i] = w.DeleteFrom(nil, wr.Key, term)
+			errs[i] = w.DeleteFrom(ctx, nil, wr.Key, term)
 		default:
-			errs[i] = w.SetFrom(nil, wr.Key, wr.Value, wr.Exptime, term)
+			errs[i] = w.SetFrom(ctx, nil, wr.Key, wr.Value, wr.Exptime, term)
 		}
 	}
 	return errs
@@ -165,7 +165,7 @@ type reply struct {
 
 // sendAll sends cmds, one pipeline per server at a time (the servers'
 // pipelines at once), and returns the replies it got.
-func (w *Writer) sendAll(cmds []command) []reply {
+func (w *Writer) sendAll(ctx context.Context, cmds []command) []reply {
 	if len(cmds) == 0 {
 		return nil
 	}
@@ -184,7 +184,7 @@ func (w *Writer) sendAll(cmds []command) []reply {
 	}
 	if len(byServer) == 1 {
 		for k, idx := range byServer {
-			return append(replies, w.pipeline(addrs[k], cmds, idx)...)
+			return append(replies, w.pipeline(ctx, addrs[k], cmds, idx)...)
 		}
 	}
 	var (
@@ -193,7 +193,7 @@ func (w *Writer) sendAll(cmds []command) []reply {
 	)
 	for k, idx := range byServer {
 		wg.Go(func() {
-			rs := w.pipeline(addrs[k], cmds, idx)
+			rs := w.pipeline(ctx, addrs[k], cmds, idx)
 			mu.Lock()
 			replies = append(replies, rs...)
 			mu.Unlock()
@@ -205,16 +205,16 @@ func (w *Writer) sendAll(cmds []command) []reply {
 
 // pipeline sends cmds[idx...] to addr, at most maxPipelineBytes of item
 // data at a time, and returns the replies it read. It stops at the first
-// exchange that fails, leaving the rest without a reply.
-func (w *Writer) pipeline(addr net.Addr, cmds []command, idx []int) []reply {
+// exchange that fails, or when ctx ends, leaving the rest without a reply.
+func (w *Writer) pipeline(ctx context.Context, addr net.Addr, cmds []command, idx []int) []reply {
 	replies := make([]reply, 0, len(idx))
-	for len(idx) > 0 {
+	for len(idx) > 0 && ctx.Err() == nil {
 		n, size := 0, 0
 		for n < len(idx) && (n == 0 || size+len(cmds[idx[n]].value) <= maxPipelineBytes) {
 			size += len(cmds[idx[n]].value)
 			n++
 		}
-		rs, ok := w.exchange(addr, cmds, idx[:n])
+		rs, ok := w.exchange(ctx, addr, cmds, idx[:n])
 		replies = append(replies, rs...)
 		if !ok {
 			break
@@ -226,8 +226,9 @@ func (w *Writer) pipeline(addr net.Addr, cmds []command, idx []int) []reply {
 
 // exchange sends cmds[idx...] in one write on a connection to addr and reads
 // their replies. ok is false when the exchange failed; the replies read
-// until then are returned.
-func (w *Writer) exchange(addr net.Addr, cmds []command, idx []int) (replies []reply, ok bool) {
+// until then are returned. When ctx ends, the connection's deadline is
+// moved to the present, which fails the exchange at once.
+func (w *Writer) exchange(ctx context.Context, addr net.Addr, cmds []command, idx []int) (replies []reply, ok bool) {
 	cn, err := w.pipes.get(addr)
 	if err != nil {
 		return nil, false
@@ -237,6 +238,12 @@ func (w *Writer) exchange(addr net.Addr, cmds []command, idx []int) (replies []r
 	if err := cn.nc.SetDeadline(time.Now().Add(w.pipes.timeout)); err != nil {
 		return nil, false
 	}
+	stop := context.AfterFunc(ctx, func() { _ = cn.nc.SetDeadline(time.Now()) })
+	defer func() {
+		if !stop() {
+			healthy = false // its deadline was moved: do not reuse it
+		}
+	}()
 	var line []byte
 	for _, i := range idx {
 		line = cmds[i].appendLine(line[:0])

@@ -56,7 +56,7 @@ func stats(t *testing.T, addr string) map[string]int64 {
 func TestWriteAllMakesEveryWriteInOneExchange(t *testing.T) {
 	w, mc, m := setup(t)
 	for k, term := range map[string]uint32{"held": 2, "gone": 2, "newer": 9} {
-		if err := w.Set(k, []byte("old"), 0, term); err != nil {
+		if err := w.Set(t.Context(), k, []byte("old"), 0, term); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -72,12 +72,12 @@ func TestWriteAllMakesEveryWriteInOneExchange(t *testing.T) {
 		{Key: "held", Value: []byte("twice")},
 		{Key: "after", Value: []byte("v3")},
 	}
-	snap, err := w.Read([]string{"held", "absent", "big", "gone", "never", "newer", "after"})
+	snap, err := w.Read(t.Context(), []string{"held", "absent", "big", "gone", "never", "newer", "after"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	before := stats(t, m.Addr)
-	errs := w.WriteAll(snap, 3, writes)
+	errs := w.WriteAll(t.Context(), snap, 3, writes)
 	after := stats(t, m.Addr)
 
 	anyErr := errors.New("any error")
@@ -129,31 +129,31 @@ func TestWriteAllMakesEveryWriteInOneExchange(t *testing.T) {
 func TestWriteAllWritesChangedKeysAgain(t *testing.T) {
 	w, mc, m := setup(t)
 	for _, k := range []string{"changed", "deleted", "fenced"} {
-		if err := w.Set(k, []byte("v2"), 0, 2); err != nil {
+		if err := w.Set(t.Context(), k, []byte("v2"), 0, 2); err != nil {
 			t.Fatal(err)
 		}
 	}
-	snap, err := w.Read([]string{"changed", "deleted", "added", "fenced"})
+	snap, err := w.Read(t.Context(), []string{"changed", "deleted", "added", "fenced"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	other := newWriter(t, m.Addr)
-	if err := other.Set("changed", []byte("other"), 0, 2); err != nil {
+	if err := other.Set(t.Context(), "changed", []byte("other"), 0, 2); err != nil {
 		t.Fatal(err)
 	}
-	if err := other.Delete("deleted", 2); err != nil {
+	if err := other.Delete(t.Context(), "deleted", 2); err != nil {
 		t.Fatal(err)
 	}
-	if err := other.Set("added", []byte("other"), 0, 2); err != nil {
+	if err := other.Set(t.Context(), "added", []byte("other"), 0, 2); err != nil {
 		t.Fatal(err)
 	}
-	if err := other.Set("fenced", []byte("newer"), 0, 5); err != nil {
+	if err := other.Set(t.Context(), "fenced", []byte("newer"), 0, 5); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Set("unread", []byte("v2"), 0, 2); err != nil {
+	if err := w.Set(t.Context(), "unread", []byte("v2"), 0, 2); err != nil {
 		t.Fatal(err)
 	}
-	errs := w.WriteAll(snap, 3, []memfence.Write{
+	errs := w.WriteAll(t.Context(), snap, 3, []memfence.Write{
 		{Key: "changed", Value: []byte("v3")},
 		{Key: "deleted", Value: []byte("v3")},
 		{Key: "added", Value: []byte("v3")},
@@ -182,7 +182,7 @@ func TestWriteAllSplitsLargeData(t *testing.T) {
 	for i := range 8 {
 		writes = append(writes, memfence.Write{Key: fmt.Sprintf("k%d", i), Value: value})
 	}
-	for i, err := range w.WriteAll(nil, 1, writes) {
+	for i, err := range w.WriteAll(t.Context(), nil, 1, writes) {
 		if err != nil {
 			t.Errorf("write %d: %v", i, err)
 		}
@@ -207,7 +207,7 @@ func TestWriteAllSpreadsKeysOverServers(t *testing.T) {
 	for i := range 64 {
 		writes = append(writes, memfence.Write{Key: fmt.Sprintf("k%d", i), Value: []byte(strconv.Itoa(i))})
 	}
-	for i, err := range w.WriteAll(nil, 1, writes) {
+	for i, err := range w.WriteAll(t.Context(), nil, 1, writes) {
 		if err != nil {
 			t.Errorf("write %d: %v", i, err)
 		}
@@ -234,20 +234,20 @@ func TestWriteAllSpreadsKeysOverServers(t *testing.T) {
 func TestWriteAllMemcachedDownIsTransient(t *testing.T) {
 	w, mc, m := setup(t)
 	writes := []memfence.Write{{Key: "a", Value: []byte("1")}, {Key: "b", Value: []byte("2")}}
-	for i, err := range w.WriteAll(nil, 1, writes) { // fills the pool
+	for i, err := range w.WriteAll(t.Context(), nil, 1, writes) { // fills the pool
 		if err != nil {
 			t.Fatalf("write %d: %v", i, err)
 		}
 	}
 	m.Stop()
-	for i, err := range w.WriteAll(nil, 1, writes) {
+	for i, err := range w.WriteAll(t.Context(), nil, 1, writes) {
 		if err == nil || errors.Is(err, memfence.ErrRejected) || errors.Is(err, memfence.ErrFenced) {
 			t.Errorf("write %d with memcached down: %v, want a transient error", i, err)
 		}
 	}
 	m.Start()
 	testenv.Eventually(t, 10*time.Second, func() bool {
-		for _, err := range w.WriteAll(nil, 1, writes) {
+		for _, err := range w.WriteAll(t.Context(), nil, 1, writes) {
 			if err != nil {
 				return false
 			}
