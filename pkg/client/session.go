@@ -625,7 +625,9 @@ func (s *Session) renew(old *registry.Incarnation, ch chan struct{}) {
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			if s.failed != nil { // closed meanwhile
-				_ = inc.Close(context.Background())
+				cctx, cancel := context.WithTimeout(context.Background(), registry.CleanupTimeout)
+				defer cancel()
+				_ = inc.Close(cctx)
 				return
 			}
 			s.stats.registrations.Add(1)

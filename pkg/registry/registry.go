@@ -25,6 +25,12 @@ import (
 // DefaultTTL is the lease TTL used when Options.TTL is zero.
 const DefaultTTL = 10 * time.Second
 
+// CleanupTimeout bounds the revoke of a lease that a failed or abandoned
+// registration leaves behind; it runs even when the caller's context has
+// ended, so that the name is freed at once rather than when the lease
+// expires.
+const CleanupTimeout = 5 * time.Second
+
 // Errors returned by the registry.
 var (
 	// ErrNameHeld is returned by Register with IfAbsent when a live
@@ -129,7 +135,7 @@ func (r *Registry) Register(ctx context.Context, name string, opts Options) (*In
 		return nil, fmt.Errorf("registry: grant lease: %w", err)
 	}
 	revoke := func() {
-		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CleanupTimeout)
 		defer cancel()
 		_, _ = r.cli.Revoke(rctx, grant.ID)
 	}
@@ -170,7 +176,9 @@ func (r *Registry) Register(ctx context.Context, name string, opts Options) (*In
 	})
 	if opts.WaitDrained {
 		if err := r.WaitDrained(ctx, name, rev); err != nil {
-			_ = inc.Close(context.Background())
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CleanupTimeout)
+			defer cancel()
+			_ = inc.Close(cctx)
 			return nil, err
 		}
 	}
