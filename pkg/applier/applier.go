@@ -571,10 +571,7 @@ func (a *applier) commit(ctx context.Context, items []pending, quarantine []*Qua
 	if len(items) == 0 {
 		return nil
 	}
-	wm := items[len(items)-1].tok
-	if wm.Less(a.wm) {
-		wm = a.wm
-	}
+	wm := tokenseq.Max(items[len(items)-1].tok, a.wm)
 	// quarantine[i] is the record set aside for items[i], nil for most.
 	var setAside []*QuarantineRecord
 	for _, q := range quarantine {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/coordinator-dev/coordinator/pkg/applier"
 	"github.com/coordinator-dev/coordinator/pkg/client"
+	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
 )
 
 // Measurement names of the drain scenario.
@@ -138,7 +139,7 @@ func (e *env) submitBacklog(ctx context.Context, n int) (Measurement, client.Tok
 				}
 				lat[w] = append(lat[w], time.Since(t0))
 				lastMu.Lock()
-				last = maxToken(last, tok)
+				last = tokenseq.Max(last, tok)
 				lastMu.Unlock()
 			}
 		}()

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/coordinator-dev/coordinator/pkg/client"
+	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
 )
 
 // Measurement names of the end-to-end scenario.
@@ -96,14 +97,6 @@ type submission struct {
 	at  time.Time
 }
 
-// maxToken returns the later of a and b.
-func maxToken(a, b client.Token) client.Token {
-	if a.Less(b) {
-		return b
-	}
-	return a
-}
-
 // endToEndSaturated submits in conc closed-loop workers that do not wait
 // for their operations to be applied, for the configured duration, then
 // waits until everything submitted is applied. A watch on the applied
@@ -133,7 +126,7 @@ func (e *env) endToEndSaturated(ctx context.Context, conc int) (Measurement, str
 	n := 0
 	for _, s := range subs {
 		for _, x := range s {
-			last = maxToken(last, x.tok)
+			last = tokenseq.Max(last, x.tok)
 			n++
 		}
 	}

@@ -155,9 +155,7 @@ func (aw *AppliedWatcher) followOnce(ctx context.Context) error {
 func (aw *AppliedWatcher) advance(wm Token) {
 	aw.mu.Lock()
 	defer aw.mu.Unlock()
-	if aw.wm.Less(wm) {
-		aw.wm = wm
-	}
+	aw.wm = Max(aw.wm, wm)
 	for len(aw.waiters) > 0 && !aw.wm.Less(aw.waiters[0].tok) {
 		close(heap.Pop(&aw.waiters).(*waiter).done)
 	}

@@ -43,6 +43,14 @@ func (t Token) Compare(u Token) int {
 	return 0
 }
 
+// Max returns the later of a and b.
+func Max(a, b Token) Token {
+	if a.Less(b) {
+		return b
+	}
+	return a
+}
+
 // IsZero reports whether t is the zero token.
 func (t Token) IsZero() bool { return t == Zero }
 

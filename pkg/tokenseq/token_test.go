@@ -10,6 +10,9 @@ func TestTokenOrderAndText(t *testing.T) {
 	if !a.Less(b) || !b.Less(c) || c.Less(a) || a.Less(a) {
 		t.Fatal("order wrong")
 	}
+	if Max(a, b) != b || Max(b, a) != b || Max(c, a) != c || Max(a, a) != a {
+		t.Fatal("Max wrong")
+	}
 	for _, tok := range []Token{Zero, a, b, c} {
 		got, err := ParseToken(tok.String())
 		if err != nil || got != tok {

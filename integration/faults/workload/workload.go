@@ -234,9 +234,7 @@ func (w *Workload) acknowledged(tok tokenseq.Token) {
 		w.indexed.Add(1)
 	}
 	w.lastMu.Lock()
-	if w.lastOK.Less(tok) {
-		w.lastOK = tok
-	}
+	w.lastOK = tokenseq.Max(w.lastOK, tok)
 	w.lastMu.Unlock()
 	if w.cfg.MaxPending <= 0 {
 		return
