@@ -164,7 +164,7 @@ func runBench(cmd *cobra.Command, g *globalOptions, o *benchOptions) error {
 	}
 	rep, err := bench.Run(cmd.Context(), cfg)
 	if errors.Is(err, bench.ErrBadConfig) {
-		return usagef("%v", strings.TrimPrefix(err.Error(), bench.ErrBadConfig.Error()+": "))
+		return usageMsg(strings.TrimPrefix(err.Error(), bench.ErrBadConfig.Error()+": "), err)
 	}
 	if rep != nil {
 		if perr := printBench(cmd.OutOrStdout(), g.output, rep); perr != nil && err == nil {

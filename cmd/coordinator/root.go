@@ -23,14 +23,30 @@ const (
 	exitUsage   = 2
 )
 
-// usageError marks command-line misuse: exit status 2 and a usage line.
-type usageError struct{ err error }
+// usageError marks command-line misuse: exit status 2 and a usage line. It
+// wraps the error it reports, so callers can test its cause.
+type usageError struct {
+	err error
+	msg string // when set, shown instead of err's text
+}
 
-func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Error() string {
+	if e.msg != "" {
+		return e.msg
+	}
+	return e.err.Error()
+}
+
 func (e *usageError) Unwrap() error { return e.err }
 
+// usagef returns a usage error formatted as fmt.Errorf does (%w wraps).
 func usagef(format string, args ...any) error {
 	return &usageError{err: fmt.Errorf(format, args...)}
+}
+
+// usageMsg returns a usage error that shows msg and wraps cause.
+func usageMsg(msg string, cause error) error {
+	return &usageError{err: cause, msg: msg}
 }
 
 // globalOptions are the flags every command shares.
@@ -49,7 +65,7 @@ func (g *globalOptions) validate() error {
 		return usagef("-o/--write-out must be table or json, not %q", g.output)
 	}
 	if _, err := keyspace.New(g.namespace); err != nil {
-		return usagef("--namespace: %v", err)
+		return usagef("--namespace: %w", err)
 	}
 	if len(g.endpointList()) == 0 {
 		return usagef("--endpoints is empty")

@@ -79,7 +79,7 @@ func defaultNodeID() string {
 
 func (o *serveOptions) validate() error {
 	if err := keyspace.ValidateName(o.nodeID); err != nil {
-		return usagef("--node-id: %v", err)
+		return usagef("--node-id: %w", err)
 	}
 	if o.leaseTTL < 2*time.Second || o.leaseTTL%time.Second != 0 {
 		return usagef("--lease-ttl must be whole seconds, at least 2s (got %s)", o.leaseTTL)
@@ -98,7 +98,7 @@ func (o *serveOptions) validate() error {
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return usagef("--log-level: %v", err)
+		return usagef("--log-level: %w", err)
 	}
 	return nil
 }

@@ -105,7 +105,7 @@ func (o *submitOptions) validate(cmd *cobra.Command, args []string) (ops.Op, err
 		return ops.Op{}, usagef("--as NAME is required")
 	}
 	if err := keyspace.ValidateName(o.as); err != nil {
-		return ops.Op{}, usagef("--as: %s", oneLine(err))
+		return ops.Op{}, usageMsg("--as: "+oneLine(err), err)
 	}
 	if o.ttl < time.Second {
 		return ops.Op{}, usagef("--ttl must be at least 1s (got %s)", o.ttl)
@@ -121,7 +121,7 @@ func (o *submitOptions) validate(cmd *cobra.Command, args []string) (ops.Op, err
 	}
 	kind, err := ops.ParseKind(args[0])
 	if err != nil {
-		return ops.Op{}, usagef("%v", err)
+		return ops.Op{}, usagef("%w", err)
 	}
 	var op ops.Op
 	switch kind {

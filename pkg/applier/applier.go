@@ -252,10 +252,26 @@ type opPos struct {
 	idx int
 }
 
+// ErrBadConfig is returned by Run and Standby.Run for an invalid Config.
+var ErrBadConfig = errors.New("applier: bad config")
+
+// Validate checks the config.
+func (cfg *Config) Validate() error {
+	switch {
+	case cfg.Client == nil:
+		return fmt.Errorf("%w: Client is nil", ErrBadConfig)
+	case cfg.Memcached == nil:
+		return fmt.Errorf("%w: Memcached is nil", ErrBadConfig)
+	case cfg.Layout.Prefix() == "":
+		return fmt.Errorf("%w: Layout is empty", ErrBadConfig)
+	}
+	return nil
+}
+
 // Run applies pending batches until ctx ends or leadership is lost. It
 // returns ErrNotLeader or memfence.ErrFenced when this node must stop acting
-// as leader, and other errors (a broken watch) after which it may be run
-// again.
+// as leader, ErrBadConfig for an invalid cfg, and other errors (a broken
+// watch) after which it may be run again.
 func Run(ctx context.Context, cfg Config, lead *election.Leadership) error {
 	return run(ctx, cfg.withDefaults(), lead, nil)
 }
@@ -282,6 +298,9 @@ func (cfg Config) withDefaults() Config {
 func run(ctx context.Context, cfg Config, lead *election.Leadership, st *followState) error {
 	if st != nil {
 		defer st.watch.cancel()
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
 	}
 	if lead.Term > 0xffffffff {
 		return fmt.Errorf("applier: term %d does not fit memcached's flags", lead.Term)

@@ -59,11 +59,16 @@ type followState struct {
 var errStandbyBehind = errors.New("applier: standby: more batches pending than it holds")
 
 // StartStandby starts following the pending batches until ctx ends, Stop is
-// called, or Run takes over.
+// called, or Run takes over. With an invalid cfg it follows nothing, and Run
+// returns ErrBadConfig.
 func StartStandby(ctx context.Context, cfg Config) *Standby {
 	cfg = cfg.withDefaults()
 	sctx, cancel := context.WithCancel(ctx)
 	s := &Standby{cfg: cfg, parent: ctx, cancel: cancel, req: make(chan chan *followState), done: make(chan struct{})}
+	if cfg.Validate() != nil {
+		close(s.done)
+		return s
+	}
 	go s.run(sctx)
 	return s
 }

@@ -36,6 +36,9 @@ var (
 	ErrInvalid = ops.ErrInvalid
 	// ErrInvalidName: a bad registration name or namespace.
 	ErrInvalidName = keyspace.ErrInvalidName
+	// ErrBadConfig: New was given an invalid Config (a bad namespace also
+	// matches ErrInvalidName).
+	ErrBadConfig = errors.New("client: bad config")
 )
 
 // Token is the token of an accepted submission.
@@ -73,12 +76,12 @@ func New(cfg Config) (*Client, error) {
 	}
 	layout, err := keyspace.New(cfg.Namespace)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrBadConfig, err)
 	}
 	cli, owns := cfg.Etcd, false
 	if cli == nil {
 		if len(cfg.Endpoints) == 0 {
-			return nil, errors.New("client: no etcd endpoints")
+			return nil, fmt.Errorf("%w: no etcd endpoints", ErrBadConfig)
 		}
 		if cfg.DialTimeout == 0 {
 			cfg.DialTimeout = 5 * time.Second

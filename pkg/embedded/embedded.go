@@ -43,6 +43,9 @@ type Config struct {
 	HistoryRetention time.Duration
 }
 
+// ErrBadConfig is returned by Start for an invalid Config.
+var ErrBadConfig = errors.New("embedded: bad config")
+
 // ErrStartTimeout is returned when the member is not ready in time.
 var ErrStartTimeout = errors.New("embedded: etcd did not become ready in time")
 
@@ -56,7 +59,7 @@ type Server struct {
 // Start starts the member and waits until it serves.
 func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Dir == "" {
-		return nil, errors.New("embedded: Dir is required")
+		return nil, fmt.Errorf("%w: Dir is required", ErrBadConfig)
 	}
 	if cfg.ClientAddr == "" {
 		cfg.ClientAddr = DefaultClientAddr

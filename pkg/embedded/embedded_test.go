@@ -73,3 +73,9 @@ func TestNoHistoryRetentionKeepsHistory(t *testing.T) {
 		t.Fatalf("read at the first revision: %v %v", resp, err)
 	}
 }
+
+func TestStartRefusesBadConfig(t *testing.T) {
+	if _, err := embedded.Start(testenv.Ctx(t, 10*time.Second), embedded.Config{}); !errors.Is(err, embedded.ErrBadConfig) {
+		t.Fatalf("Start without Dir = %v, want ErrBadConfig", err)
+	}
+}

@@ -57,10 +57,14 @@ type Config struct {
 	Hooks applier.Hooks
 }
 
-// Run runs the node until ctx ends.
+// ErrBadConfig is returned by Run for an invalid Config.
+var ErrBadConfig = errors.New("node: bad config")
+
+// Run runs the node until ctx ends. It returns ErrBadConfig for an invalid
+// cfg.
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.Etcd == nil {
-		return errors.New("node: Etcd is nil")
+		return fmt.Errorf("%w: Etcd is nil", ErrBadConfig)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -71,7 +75,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	mw, err := memfence.New(servers, memfence.Options{Timeout: cfg.MemcachedTimeout})
 	if err != nil {
-		return fmt.Errorf("node: memcached servers: %w", err)
+		return fmt.Errorf("%w: memcached servers: %w", ErrBadConfig, err)
 	}
 	defer mw.Close()
 	acfg := applier.Config{

@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -50,5 +51,18 @@ func TestSetIsAppliedToMemcached(t *testing.T) {
 	}
 	if _, err := memcache.New(mc.Addr).Get("hello"); err != memcache.ErrCacheMiss {
 		t.Fatalf("after delete: %v", err)
+	}
+}
+
+func TestRunRefusesBadConfig(t *testing.T) {
+	_, cli := testenv.Etcd(t)
+	ctx := testenv.Ctx(t, 30*time.Second)
+	for _, cfg := range []node.Config{
+		{Layout: keyspace.MustNew("t"), NodeID: "n1"},
+		{Etcd: cli, Layout: keyspace.MustNew("t"), NodeID: "n1", Memcached: []string{"127.0.0.1:notaport"}},
+	} {
+		if err := node.Run(ctx, cfg); !errors.Is(err, node.ErrBadConfig) {
+			t.Errorf("Run(%+v) = %v, want ErrBadConfig", cfg, err)
+		}
 	}
 }
