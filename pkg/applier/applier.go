@@ -351,7 +351,7 @@ func (a *applier) follow(ctx context.Context, mark int64, st *followState) error
 	pumped := make(chan struct{})
 	go func() {
 		defer close(pumped)
-		a.pump(pctx, in, a.wm, mark, st)
+		a.pump(pctx, feed{in: in, wm: a.wm, mark: mark}, st)
 	}()
 	defer func() {
 		cancel()

@@ -11,9 +11,18 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
 )
 
-// pump streams the pending batches after token from, and then every new
-// one, into the inbox in token order, with a mark item where the takeover
-// mark written at revision mark appears.
+// feed is where the pump hands batches over: the inbox, the watermark wm
+// that the batches handed over come after, and the revision mark at which
+// this leader's takeover mark was written.
+type feed struct {
+	in   *inbox
+	wm   tokenseq.Token
+	mark int64
+}
+
+// pump streams the pending batches after f's watermark, and then every new
+// one, into f's inbox in token order, with a mark item where f's takeover
+// mark appears.
 //
 // It reads etcd's history with a watch from the watermark's revision: only
 // batches accepted since then are read, however many applied ones etcd still
@@ -27,7 +36,8 @@ import (
 //
 // With st, what a standby read (see Standby), it hands over the batches the
 // standby holds and reads on from the standby's watch, which is caught up.
-func (a *applier) pump(ctx context.Context, in *inbox, from tokenseq.Token, mark int64, st *followState) {
+func (a *applier) pump(ctx context.Context, f feed, st *followState) {
+	in, from := f.in, f.wm
 	next := max(from.Revision, 1) // the first revision not read yet
 	var rest []*clientv3.Event    // read, not handed over yet
 	var w *openWatch
@@ -42,16 +52,16 @@ func (a *applier) pump(ctx context.Context, in *inbox, from tokenseq.Token, mark
 	}
 	for {
 		var err error
-		next, rest, err = a.stream(ctx, in, from, next, mark, rest, w)
+		next, rest, err = a.stream(ctx, f, next, rest, w)
 		w = nil
 		if errors.Is(err, ErrHistoryCompacted) {
 			// What was read before the history went is handed over first:
 			// the range read reads on from next.
-			if _, ok := a.handOver(ctx, in, rest, from, mark, 0); !ok {
+			if _, ok := a.handOver(ctx, f, rest, 0); !ok {
 				err = errInboxFull
 			} else {
 				rest = nil
-				next, err = a.readPending(ctx, in, from, next)
+				next, err = a.readPending(ctx, f, next)
 			}
 		}
 		if err != nil {
@@ -126,7 +136,8 @@ var errInboxFull = errors.New("applier: inbox full")
 //
 // With w, it reads on from that open watch (a standby's) instead of opening
 // one.
-func (a *applier) stream(ctx context.Context, in *inbox, wm tokenseq.Token, next, mark int64, rest []*clientv3.Event, w *openWatch) (int64, []*clientv3.Event, error) {
+func (a *applier) stream(ctx context.Context, f feed, next int64, rest []*clientv3.Event, w *openWatch) (int64, []*clientv3.Event, error) {
+	in := f.in
 	a.stats.Watches.Add(1)
 	if w == nil {
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
@@ -136,13 +147,13 @@ func (a *applier) stream(ctx context.Context, in *inbox, wm tokenseq.Token, next
 	defer cancel()
 	// A standby's watch lives in the node's context, not in ctx.
 	defer context.AfterFunc(ctx, cancel)()
-	if _, ok := a.handOver(ctx, in, rest, wm, mark, 0); !ok {
+	if _, ok := a.handOver(ctx, f, rest, 0); !ok {
 		return next, nil, errInboxFull
 	}
 	var held []*clientv3.Event // read from this watch, not handed over yet
 	for {
 		var ok bool
-		if held, ok = a.handOverFree(in, held, wm, mark, 0); !ok {
+		if held, ok = a.handOverFree(f, held, 0); !ok {
 			return next, nil, errInboxFull
 		}
 		var room <-chan struct{}
@@ -180,7 +191,7 @@ func (a *applier) stream(ctx context.Context, in *inbox, wm tokenseq.Token, next
 			// Behind: more than an inbox's worth of the last response was
 			// still held when this one came.
 			cancel()
-			rest, ok := a.handOver(ctx, in, held, wm, mark, in.max)
+			rest, ok := a.handOver(ctx, f, held, in.max)
 			if !ok {
 				return next, nil, errInboxFull
 			}
@@ -200,44 +211,45 @@ func (a *applier) watchResponse(wr clientv3.WatchResponse, held []*clientv3.Even
 	}
 }
 
-// handOverFree hands over as much of evs as the inbox has room for now,
+// handOverFree hands over as much of evs as f's inbox has room for now,
 // without waiting, decoding only that, until at most keep are left; it
 // returns the rest, and false when the inbox was closed.
-func (a *applier) handOverFree(in *inbox, evs []*clientv3.Event, wm tokenseq.Token, mark int64, keep int) ([]*clientv3.Event, bool) {
-	k := min(in.free(), len(evs)-keep)
+func (a *applier) handOverFree(f feed, evs []*clientv3.Event, keep int) ([]*clientv3.Event, bool) {
+	k := min(f.in.free(), len(evs)-keep)
 	if k <= 0 {
-		return evs, !in.closed()
+		return evs, !f.in.closed()
 	}
-	if !in.tryPut(a.appendEvents(nil, evs[:k], wm, mark)) {
+	if !f.in.tryPut(a.appendEvents(nil, evs[:k], f.wm, f.mark)) {
 		return nil, false
 	}
 	clear(evs[:k]) // let the events handed over be collected
 	return evs[k:], true
 }
 
-// handOver hands evs over as room appears in the inbox, until at most keep
+// handOver hands evs over as room appears in f's inbox, until at most keep
 // are left; it returns those, and false when ctx ended or the inbox was
 // closed first.
-func (a *applier) handOver(ctx context.Context, in *inbox, evs []*clientv3.Event, wm tokenseq.Token, mark int64, keep int) ([]*clientv3.Event, bool) {
+func (a *applier) handOver(ctx context.Context, f feed, evs []*clientv3.Event, keep int) ([]*clientv3.Event, bool) {
 	for {
 		var ok bool
-		if evs, ok = a.handOverFree(in, evs, wm, mark, keep); !ok {
+		if evs, ok = a.handOverFree(f, evs, keep); !ok {
 			return nil, false
 		}
 		if len(evs) <= keep {
 			return evs, true
 		}
-		if !in.waitRoom(ctx) {
+		if !f.in.waitRoom(ctx) {
 			return nil, false
 		}
 	}
 }
 
 // readPending hands over every pending batch from revision next on that
-// the watermark wm does not cover, read with one range read, then a mark
-// (the takeover mark was written before the read); it returns the revision
-// after the read's.
-func (a *applier) readPending(ctx context.Context, in *inbox, wm tokenseq.Token, next int64) (int64, error) {
+// f's watermark does not cover, read with one range read, then a mark (the
+// takeover mark was written before the read); it returns the revision after
+// the read's.
+func (a *applier) readPending(ctx context.Context, f feed, next int64) (int64, error) {
+	in, wm := f.in, f.wm
 	resp, err := a.cfg.Client.Get(ctx, a.cfg.Layout.OpsPrefix(), clientv3.WithPrefix(),
 		clientv3.WithSort(clientv3.SortByModRevision, clientv3.SortAscend))
 	if err != nil {

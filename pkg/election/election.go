@@ -159,8 +159,8 @@ func runOnce(ctx context.Context, cfg Config, lead func(*Leadership) error) erro
 	if err != nil {
 		return fmt.Errorf("grant lease: %w", err)
 	}
-	var deadline atomic.Int64
-	deadline.Store(sent.Add(time.Duration(grant.TTL) * time.Second).UnixNano())
+	kept := &keptLease{cli: cli, id: grant.ID, ttl: cfg.TTL}
+	kept.deadline.Store(sent.Add(time.Duration(grant.TTL) * time.Second).UnixNano())
 
 	sessCtx, cancelSess := context.WithCancelCause(ctx)
 	defer cancelSess(nil)
@@ -172,7 +172,7 @@ func runOnce(ctx context.Context, cfg Config, lead func(*Leadership) error) erro
 	defer revokeLease(cli, grant.ID)
 
 	// Keep our own deadline: renew every TTL/3 and record the send time.
-	go keepDeadline(sessCtx, cancelSess, cli, grant.ID, &deadline, cfg.TTL)
+	go kept.keep(sessCtx, cancelSess)
 	go func() {
 		select {
 		case <-sess.Done():
@@ -211,7 +211,7 @@ func runOnce(ctx context.Context, cfg Config, lead func(*Leadership) error) erro
 	defer cancelLead(nil)
 	go watchLeaderKey(leadCtx, cancelLead, cli, key, tresp.Header.Revision)
 
-	l := &Leadership{Term: term, NodeID: cfg.NodeID, Key: key, Rev: rev, ctx: leadCtx, deadline: &deadline}
+	l := &Leadership{Term: term, NodeID: cfg.NodeID, Key: key, Rev: rev, ctx: leadCtx, deadline: &kept.deadline}
 	cfg.Logger.Info("became leader", "node", cfg.NodeID, "term", term)
 	err = lead(l)
 	cause := context.Cause(leadCtx)
@@ -222,14 +222,23 @@ func runOnce(ctx context.Context, cfg Config, lead func(*Leadership) error) erro
 	return err
 }
 
-// keepDeadline renews the lease every ttl/3 and moves the local deadline to
-// send time + granted TTL after each success. It cancels the session when the
+// keptLease is a session's lease and the local deadline until which it is
+// known to hold.
+type keptLease struct {
+	cli      *clientv3.Client
+	id       clientv3.LeaseID
+	ttl      time.Duration
+	deadline atomic.Int64 // unix nanoseconds
+}
+
+// keep renews the lease every ttl/3 and moves the local deadline to send
+// time + granted TTL after each success. It cancels the session when the
 // lease is gone or the deadline passes.
-func keepDeadline(ctx context.Context, cancel context.CancelCauseFunc, cli *clientv3.Client, id clientv3.LeaseID, deadline *atomic.Int64, ttl time.Duration) {
-	tick := time.NewTicker(ttl / 3)
+func (k *keptLease) keep(ctx context.Context, cancel context.CancelCauseFunc) {
+	tick := time.NewTicker(k.ttl / 3)
 	defer tick.Stop()
 	for {
-		left := time.Until(time.Unix(0, deadline.Load()))
+		left := time.Until(time.Unix(0, k.deadline.Load()))
 		if left <= 0 {
 			cancel(fmt.Errorf("%w: lease deadline passed without renewal", ErrLeadershipLost))
 			return
@@ -245,8 +254,8 @@ func keepDeadline(ctx context.Context, cancel context.CancelCauseFunc, cli *clie
 			expire.Stop()
 		}
 		sent := time.Now()
-		rctx, rcancel := context.WithTimeout(ctx, ttl/3)
-		resp, err := cli.KeepAliveOnce(rctx, id)
+		rctx, rcancel := context.WithTimeout(ctx, k.ttl/3)
+		resp, err := k.cli.KeepAliveOnce(rctx, k.id)
 		rcancel()
 		if err != nil {
 			if isLeaseNotFound(err) {
@@ -255,7 +264,7 @@ func keepDeadline(ctx context.Context, cancel context.CancelCauseFunc, cli *clie
 			}
 			continue // transient: the deadline decides
 		}
-		deadline.Store(sent.Add(time.Duration(resp.TTL) * time.Second).UnixNano())
+		k.deadline.Store(sent.Add(time.Duration(resp.TTL) * time.Second).UnixNano())
 	}
 }
 

@@ -99,12 +99,12 @@ func (w *Writer) Close() error {
 // ends, with an error wrapping ctx's; an exchange under way is bounded by
 // Options.Timeout (a pipeline of WriteAll is cut short at once).
 func (w *Writer) Set(ctx context.Context, key string, value []byte, exptime int32, term uint32) error {
-	return w.SetFrom(ctx, nil, key, value, exptime, term)
+	return w.setFrom(ctx, nil, Write{Key: key, Value: value, Exptime: exptime}, term)
 }
 
 // Delete removes key if the term stored with it is not newer than term.
 func (w *Writer) Delete(ctx context.Context, key string, term uint32) error {
-	return w.DeleteFrom(ctx, nil, key, term)
+	return w.deleteFrom(ctx, nil, key, term)
 }
 
 // ended returns ctx's error, wrapped, once ctx has ended.
@@ -181,8 +181,18 @@ func (w *Writer) get(s *Snapshot, key string) (*memcache.Item, error) {
 	return w.mc.Get(key)
 }
 
-// SetFrom is Set starting from key's item in s (which may be nil).
-func (w *Writer) SetFrom(ctx context.Context, s *Snapshot, key string, value []byte, exptime int32, term uint32) error {
+// WriteFrom makes wr (a Set, or a Delete when wr.Delete) under term,
+// starting from its key's item in s (which may be nil).
+func (w *Writer) WriteFrom(ctx context.Context, s *Snapshot, wr Write, term uint32) error {
+	if wr.Delete {
+		return w.deleteFrom(ctx, s, wr.Key, term)
+	}
+	return w.setFrom(ctx, s, wr, term)
+}
+
+// setFrom is Set of wr starting from its key's item in s (which may be nil).
+func (w *Writer) setFrom(ctx context.Context, s *Snapshot, wr Write, term uint32) error {
+	key, value, exptime := wr.Key, wr.Value, wr.Exptime
 	for range maxAttempts {
 		if err := ended(ctx); err != nil {
 			return err
@@ -211,8 +221,8 @@ func (w *Writer) SetFrom(ctx context.Context, s *Snapshot, key string, value []b
 	return fmt.Errorf("%w: %q", ErrContended, key)
 }
 
-// DeleteFrom is Delete starting from key's item in s (which may be nil).
-func (w *Writer) DeleteFrom(ctx context.Context, s *Snapshot, key string, term uint32) error {
+// deleteFrom is Delete starting from key's item in s (which may be nil).
+func (w *Writer) deleteFrom(ctx context.Context, s *Snapshot, key string, term uint32) error {
 	for range maxAttempts {
 		if err := ended(ctx); err != nil {
 			return err

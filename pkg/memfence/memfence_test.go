@@ -145,13 +145,13 @@ func TestWritesFromASnapshotStillFence(t *testing.T) {
 	if err := newer.Set(t.Context(), "deleted", []byte("v3"), 0, 3); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.SetFrom(t.Context(), snap, "held", []byte("stale"), 0, 2); !errors.Is(err, memfence.ErrFenced) {
+	if err := w.WriteFrom(t.Context(), snap, memfence.Write{Key: "held", Value: []byte("stale")}, 2); !errors.Is(err, memfence.ErrFenced) {
 		t.Fatalf("set of a key changed since the snapshot: %v", err)
 	}
-	if err := w.SetFrom(t.Context(), snap, "absent", []byte("stale"), 0, 2); !errors.Is(err, memfence.ErrFenced) {
+	if err := w.WriteFrom(t.Context(), snap, memfence.Write{Key: "absent", Value: []byte("stale")}, 2); !errors.Is(err, memfence.ErrFenced) {
 		t.Fatalf("set of a key added since the snapshot: %v", err)
 	}
-	if err := w.DeleteFrom(t.Context(), snap, "deleted", 2); !errors.Is(err, memfence.ErrFenced) {
+	if err := w.WriteFrom(t.Context(), snap, memfence.Write{Key: "deleted", Delete: true}, 2); !errors.Is(err, memfence.ErrFenced) {
 		t.Fatalf("delete of a key changed since the snapshot: %v", err)
 	}
 	for _, k := range []string{"held", "absent", "deleted"} {
@@ -159,14 +159,14 @@ func TestWritesFromASnapshotStillFence(t *testing.T) {
 			t.Fatalf("%s after fenced writes: %+v", k, it)
 		}
 	}
-	if err := w.SetFrom(t.Context(), snap, "same", []byte("v2b"), 0, 2); err != nil {
+	if err := w.WriteFrom(t.Context(), snap, memfence.Write{Key: "same", Value: []byte("v2b")}, 2); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.SetFrom(t.Context(), snap, "never", []byte("v2"), 0, 2); err != nil {
+	if err := w.WriteFrom(t.Context(), snap, memfence.Write{Key: "never", Value: []byte("v2")}, 2); err != nil {
 		t.Fatal(err)
 	}
 	// Each key of a snapshot serves one write; the next reads afresh.
-	if err := w.SetFrom(t.Context(), snap, "same", []byte("v2c"), 0, 2); err != nil {
+	if err := w.WriteFrom(t.Context(), snap, memfence.Write{Key: "same", Value: []byte("v2c")}, 2); err != nil {
 		t.Fatal(err)
 	}
 	if it := get(t, mc, "same"); string(it.Value) != "v2c" || it.Flags != 2 {

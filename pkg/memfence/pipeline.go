@@ -114,12 +114,8 @@ func (w *Writer) WriteAll(ctx context.Context, s *Snapshot, term uint32, writes 
 		}
 	}
 	for i, wr := range writes {
-		switch {
-		case !again[i]:
-		case wr.Delete:
-			errs[i] = w.DeleteFrom(ctx, nil, wr.Key, term)
-		default:
-			errs[i] = w.SetFrom(ctx, nil, wr.Key, wr.Value, wr.Exptime, term)
+		if again[i] {
+			errs[i] = w.WriteFrom(ctx, nil, wr, term)
 		}
 	}
 	return errs
