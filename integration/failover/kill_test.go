@@ -1,7 +1,9 @@
 package failover
 
 import (
+	"context"
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 
@@ -46,7 +48,11 @@ func startPair(t *testing.T, c *client.Client, layout keyspace.Layout, ns, mcAdd
 // of the stream. One stream ("f" keys) stops at the kill, so its last
 // operations are whatever the dead leader left; another ("k" keys) keeps
 // going through the failover; "g" keys are set once while no node leads, so
-// only the new leader's replay can apply them. In the end every returned
+// only the new leader's replay can apply them. To make sure they are, the
+// test itself keeps the killed leader's election lease alive until the "g"
+// keys are submitted, so the follower cannot win before; it then lets the
+// lease expire and checks that the new leader's takeover mark is above every
+// "g" token: they were pending at the takeover. In the end every returned
 // token is applied and every key holds the value of its highest-token
 // operation: the state of a token-ordered application. A superseded
 // incarnation's refused submission never lands, and a reader polling
@@ -79,6 +85,21 @@ func TestLeaderKilledMidStream(t *testing.T) {
 
 	live.WaitMore(100, 30*time.Second)
 	frozen.Stop()
+	// Hold the leader's election lease from here until the gap is
+	// submitted: its election key stays, so the follower cannot take over
+	// before.
+	cli := c.Etcd()
+	camp := campaignOf(t, cli, layout, leader.ID)
+	kaCtx, stopKA := context.WithCancel(ctx)
+	defer stopKA()
+	ka, err := cli.KeepAlive(kaCtx, camp.Lease)
+	if err != nil {
+		t.Fatalf("keep the leader's election lease alive: %v", err)
+	}
+	go func() {
+		for range ka {
+		}
+	}()
 	leader.Kill()
 	t.Logf("killed leader %s (pid %d) after %d+%d submissions", leader.ID, leader.Pid(), frozen.Count(), live.Count())
 
@@ -86,17 +107,37 @@ func TestLeaderKilledMidStream(t *testing.T) {
 	if _, err := zombie.Set(ctx, "zombie-k", []byte("refused"), 0); !errors.Is(err, client.ErrSuperseded) {
 		t.Fatalf("superseded incarnation: Set returned %v, want ErrSuperseded", err)
 	}
-	if st := observe(t, c.Etcd(), layout); st.Leader == leader.ID {
-		t.Logf("the gap operations were submitted while the dead leader's lease still held: they are in the new leader's replay head")
-	} else {
-		t.Logf("the gap operations were submitted after %q was elected; they may not exercise the replay", st.Leader)
+	if st := observe(t, cli, layout); st.Leader != leader.ID || st.Term != term0 {
+		t.Fatalf("the gap was submitted while the election showed %+v, want the killed %s still holding term %d", st, leader.ID, term0)
 	}
+	// Let the killed leader's lease expire, as it would have without the
+	// test: the follower takes over when it does.
+	stopKA()
 
-	st := waitLeader(t, c.Etcd(), layout, follower.ID, 30*time.Second)
+	st := waitLeader(t, cli, layout, follower.ID, 30*time.Second)
 	if st.Term <= term0 {
 		t.Fatalf("new leader %s has term %d, not above %d", st.Leader, st.Term, term0)
 	}
 	t.Logf("%s took over with term %d after %d submissions", st.Leader, st.Term, live.Count())
+	// The new leader's takeover mark is above every gap token: the gap
+	// operations were pending when it took over, so its replay covers them.
+	var mark int64
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		resp, err := cli.Get(ctx, layout.TakeoverMark())
+		if err != nil {
+			t.Fatalf("read the takeover mark: %v", err)
+		}
+		if len(resp.Kvs) == 0 || string(resp.Kvs[0].Value) != strconv.FormatUint(st.Term, 10) {
+			return false
+		}
+		mark = resp.Kvs[0].ModRevision
+		return true
+	}, "%s never wrote its takeover mark for term %d", st.Leader, st.Term)
+	for _, g := range gap {
+		if g.Tok.Revision >= mark {
+			t.Errorf("gap operation %s has token %s, not below the takeover mark's revision %d", seqValue(g.Key, g.Seq), g.Tok, mark)
+		}
+	}
 	live.WaitMore(100, 30*time.Second)
 	live.Stop()
 	subs := append(append(frozen.Submissions(), live.Submissions()...), gap...)

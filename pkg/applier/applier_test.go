@@ -209,11 +209,30 @@ func TestMemcachedOutageLeavesOperationsPending(t *testing.T) {
 	if err != nil || st.PendingOps == 0 || !st.Applied.Less(last) {
 		t.Fatalf("status during outage: %+v %v", st, err)
 	}
-	wctx, cancel := context.WithTimeout(e.ctx, 200*time.Millisecond)
-	if err := caller.WaitApplied(wctx, last); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("WaitApplied during the outage = %v", err)
+	// WaitApplied does not return while the leader keeps failing to write:
+	// it is still waiting once the leader has failed again after the wait
+	// was started, and returns only when its context ends.
+	retries := n.Stats.Retries.Load()
+	wctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	waited := make(chan error, 1)
+	go func() { waited <- caller.WaitApplied(wctx, last) }()
+	testenv.Eventually(t, 20*time.Second, func() bool { return n.Stats.Retries.Load() > retries },
+		"the leader did not retry again during the outage")
+	select {
+	case err := <-waited:
+		t.Fatalf("WaitApplied returned during the outage: %v", err)
+	default:
 	}
 	cancel()
+	select {
+	case err := <-waited:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("WaitApplied during the outage, cancelled: %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("WaitApplied did not return after its context was cancelled")
+	}
 	e.mc.Start()
 	if err := caller.WaitApplied(e.ctx, last); err != nil {
 		t.Fatal(err)

@@ -29,6 +29,7 @@ type Proxy struct {
 	blocked bool
 	healed  chan struct{} // closed when the link is healed (or the proxy closed)
 	closed  bool
+	held    int // bytes read and not forwarded because the link is blackholed
 	done    chan struct{}
 	links   map[*link]struct{}
 	wg      sync.WaitGroup
@@ -75,6 +76,15 @@ func (p *Proxy) Blackholed() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.blocked
+}
+
+// Held is the number of bytes the proxy has read from either end and holds
+// because the link is blackholed: they are delivered by Heal. Bytes still in
+// the kernel's socket buffers are not counted.
+func (p *Proxy) Held() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.held
 }
 
 // Blackhole stops forwarding in both directions until Heal or HealReset.
@@ -160,6 +170,24 @@ func (p *Proxy) wait() bool {
 	}
 }
 
+// hold waits, as wait does, before n bytes read from one end are forwarded;
+// while the link is blackholed they are counted in Held.
+func (p *Proxy) hold(n int) bool {
+	p.mu.Lock()
+	if !p.blocked {
+		closed := p.closed
+		p.mu.Unlock()
+		return !closed
+	}
+	p.held += n
+	p.mu.Unlock()
+	ok := p.wait()
+	p.mu.Lock()
+	p.held -= n
+	p.mu.Unlock()
+	return ok
+}
+
 func (p *Proxy) accept() {
 	defer p.wg.Done()
 	for {
@@ -218,7 +246,7 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 		}
 		n, err := src.Read(buf)
 		if n > 0 {
-			if !p.wait() {
+			if !p.hold(n) {
 				return
 			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
