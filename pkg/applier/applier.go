@@ -182,6 +182,15 @@ type Stats struct {
 	// more each time it fell behind a watch and opened it again (see
 	// stream).
 	Watches atomic.Uint64
+	// StandbyHeld is the number of batches the node's standby holds now
+	// (see Standby); zero while it leads or is behind.
+	StandbyHeld atomic.Int64
+	// StandbyWatches counts the watches a standby opened: one, and one
+	// more each time it follows again after falling behind.
+	StandbyWatches atomic.Uint64
+	// StandbyCounts counts the times a standby that fell behind counted
+	// the pending batches to learn whether it could follow again.
+	StandbyCounts atomic.Uint64
 }
 
 // Errors of the applier.

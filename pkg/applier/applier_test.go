@@ -683,14 +683,14 @@ func TestStandbyHandsOverThePendingBatches(t *testing.T) {
 	cfg := applier.Config{Client: e.cli, Layout: e.layout, Memcached: e.writer(t), Logger: testenv.Logger(), Stats: stats}
 	sb := applier.StartStandby(e.ctx, cfg)
 	t.Cleanup(sb.Stop)
-	testenv.Eventually(t, 10*time.Second, func() bool { return applier.HeldByStandby(sb) == 5 }, "the standby holds the 5 pending batches")
+	testenv.Eventually(t, 10*time.Second, func() bool { return int(stats.StandbyHeld.Load()) == 5 }, "the standby holds the 5 pending batches")
 	submit(3)
-	testenv.Eventually(t, 10*time.Second, func() bool { return applier.HeldByStandby(sb) == 8 }, "the standby holds 8 pending batches")
+	testenv.Eventually(t, 10*time.Second, func() bool { return int(stats.StandbyHeld.Load()) == 8 }, "the standby holds 8 pending batches")
 	// A leader applied the first three: the standby drops them.
 	if _, err := e.cli.Put(e.ctx, e.layout.Applied(), toks[2].String()); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 10*time.Second, func() bool { return applier.HeldByStandby(sb) == 5 }, "the standby drops the batches the watermark covers")
+	testenv.Eventually(t, 10*time.Second, func() bool { return int(stats.StandbyHeld.Load()) == 5 }, "the standby drops the batches the watermark covers")
 
 	ctx, cancel := context.WithCancel(e.ctx)
 	defer cancel()
@@ -737,22 +737,23 @@ func TestStandbyBehindCountsInsteadOfReopeningItsWatch(t *testing.T) {
 		}
 		last = tok
 	}
+	stats := &applier.Stats{}
 	cfg := applier.Config{Client: e.cli, Layout: e.layout, Memcached: e.writer(t),
-		Logger: testenv.Logger(), MaxInboxBatches: 8}
+		Logger: testenv.Logger(), MaxInboxBatches: 8, Stats: stats}
 	sb := applier.StartStandby(e.ctx, cfg)
 	t.Cleanup(sb.Stop)
-	testenv.Eventually(t, 10*time.Second, func() bool { return applier.StandbyBacklogCounts(sb) >= 3 },
+	testenv.Eventually(t, 10*time.Second, func() bool { return stats.StandbyCounts.Load() >= 3 },
 		"the standby, behind, counts the pending batches")
-	if n := applier.StandbyWatchesOpened(sb); n != 1 {
+	if n := stats.StandbyWatches.Load(); n != 1 {
 		t.Fatalf("the standby opened its watch %d times while 20 batches were pending, want 1", n)
 	}
-	if n := applier.HeldByStandby(sb); n != 0 {
+	if n := int(stats.StandbyHeld.Load()); n != 0 {
 		t.Fatalf("the standby holds %d batches while behind, want 0", n)
 	}
 	e.startNode(t, "n1", applier.Hooks{}, ops.Limits{})
 	if err := caller.WaitApplied(e.ctx, last); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 10*time.Second, func() bool { return applier.StandbyWatchesOpened(sb) == 2 },
+	testenv.Eventually(t, 10*time.Second, func() bool { return stats.StandbyWatches.Load() == 2 },
 		"the standby follows again once the backlog is applied")
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -41,9 +40,6 @@ type Standby struct {
 	cancel context.CancelFunc
 	req    chan chan *followState
 	done   chan struct{}
-	held   atomic.Int64 // batches held, for tests
-	opened atomic.Int64 // watches opened, for tests
-	counts atomic.Int64 // counts of the pending batches while behind, for tests
 }
 
 // followState is what a standby has read: the batches after the watermark
@@ -77,6 +73,7 @@ func StartStandby(ctx context.Context, cfg Config) *Standby {
 func (s *Standby) Stop() {
 	s.cancel()
 	<-s.done
+	s.cfg.Stats.StandbyHeld.Store(0) // handed over, or dropped
 }
 
 // Run stops the standby and runs the applier as Run does, starting from
@@ -101,7 +98,7 @@ func (s *Standby) run(ctx context.Context) {
 		if handed || ctx.Err() != nil {
 			return
 		}
-		s.held.Store(0)
+		s.cfg.Stats.StandbyHeld.Store(0)
 		s.cfg.Logger.Debug("standby stopped following; will try again", "err", err)
 		behind := errors.Is(err, errStandbyBehind)
 		for {
@@ -126,7 +123,7 @@ func (s *Standby) run(ctx context.Context) {
 // backlogFits reports whether at most half the batches a standby holds are
 // pending, or whether counting them failed (following again will tell).
 func (s *Standby) backlogFits(ctx context.Context) bool {
-	s.counts.Add(1)
+	s.cfg.Stats.StandbyCounts.Add(1)
 	resp, err := s.cfg.Client.Get(ctx, s.cfg.Layout.OpsPrefix(), clientv3.WithPrefix(), clientv3.WithCountOnly())
 	return err != nil || resp.Count <= int64(s.cfg.MaxInboxBatches/2)
 }
@@ -139,7 +136,7 @@ func (s *Standby) follow(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	s.opened.Add(1)
+	s.cfg.Stats.StandbyWatches.Add(1)
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(s.parent))
 	st := &followState{watch: openWatch{cancel: cancel}, next: max(wm.Revision, 1), wm: wm}
 	// From the watermark key to the end of the ops range: the watermark, the
@@ -169,7 +166,7 @@ func (s *Standby) follow(ctx context.Context) (bool, error) {
 			}
 			st.next = wr.Events[len(wr.Events)-1].Kv.ModRevision + 1
 			err := a.absorb(st, wr.Events)
-			s.held.Store(int64(len(st.items)))
+			s.cfg.Stats.StandbyHeld.Store(int64(len(st.items)))
 			if err != nil {
 				cancel()
 				return false, err
