@@ -22,3 +22,7 @@ func Queued(s *Submitter) int {
 	defer s.mu.Unlock()
 	return len(s.queue)
 }
+
+// OnFailedTransaction makes s run f after a transaction fails at revision
+// rev, before the read that settles its members.
+func OnFailedTransaction(s *Submitter, f func(rev int64)) { s.failedTxn = f }

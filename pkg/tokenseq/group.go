@@ -313,7 +313,8 @@ func (s *Submitter) sendGroup(g []*submission) {
 	requeue, err := s.send(ctx, g)
 	release()
 	if err != nil {
-		notApplied := errors.Is(err, rpctypes.ErrLeaseNotFound) || errors.Is(err, rpctypes.ErrTooManyOps) ||
+		notApplied := errors.Is(err, errFailedUnread) ||
+			errors.Is(err, rpctypes.ErrLeaseNotFound) || errors.Is(err, rpctypes.ErrTooManyOps) ||
 			errors.Is(err, rpctypes.ErrRequestTooLarge) || errors.Is(err, rpctypes.ErrDuplicateKey) ||
 			status.Code(err) == codes.ResourceExhausted
 		for _, c := range g {
@@ -424,14 +425,22 @@ func (s *Submitter) send(ctx context.Context, g []*submission) ([]*submission, e
 		}
 		return nil, nil
 	}
+	if s.failedTxn != nil {
+		s.failedTxn(resp.Header.Revision)
+	}
 	return s.settleFailed(ctx, g, resp.Header.Revision)
 }
+
+// errFailedUnread means a transaction failed, so that it stored nothing, and
+// the read that settles its members failed too: they are sent again, each
+// alone, for an answer.
+var errFailedUnread = errors.New("transaction failed and the read of why failed")
 
 // settleFailed settles the members of g, whose transaction failed at
 // revision rev, from a read of their registrations, batches and receipts at
 // rev: the state the transaction's compares saw. It returns the members
-// that passed their own checks. An error leaves every outcome unknown to the
-// caller (nothing of g was stored, but the read that says why failed).
+// that passed their own checks. An error wraps errFailedUnread: nothing of g
+// was stored, but the read that says why failed.
 func (s *Submitter) settleFailed(ctx context.Context, g []*submission, rev int64) ([]*submission, error) {
 	var (
 		names = make(map[string]int) // name → position of its registration read
@@ -451,7 +460,7 @@ func (s *Submitter) settleFailed(ctx context.Context, g []*submission, rev int64
 	}
 	resp, err := s.cli.Txn(ctx).Then(gets...).Commit()
 	if err != nil {
-		return nil, fmt.Errorf("read at revision %d, where the transaction failed: %w", rev, err)
+		return nil, fmt.Errorf("%w: read at revision %d: %w", errFailedUnread, rev, err)
 	}
 	var requeue []*submission
 	pos := len(names)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -208,5 +209,48 @@ func TestQueuedSubmissionWhoseCallerGaveUpIsNotSent(t *testing.T) {
 	}
 	if n := f.pendingBatches(t); n != 1 {
 		t.Fatalf("%d batches stored, want only the later one", n)
+	}
+}
+
+// A group whose transaction failed stored nothing; when the read that says
+// why fails too (here the history it reads is compacted away), its members
+// are sent again, each alone, and get real answers instead of an unknown
+// outcome.
+func TestGroupWhoseFailureCannotBeReadIsSentAgainAlone(t *testing.T) {
+	f := newFixture(t)
+	old := f.register(t, "a")
+	cur := f.register(t, "a") // supersedes old
+	b := f.register(t, "b")
+	var compacted atomic.Int32
+	tokenseq.OnFailedTransaction(f.sub, func(rev int64) {
+		if compacted.Add(1) != 1 {
+			return
+		}
+		resp, err := f.cli.Put(f.ctx, "unrelated", "x")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if _, err := f.cli.Compact(f.ctx, resp.Header.Revision); err != nil {
+			t.Error(err)
+		}
+	})
+	reqs := []tokenseq.Request{
+		{Name: "b", Incarnation: b.Incarnation, ID: "b1", Ops: []ops.Op{ops.Delete("x")}},
+		{Name: "a", Incarnation: old.Incarnation, ID: "stale", Ops: []ops.Op{ops.Delete("y")}},
+		{Name: "a", Incarnation: cur.Incarnation, ID: "a1", Ops: []ops.Op{ops.Delete("z")}},
+	}
+	out := queueAndRelease(t, f, f.sub, reqs)
+	if compacted.Load() == 0 {
+		t.Fatal("no transaction failed: the group did not hold the stale incarnation")
+	}
+	if out[0].err != nil || out[2].err != nil {
+		t.Fatalf("live incarnations' submissions: %v, %v", out[0].err, out[2].err)
+	}
+	if !errors.Is(out[1].err, tokenseq.ErrSuperseded) {
+		t.Fatalf("stale incarnation: %v, want superseded", out[1].err)
+	}
+	if n := f.pendingBatches(t); n != 2 {
+		t.Fatalf("%d batches stored, want 2", n)
 	}
 }

@@ -65,6 +65,10 @@ type Submitter struct {
 	queue     []*submission // waiting for a transaction, oldest first
 	inflight  int           // group transactions under way
 	lastGroup int           // submissions in the group sent last
+
+	// failedTxn, when set, runs after a transaction failed at revision rev
+	// and before the read that settles its members (tests).
+	failedTxn func(rev int64)
 }
 
 // NewSubmitter returns a Submitter for the namespace of layout.
