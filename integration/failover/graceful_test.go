@@ -47,17 +47,7 @@ func TestGracefulStopHandsOverAtOnce(t *testing.T) {
 		t.Fatalf("first operation not applied: %v", err)
 	}
 
-	camp := campaignOf(t, cli, layout, leader.ID)
-	kaCtx, stopKA := context.WithCancel(ctx)
-	defer stopKA()
-	ka, err := cli.KeepAlive(kaCtx, camp.Lease)
-	if err != nil {
-		t.Fatalf("keep the leader's election lease alive: %v", err)
-	}
-	go func() {
-		for range ka {
-		}
-	}()
+	camp, _ := holdElectionLease(ctx, t, cli, layout, leader.ID)
 
 	// Time the handover by the new term being taken, seen by a watch.
 	cur, err := cli.Get(ctx, layout.Term())
@@ -65,7 +55,7 @@ func TestGracefulStopHandsOverAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	termTaken := make(chan time.Duration, 1)
-	wch := cli.Watch(kaCtx, layout.Term(), clientv3.WithRev(cur.Header.Revision+1))
+	wch := cli.Watch(ctx, layout.Term(), clientv3.WithRev(cur.Header.Revision+1))
 	start := time.Now()
 	go func() {
 		for range wch {

@@ -103,6 +103,26 @@ func campaignOf(t testing.TB, cli *clientv3.Client, layout keyspace.Layout, node
 	return campaign{}
 }
 
+// holdElectionLease keeps node nodeID's election lease alive from the test,
+// so that its election key outlives the node, until release is called or
+// the test ends. It returns the node's campaign.
+func holdElectionLease(ctx context.Context, t testing.TB, cli *clientv3.Client, layout keyspace.Layout, nodeID string) (camp campaign, release func()) {
+	t.Helper()
+	camp = campaignOf(t, cli, layout, nodeID)
+	kaCtx, stop := context.WithCancel(ctx)
+	t.Cleanup(stop)
+	ka, err := cli.KeepAlive(kaCtx, camp.Lease)
+	if err != nil {
+		stop()
+		t.Fatalf("keep the election lease of %s alive: %v", nodeID, err)
+	}
+	go func() {
+		for range ka {
+		}
+	}()
+	return camp, stop
+}
+
 // waitCampaigning waits until every node in ids has an election key, that
 // is, stands ready to take over.
 func waitCampaigning(t testing.TB, cli *clientv3.Client, layout keyspace.Layout, timeout time.Duration, ids ...string) {

@@ -1,7 +1,6 @@
 package failover
 
 import (
-	"context"
 	"errors"
 	"strconv"
 	"testing"
@@ -89,17 +88,7 @@ func TestLeaderKilledMidStream(t *testing.T) {
 	// submitted: its election key stays, so the follower cannot take over
 	// before.
 	cli := c.Etcd()
-	camp := campaignOf(t, cli, layout, leader.ID)
-	kaCtx, stopKA := context.WithCancel(ctx)
-	defer stopKA()
-	ka, err := cli.KeepAlive(kaCtx, camp.Lease)
-	if err != nil {
-		t.Fatalf("keep the leader's election lease alive: %v", err)
-	}
-	go func() {
-		for range ka {
-		}
-	}()
+	_, releaseLease := holdElectionLease(ctx, t, cli, layout, leader.ID)
 	leader.Kill()
 	t.Logf("killed leader %s (pid %d) after %d+%d submissions", leader.ID, leader.Pid(), frozen.Count(), live.Count())
 
@@ -112,7 +101,7 @@ func TestLeaderKilledMidStream(t *testing.T) {
 	}
 	// Let the killed leader's lease expire, as it would have without the
 	// test: the follower takes over when it does.
-	stopKA()
+	releaseLease()
 
 	st := waitLeader(t, cli, layout, follower.ID, 30*time.Second)
 	if st.Term <= term0 {
