@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/coordinator-dev/coordinator/pkg/bench"
+	"github.com/coordinator-dev/coordinator/internal/bench"
 	"github.com/coordinator-dev/coordinator/pkg/node"
 )
 

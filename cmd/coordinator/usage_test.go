@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coordinator-dev/coordinator/pkg/bench"
+	"github.com/coordinator-dev/coordinator/internal/bench"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 )
 

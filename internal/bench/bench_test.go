@@ -20,7 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/coordinator-dev/coordinator/internal/testenv"
-	"github.com/coordinator-dev/coordinator/pkg/bench"
+	"github.com/coordinator-dev/coordinator/internal/bench"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 	"github.com/coordinator-dev/coordinator/pkg/node"
 )
