@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the fault suite (integration/faults): real 3-member etcd clusters,
 # 3 `coordinator serve` nodes and memcached, with faults injected and every
-# history checked against shared/CONTRACT.md. See "How we test" in README.md.
+# history checked against docs/guarantees.md. See docs/testing.md.
 #
 #   scripts/faults.sh                        every scenario and a 20s randomized run
 #   scripts/faults.sh -duration 20m          one long randomized run (new seed)

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/coordinator-dev/coordinator/internal/bench"
+	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/node"
 )
 
@@ -163,8 +164,9 @@ func runBench(cmd *cobra.Command, g *globalOptions, o *benchOptions) error {
 		defer pprof.StopCPUProfile()
 	}
 	rep, err := bench.Run(cmd.Context(), cfg)
-	if errors.Is(err, bench.ErrBadConfig) {
-		return usageMsg(strings.TrimPrefix(err.Error(), bench.ErrBadConfig.Error()+": "), err)
+	var fe *config.FieldError
+	if errors.As(err, &fe) {
+		return usageMsg(fe.Field+": "+fe.Rule, err)
 	}
 	if rep != nil {
 		if perr := printBench(cmd.OutOrStdout(), g.output, rep); perr != nil && err == nil {

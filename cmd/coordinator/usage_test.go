@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coordinator-dev/coordinator/internal/bench"
+	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 )
 
@@ -22,7 +22,7 @@ func TestUsageErrorsWrapTheirCause(t *testing.T) {
 		{args: []string{"submit", "--as", "a/b", "set", "k", "v"}, want: keyspace.ErrInvalidName},
 		{args: []string{"status", "--namespace", "a b"}, want: keyspace.ErrInvalidName},
 		{args: []string{"serve", "--node-id", "a/b"}, want: keyspace.ErrInvalidName},
-		{args: []string{"bench", "--memcached", "127.0.0.1:1", "--scenarios", "nope"}, want: bench.ErrBadConfig},
+		{args: []string{"bench", "--memcached", "127.0.0.1:1", "--scenarios", "nope"}, want: config.ErrBadConfig},
 	}
 	for _, c := range cases {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -1,5 +1,5 @@
 // Package checker checks a recorded history of a fault test against the
-// coordinator's guarantees (shared/CONTRACT.md G1-G8). It is pure: Check
+// coordinator's guarantees (docs/guarantees.md G1-G8). It is pure: Check
 // reads a History value and returns a Report; it does no I/O and keeps no
 // state, so a history saved as JSON can be checked again later.
 //

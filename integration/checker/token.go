@@ -15,8 +15,7 @@ import (
 //
 // In JSON a token is the string "REV" or "REV.INDEX", the form the
 // coordinator prints and stores as its watermark. A bare number (a
-// revision) is read as a token with index zero, so that histories saved
-// before tokens had an index still load.
+// revision) is read as a token with index zero.
 type Token struct {
 	Revision int64
 	Index    uint32

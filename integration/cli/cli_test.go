@@ -25,11 +25,7 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	harness.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m, harness.Cleanup) }
 
 // env is one memcached and one coordinator node with its own embedded etcd.
 type env struct {

@@ -4,7 +4,7 @@
 // recorded workload against it (package workload), injects one kind of
 // fault — or, in TestRandomFaults, a seeded mix of them — heals everything,
 // lets the leader drain, and checks the recorded history with package
-// checker against the guarantees of shared/CONTRACT.md.
+// checker against the guarantees of docs/guarantees.md.
 //
 // Each test prints one summary line (operations, faults, violations, and
 // how many acknowledged tokens had a non-zero index: the callers share one

@@ -1,14 +1,10 @@
 package faults
 
 import (
-	"os"
 	"testing"
 
 	"github.com/coordinator-dev/coordinator/integration/harness"
+	"github.com/coordinator-dev/coordinator/internal/testenv"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	harness.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m, harness.Cleanup) }

@@ -19,8 +19,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/coordinator-dev/coordinator/internal/testenv"
 	"github.com/coordinator-dev/coordinator/internal/bench"
+	"github.com/coordinator-dev/coordinator/internal/testenv"
+	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 	"github.com/coordinator-dev/coordinator/pkg/node"
 )
@@ -229,7 +230,7 @@ func TestBadConfigIsRefusedBeforeAnythingStarts(t *testing.T) {
 	} {
 		// No etcd runs at these endpoints: the config must be refused first.
 		cfg.Endpoints = []string{"http://127.0.0.1:1"}
-		if _, err := bench.Run(ctx, cfg); !errors.Is(err, bench.ErrBadConfig) {
+		if _, err := bench.Run(ctx, cfg); !errors.Is(err, config.ErrBadConfig) {
 			t.Errorf("%+v: got %v, want ErrBadConfig", cfg, err)
 		}
 	}

@@ -26,41 +26,42 @@ const (
 // runDrain submits a backlog while no leader runs, then starts a node and
 // times until all of it is applied; next to raw memcached gets+cas (the
 // round trips a fenced write makes) at concurrency 16.
-func (e *env) runDrain(ctx context.Context) (*ScenarioReport, error) {
+func (r *runner) runDrain(ctx context.Context) (*ScenarioReport, error) {
 	sr := &ScenarioReport{Name: ScenarioDrain}
-	e.stopNode()
-	e.stopChildren()
+	r.StopNode()
+	r.StopChildren()
 
-	gc, err := e.getsCas(ctx, drainBaselineConc)
+	gc, err := r.getsCas(ctx, drainBaselineConc)
 	if err != nil {
 		return sr, err
 	}
-	sub, last, err := e.submitBacklog(ctx, e.cfg.Backlog)
+	sub, last, err := r.submitBacklog(ctx, r.cfg.Backlog)
 	if err != nil {
 		return sr, err
 	}
-	pending, err := e.pending(ctx)
+	pending, err := r.Pending(ctx)
 	if err != nil {
 		return sr, err
 	}
-	e.progress("  %d batches pending; starting a node", pending)
+	r.Progressf("  %d batches pending; starting a node", pending)
 	start := time.Now()
-	if err := e.startNode(ctx); err != nil {
+	if err := r.StartNode(ctx); err != nil {
 		return sr, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 	defer cancel()
-	if err := e.client.WaitApplied(wctx, last); err != nil {
+	if err := r.Client.WaitApplied(wctx, last); err != nil {
 		return sr, fmt.Errorf("wait for the backlog to be applied: %w", err)
 	}
 	elapsed := time.Since(start)
-	st := e.nodeStats()
+	st := r.NodeStats()
 	drain := Measurement{What: whatDrain, Ops: sub.Ops, Seconds: elapsed.Seconds(), OpsPerSec: float64(sub.Ops) / elapsed.Seconds()}
-	e.progressMeasurement(drain)
+	r.progressMeasurement(drain)
 	sr.Measurements = append(sr.Measurements, drain, gc, sub)
 	sr.addRatio(ratioDrainGetsCas, drainBaselineConc, Ratio{Value: ratio(drain.OpsPerSec, gc.OpsPerSec)})
-	sr.notef("the new leader wrote %d operations to memcached and skipped %d older ones on the same keys (it writes the newest per key of each round of at most %d batches; %d keys), in %d etcd commits",
-		st.applied, st.skipped, applier.DefaultMaxBatchesPerCommit, e.cfg.Keys, st.commits)
+	sr.notef("the new leader wrote %d operations to memcached and skipped %d older ones on the same keys "+
+		"(it writes the newest per key of each round of at most %d batches; %d keys), in %d etcd commits",
+		st.Applied, st.Skipped, applier.DefaultMaxBatchesPerCommit, r.cfg.Keys, st.Commits)
 	sr.notef("the time includes the node's start and election; %d batches were pending", pending)
 	return sr, failed(drain, gc, sub)
 }
@@ -68,21 +69,21 @@ func (e *env) runDrain(ctx context.Context) (*ScenarioReport, error) {
 // getsCas measures raw gets+cas on memcached: each operation reads a key
 // with gets and writes it back with cas, reading again on a conflict, as a
 // fenced write does.
-func (e *env) getsCas(ctx context.Context, conc int) (Measurement, error) {
-	for i := range e.cfg.Keys {
-		if err := e.mc.Set(&memcache.Item{Key: fmt.Sprintf("%s:gc%d", e.ns, i), Value: e.value}); err != nil {
+func (r *runner) getsCas(ctx context.Context, conc int) (Measurement, error) {
+	for i := range r.cfg.Keys {
+		if err := r.Memcache.Set(&memcache.Item{Key: fmt.Sprintf("%s:gc%d", r.Namespace, i), Value: r.Value}); err != nil {
 			return Measurement{}, fmt.Errorf("memcached set: %w", err)
 		}
 	}
-	return e.measure(ctx, whatGetsCas, conc, func(ctx context.Context, w, i int) error {
-		key := e.key("gc", w, i)
+	return r.measure(ctx, whatGetsCas, conc, func(ctx context.Context, w, i int) error {
+		key := r.Key("gc", w, i)
 		for range 64 {
-			it, err := e.mc.Get(key)
+			it, err := r.Memcache.Get(key)
 			if err != nil {
 				return err
 			}
-			it.Value = e.value
-			err = e.mc.CompareAndSwap(it)
+			it.Value = r.Value
+			err = r.Memcache.CompareAndSwap(it)
 			if !errors.Is(err, memcache.ErrCASConflict) {
 				return err
 			}
@@ -95,7 +96,7 @@ func (e *env) getsCas(ctx context.Context, conc int) (Measurement, error) {
 // workers, and returns the measurement and the highest token. Operation i
 // writes key i modulo the key space, so every key is used alike and a key
 // space of at least n gives every operation a key of its own.
-func (e *env) submitBacklog(ctx context.Context, n int) (Measurement, client.Token, error) {
+func (r *runner) submitBacklog(ctx context.Context, n int) (Measurement, client.Token, error) {
 	var next atomic.Int64
 	var (
 		lastMu sync.Mutex
@@ -105,7 +106,7 @@ func (e *env) submitBacklog(ctx context.Context, n int) (Measurement, client.Tok
 	var firstErr error
 	var errOnce sync.Once
 	lat := make([][]time.Duration, backlogConc)
-	e.progress("  submitting a backlog of %d operations", n)
+	r.Progressf("  submitting a backlog of %d operations", n)
 	start := time.Now()
 	stop := make(chan struct{})
 	go func() {
@@ -116,7 +117,7 @@ func (e *env) submitBacklog(ctx context.Context, n int) (Measurement, client.Tok
 			case <-stop:
 				return
 			case <-t.C:
-				e.progress("  ... %d of %d submitted", min(next.Load(), int64(n)), n)
+				r.Progressf("  ... %d of %d submitted", min(next.Load(), int64(n)), n)
 			}
 		}
 	}()
@@ -131,7 +132,7 @@ func (e *env) submitBacklog(ctx context.Context, n int) (Measurement, client.Tok
 					return
 				}
 				t0 := time.Now()
-				tok, err := e.caller(w).Set(ctx, e.keys[i%len(e.keys)], e.value, 0)
+				tok, err := r.Caller(w).Set(ctx, r.Keys[i%len(r.Keys)], r.Value, 0)
 				if err != nil {
 					failures.Add(1)
 					errOnce.Do(func() { firstErr = err })
@@ -152,7 +153,7 @@ func (e *env) submitBacklog(ctx context.Context, n int) (Measurement, client.Tok
 		res.lat = append(res.lat, l...)
 	}
 	m := measurement(whatBacklogSubmit, backlogConc, res)
-	e.progressMeasurement(m)
+	r.progressMeasurement(m)
 	if err := ctx.Err(); err != nil {
 		return m, client.Token{}, err
 	}
@@ -160,32 +161,4 @@ func (e *env) submitBacklog(ctx context.Context, n int) (Measurement, client.Tok
 		return m, client.Token{}, fmt.Errorf("backlog: no submission accepted (%s)", m.Note)
 	}
 	return m, last, nil
-}
-
-// nodeCounters are the in-process node's applier counters.
-type nodeCounters struct{ applied, skipped, commits, batches, watches uint64 }
-
-// sub returns the counts since o.
-func (c nodeCounters) sub(o nodeCounters) nodeCounters {
-	return nodeCounters{c.applied - o.applied, c.skipped - o.skipped, c.commits - o.commits, c.batches - o.batches, c.watches - o.watches}
-}
-
-// String describes the applier's work.
-func (c nodeCounters) String() string {
-	per := 0.0
-	if c.commits > 0 {
-		per = float64(c.batches) / float64(c.commits)
-	}
-	return fmt.Sprintf("the node wrote %d operations to memcached, skipped %d, in %d etcd commits (%.1f batches per commit), reading %d watches",
-		c.applied, c.skipped, c.commits, per, c.watches)
-}
-
-func (e *env) nodeStats() nodeCounters {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.node == nil {
-		return nodeCounters{}
-	}
-	s := e.node.stats
-	return nodeCounters{applied: s.Applied.Load(), skipped: s.Skipped.Load(), commits: s.Commits.Load(), batches: s.Batches.Load(), watches: s.Watches.Load()}
 }

@@ -26,23 +26,23 @@ var endToEndConcurrency = []int{endToEndConc16, endToEndConc64}
 // applier never runs dry; latency then grows with the length of the run,
 // as a queue's does). With Config.Repeat above 1, the three run that many
 // times, in reverse order every other time.
-func (e *env) runEndToEnd(ctx context.Context) (*ScenarioReport, error) {
+func (r *runner) runEndToEnd(ctx context.Context) (*ScenarioReport, error) {
 	sr := &ScenarioReport{Name: ScenarioEndToEnd}
-	if err := e.startNode(ctx); err != nil {
+	if err := r.StartNode(ctx); err != nil {
 		return sr, err
 	}
-	if err := e.probe(ctx); err != nil {
+	if err := r.Probe(ctx); err != nil {
 		return sr, err
 	}
 	for _, conc := range endToEndConcurrency {
 		c := newComparison()
 		var notes []string
-		err := e.compare(sr, c, c.measured(func() (Measurement, error) {
-			return e.measure(ctx, whatEtcdPut, conc, e.etcdPut), nil
+		err := r.compare(sr, c, c.measured(func() (Measurement, error) {
+			return r.measure(ctx, whatEtcdPut, conc, r.EtcdPut), nil
 		}), c.measured(func() (Measurement, error) {
-			return e.endToEndWaiting(ctx, conc)
+			return r.endToEndWaiting(ctx, conc)
 		}), c.measured(func() (Measurement, error) {
-			sat, note, err := e.endToEndSaturated(ctx, conc)
+			sat, note, err := r.endToEndSaturated(ctx, conc)
 			notes = append(notes, note)
 			return sat, err
 		}))
@@ -51,7 +51,7 @@ func (e *env) runEndToEnd(ctx context.Context) (*ScenarioReport, error) {
 		}
 		sr.Measurements = append(sr.Measurements, c.median(whatApplied), c.median(whatSaturated), c.median(whatEtcdPut))
 		for i, note := range notes {
-			sr.notef("c=%d, callers not waiting%s: %s", conc, e.runLabel(i), note)
+			sr.notef("c=%d, callers not waiting%s: %s", conc, r.runLabel(i), note)
 		}
 		sr.addRatio(ratioE2EPut, conc, c.ratio(whatApplied, whatEtcdPut, opsPerSec))
 		sr.addRatio(ratioE2EP99, conc, c.ratio(whatApplied, whatEtcdPut, p99Ms))
@@ -66,16 +66,16 @@ func (e *env) runEndToEnd(ctx context.Context) (*ScenarioReport, error) {
 // Client.WaitApplied shares one); an operation's latency runs
 // from the start of its submission to the watermark event covering it. A
 // node must be running.
-func (e *env) endToEndWaiting(ctx context.Context, conc int) (Measurement, error) {
-	w, err := watchWatermark(ctx, e.cli, e.layout)
+func (r *runner) endToEndWaiting(ctx context.Context, conc int) (Measurement, error) {
+	w, err := watchWatermark(ctx, r.Etcd, r.Layout)
 	if err != nil {
 		return Measurement{}, err
 	}
 	defer w.stop()
-	before := e.nodeStats()
-	timeout := max(time.Minute, 10*e.cfg.Duration)
-	res := closedLoop(ctx, conc, e.cfg.Duration, func(ctx context.Context, wk, i int) error {
-		tok, err := e.caller(wk).Set(ctx, e.key("k", wk, i), e.value, 0)
+	before := r.NodeStats()
+	timeout := max(time.Minute, 10*r.cfg.Duration)
+	res := closedLoop(ctx, conc, r.cfg.Duration, func(ctx context.Context, wk, i int) error {
+		tok, err := r.Caller(wk).Set(ctx, r.Key("k", wk, i), r.Value, 0)
 		if err != nil {
 			return err
 		}
@@ -85,8 +85,8 @@ func (e *env) endToEndWaiting(ctx context.Context, conc int) (Measurement, error
 		return err
 	})
 	m := measurement(whatApplied, conc, res)
-	m.Note = joinNote(m.Note, e.nodeStats().sub(before).String())
-	e.progressMeasurement(m)
+	m.Note = joinNote(m.Note, r.NodeStats().Sub(before).String())
+	r.progressMeasurement(m)
 	return m, nil
 }
 
@@ -103,18 +103,18 @@ type submission struct {
 // watermark records when each token became applied; the throughput is the
 // operations submitted divided by the time from the first submission to the
 // last one applied. A node must be running.
-func (e *env) endToEndSaturated(ctx context.Context, conc int) (Measurement, string, error) {
-	w, err := watchWatermark(ctx, e.cli, e.layout)
+func (r *runner) endToEndSaturated(ctx context.Context, conc int) (Measurement, string, error) {
+	w, err := watchWatermark(ctx, r.Etcd, r.Layout)
 	if err != nil {
 		return Measurement{}, "", err
 	}
 	defer w.stop()
-	before := e.nodeStats()
+	before := r.NodeStats()
 	subs := make([][]submission, conc)
 	start := time.Now()
-	res := closedLoop(ctx, conc, e.cfg.Duration, func(ctx context.Context, wk, i int) error {
+	res := closedLoop(ctx, conc, r.cfg.Duration, func(ctx context.Context, wk, i int) error {
 		t0 := time.Now()
-		tok, err := e.caller(wk).Set(ctx, e.key("k", wk, i), e.value, 0)
+		tok, err := r.Caller(wk).Set(ctx, r.Key("k", wk, i), r.Value, 0)
 		if err != nil {
 			return err
 		}
@@ -137,7 +137,7 @@ func (e *env) endToEndSaturated(ctx context.Context, conc int) (Measurement, str
 	if n == 0 {
 		return m, "", fmt.Errorf("end-to-end at concurrency %d: no submission accepted (%s)", conc, m.Note)
 	}
-	wctx, cancel := context.WithTimeout(ctx, max(2*time.Minute, 20*e.cfg.Duration))
+	wctx, cancel := context.WithTimeout(ctx, max(2*time.Minute, 20*r.cfg.Duration))
 	defer cancel()
 	done, err := w.wait(wctx, last)
 	if err != nil {
@@ -157,9 +157,10 @@ func (e *env) endToEndSaturated(ctx context.Context, conc int) (Measurement, str
 	elapsed := done.Sub(start)
 	m.Ops, m.Seconds, m.OpsPerSec = int64(n), elapsed.Seconds(), float64(n)/elapsed.Seconds()
 	m.P50Ms, m.P99Ms, m.MaxMs = ms(s.p50), ms(s.p99), ms(s.max)
-	e.progressMeasurement(m)
-	note := fmt.Sprintf("submitted %.0f ops/s for %.1fs; the last was applied %.2fs after submissions stopped (its latencies are queueing time); %s",
-		res.opsPerSec(), res.elapsed.Seconds(), max(0, done.Sub(submitted).Seconds()), e.nodeStats().sub(before))
+	r.progressMeasurement(m)
+	note := fmt.Sprintf("submitted %.0f ops/s for %.1fs; the last was applied %.2fs after submissions stopped "+
+		"(its latencies are queueing time); %s",
+		res.opsPerSec(), res.elapsed.Seconds(), max(0, done.Sub(submitted).Seconds()), r.NodeStats().Sub(before))
 	return m, note, nil
 }
 

@@ -26,10 +26,10 @@ const (
 // and then ours, submit→applied with each caller waiting for its write,
 // at the same concurrency. With Config.Repeat above 1, the three run that
 // many times, in reverse order every other time.
-func (e *env) runPeer(ctx context.Context) (*ScenarioReport, error) {
+func (r *runner) runPeer(ctx context.Context) (*ScenarioReport, error) {
 	sr := &ScenarioReport{Name: ScenarioPeer}
 	conc := peerConcurrency
-	ttl := int(e.cfg.LeaseTTL.Seconds())
+	ttl := int(r.cfg.LeaseTTL.Seconds())
 
 	sessions := make([]*concurrency.Session, conc)
 	defer func() {
@@ -40,40 +40,41 @@ func (e *env) runPeer(ctx context.Context) (*ScenarioReport, error) {
 		}
 	}()
 	for i := range sessions {
-		s, err := concurrency.NewSession(e.cli, concurrency.WithTTL(ttl), concurrency.WithContext(ctx))
+		s, err := concurrency.NewSession(r.Etcd, concurrency.WithTTL(ttl), concurrency.WithContext(ctx))
 		if err != nil {
 			return sr, fmt.Errorf("mutex session: %w", err)
 		}
 		sessions[i] = s
 	}
-	if err := e.startNode(ctx); err != nil {
+	if err := r.StartNode(ctx); err != nil {
 		return sr, err
 	}
-	if err := e.probe(ctx); err != nil {
+	if err := r.Probe(ctx); err != nil {
 		return sr, err
 	}
 	c := newComparison()
-	err := e.compare(sr, c, c.measured(func() (Measurement, error) {
-		return e.measure(ctx, whatMutex, conc, func(ctx context.Context, w, i int) error {
-			key := e.key("mutex", w, i)
-			mu := concurrency.NewMutex(sessions[w], e.scratch("mutex/"+key))
+	err := r.compare(sr, c, c.measured(func() (Measurement, error) {
+		return r.measure(ctx, whatMutex, conc, func(ctx context.Context, w, i int) error {
+			key := r.Key("mutex", w, i)
+			mu := concurrency.NewMutex(sessions[w], r.Scratch("mutex/"+key))
 			if err := mu.Lock(ctx); err != nil {
 				return err
 			}
-			err := e.mc.Set(&memcache.Item{Key: key, Value: e.value})
+			err := r.Memcache.Set(&memcache.Item{Key: key, Value: r.Value})
 			return errors.Join(err, mu.Unlock(ctx))
 		}), nil
 	}), c.measured(func() (Measurement, error) {
-		return e.leaseLeader(ctx)
+		return r.leaseLeader(ctx)
 	}), c.measured(func() (Measurement, error) {
-		return e.endToEndWaiting(ctx, conc)
+		return r.endToEndWaiting(ctx, conc)
 	}))
 	if err != nil {
 		return sr, err
 	}
 	sr.Measurements = append(sr.Measurements, c.median(whatApplied), c.median(whatMutex), c.median(whatLeader))
 	sr.notef("ours and the mutex writers each wait until their write is in memcached before the next")
-	sr.notef("the lease leader is one goroutine writing as fast as memcached answers: an upper bound with neither durability nor ordering across writers nor fencing")
+	sr.notef("the lease leader is one goroutine writing as fast as memcached answers: " +
+		"an upper bound with neither durability nor ordering across writers nor fencing")
 	sr.addRatio(ratioPeerMutex, conc, c.ratio(whatApplied, whatMutex, opsPerSec))
 	sr.addRatio(ratioPeerLeader, conc, c.ratio(whatApplied, whatLeader, opsPerSec))
 	return sr, nil
@@ -81,23 +82,23 @@ func (e *env) runPeer(ctx context.Context) (*ScenarioReport, error) {
 
 // leaseLeader campaigns in an etcd election and, once elected, sets keys in
 // memcached directly from one goroutine for the configured duration.
-func (e *env) leaseLeader(ctx context.Context) (Measurement, error) {
-	s, err := concurrency.NewSession(e.cli, concurrency.WithTTL(int(e.cfg.LeaseTTL.Seconds())), concurrency.WithContext(ctx))
+func (r *runner) leaseLeader(ctx context.Context) (Measurement, error) {
+	s, err := concurrency.NewSession(r.Etcd, concurrency.WithTTL(int(r.cfg.LeaseTTL.Seconds())), concurrency.WithContext(ctx))
 	if err != nil {
 		return Measurement{}, fmt.Errorf("leader session: %w", err)
 	}
 	defer s.Close()
-	el := concurrency.NewElection(s, e.scratch("leader"))
+	el := concurrency.NewElection(s, r.Scratch("leader"))
 	if err := el.Campaign(ctx, "bench"); err != nil {
 		return Measurement{}, fmt.Errorf("leader campaign: %w", err)
 	}
 	defer el.Resign(context.WithoutCancel(ctx))
-	return e.measure(ctx, whatLeader, 1, func(ctx context.Context, w, i int) error {
+	return r.measure(ctx, whatLeader, 1, func(ctx context.Context, w, i int) error {
 		select {
 		case <-s.Done():
 			return errors.New("leader session ended")
 		default:
 		}
-		return e.mc.Set(&memcache.Item{Key: e.key("lead", w, i), Value: e.value})
+		return r.Memcache.Set(&memcache.Item{Key: r.Key("lead", w, i), Value: r.Value})
 	}), nil
 }

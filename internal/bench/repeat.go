@@ -62,10 +62,10 @@ func (c *comparison) measured(measure func() (Measurement, error)) func() error 
 
 // compare runs steps Config.Repeat times, in reverse order every other time
 // (inTurn). When a step fails, sr gets the median of what c has so far.
-func (e *env) compare(sr *ScenarioReport, c *comparison, steps ...func() error) error {
-	for run := range e.cfg.Repeat {
-		if e.cfg.Repeat > 1 {
-			e.progress("  run %d of %d", run+1, e.cfg.Repeat)
+func (r *runner) compare(sr *ScenarioReport, c *comparison, steps ...func() error) error {
+	for run := range r.cfg.Repeat {
+		if r.cfg.Repeat > 1 {
+			r.Progressf("  run %d of %d", run+1, r.cfg.Repeat)
 		}
 		if err := inTurn(run, steps...); err != nil {
 			sr.Measurements = append(sr.Measurements, c.medians()...)
@@ -147,8 +147,8 @@ func median(xs []float64) float64 {
 }
 
 // runLabel names run i in a note when the comparisons are repeated.
-func (e *env) runLabel(i int) string {
-	if e.cfg.Repeat > 1 {
+func (r *runner) runLabel(i int) string {
+	if r.cfg.Repeat > 1 {
 		return fmt.Sprintf(" (run %d)", i+1)
 	}
 	return ""

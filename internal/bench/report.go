@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/coordinator-dev/coordinator/internal/bench/benchenv"
 )
 
 // Report is the outcome of a run. Its JSON form is the machine-readable
@@ -208,8 +210,9 @@ func evaluateTargets(r *Report, cfg Config) []Target {
 	atLeast("submit ops/s vs etcd put", ScenarioSubmit, ratioSubmitPut, 64, 2)
 	// "Sustained applied operations/s": callers that do not wait keep the
 	// pipeline full. Callers that wait for each operation measure its
-	// latency instead (64 in flight, each through two etcd commits where a
-	// put has one); that ratio stays in the scenario's table.
+	// latency (64 in flight, each through two etcd commits where a put has
+	// one) rather than the throughput; that ratio stays in the scenario's
+	// table.
 	atLeast("end-to-end sustained applied ops/s vs etcd put", ScenarioEndToEnd, ratioE2ESaturatedPut, 64, 1)
 	if x, ok := findRatio(r, ScenarioEndToEnd, ratioE2EP99, 16); ok {
 		ts = append(ts, Target{Name: "submit→applied p99 vs etcd put p99", Want: "≤ 3×",
@@ -241,18 +244,18 @@ func gotRatio(x Ratio) string {
 	return fmt.Sprintf("%.2f× (c=%d)", x.Value, x.Concurrency)
 }
 
-// describe collects the environment.
-func (e *env) describe(ctx context.Context) Environment {
+// describe collects the environment of a run.
+func describe(ctx context.Context, e *benchenv.Env, cfg Config) Environment {
 	env := Environment{
 		Date: time.Now().UTC().Truncate(time.Second), GoVersion: runtime.Version(),
-		EmbeddedEtcd: e.embedded, CPUs: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0),
+		EmbeddedEtcd: e.Embedded, CPUs: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0),
 	}
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if st, err := e.cli.Status(sctx, e.endpoints[0]); err == nil {
+	if st, err := e.Etcd.Status(sctx, e.Endpoints[0]); err == nil {
 		env.EtcdVersion = st.Version
 	}
-	env.MemcachedVersion = memcachedVersion(e.cfg.Memcached[0])
+	env.MemcachedVersion = memcachedVersion(cfg.Memcached[0])
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		f := strings.Fields(string(b))
 		if len(f) >= 3 {

@@ -34,60 +34,50 @@ const (
 // With Config.Repeat above 1, the baselines and ours with no leader run
 // that many times, in reverse order every other time; ours with a leader
 // applying runs once, after them.
-func (e *env) runSubmit(ctx context.Context) (*ScenarioReport, error) {
+func (r *runner) runSubmit(ctx context.Context) (*ScenarioReport, error) {
 	sr := &ScenarioReport{Name: ScenarioSubmit}
-	if err := e.startNode(ctx); err != nil {
+	if err := r.StartNode(ctx); err != nil {
 		return sr, err
 	}
-	if err := e.probe(ctx); err != nil {
+	if err := r.Probe(ctx); err != nil {
 		return sr, err
 	}
-	guards, err := e.makeGuards(ctx)
+	guards, err := r.makeGuards(ctx)
 	if err != nil {
 		return sr, err
 	}
 	submit := func(ctx context.Context, w, i int) error {
-		_, err := e.caller(w).Set(ctx, e.key("k", w, i), e.value, 0)
+		_, err := r.Caller(w).Set(ctx, r.Key("k", w, i), r.Value, 0)
 		return err
 	}
-	for _, conc := range e.cfg.Concurrency {
+	for _, conc := range r.cfg.Concurrency {
 		c := newComparison()
-		err := e.compare(sr, c, func() error {
-			e.stopNode()
-			put := e.measure(ctx, whatEtcdPut, conc, e.etcdPut)
-			txn := e.measure(ctx, whatEtcdTxn, conc, func(ctx context.Context, w, i int) error {
-				g := guards[w%len(guards)]
-				resp, err := e.cli.Txn(ctx).
-					If(clientv3.Compare(clientv3.ModRevision(g.key), "=", g.rev)).
-					Then(clientv3.OpPut(e.rawKey(w, i), string(e.value))).
-					Commit()
-				if err == nil && !resp.Succeeded {
-					err = errors.New("guard compare failed")
-				}
-				return err
-			})
+		err := r.compare(sr, c, func() error {
+			r.StopNode()
+			put := r.measure(ctx, whatEtcdPut, conc, r.EtcdPut)
+			txn := r.measure(ctx, whatEtcdTxn, conc, r.guardedTxn(guards))
 			c.add(put, txn)
 			return failed(put, txn)
 		}, func() error {
-			e.stopNode()
-			ours := e.measure(ctx, whatSubmit, conc, submit)
+			r.StopNode()
+			ours := r.measure(ctx, whatSubmit, conc, submit)
 			c.add(ours)
 			if err := failed(ours); err != nil {
 				return err
 			}
-			return e.catchUp(ctx, sr, conc, "no leader applying")
+			return r.catchUp(ctx, sr, conc, "no leader applying")
 		})
 		if err != nil {
 			return sr, err
 		}
 		// The last run may have ended with the baselines, node stopped.
-		if err := e.startNode(ctx); err != nil {
+		if err := r.StartNode(ctx); err != nil {
 			sr.Measurements = append(sr.Measurements, c.medians()...)
 			return sr, err
 		}
-		applying := e.measure(ctx, whatSubmitApplying, conc, submit)
+		applying := r.measure(ctx, whatSubmitApplying, conc, submit)
 		c.add(applying)
-		if err := e.catchUp(ctx, sr, conc, "leader applying"); err != nil {
+		if err := r.catchUp(ctx, sr, conc, "leader applying"); err != nil {
 			sr.Measurements = append(sr.Measurements, c.medians()...)
 			return sr, err
 		}
@@ -106,18 +96,18 @@ func (e *env) runSubmit(ctx context.Context) (*ScenarioReport, error) {
 
 // catchUp starts the node if it is not running, waits until nothing is
 // pending, noting how long that took, and compacts the etcd the run started.
-func (e *env) catchUp(ctx context.Context, sr *ScenarioReport, conc int, what string) error {
+func (r *runner) catchUp(ctx context.Context, sr *ScenarioReport, conc int, what string) error {
 	start := time.Now()
-	if err := e.startNode(ctx); err != nil {
+	if err := r.StartNode(ctx); err != nil {
 		return err
 	}
-	if err := e.waitNothingPending(ctx); err != nil {
+	if err := r.WaitNothingPending(ctx); err != nil {
 		return err
 	}
 	sr.notef("c=%d, %s: the node had applied the rest %.2fs after the submissions stopped", conc, what, time.Since(start).Seconds())
 	// The next measurement starts on a compacted etcd, as one a deployment
 	// compacts would be, whatever this one left in its history.
-	return e.compactOwnEtcd(ctx)
+	return r.CompactOwnEtcd(ctx)
 }
 
 // guard is a key whose mod revision a guarded transaction compares.
@@ -126,12 +116,29 @@ type guard struct {
 	rev int64
 }
 
+// guardedTxn is the guarded etcd transaction baseline: operation i of
+// worker w compares the mod revision of its guard and puts Value at
+// RawKey(w, i).
+func (r *runner) guardedTxn(guards []guard) func(ctx context.Context, w, i int) error {
+	return func(ctx context.Context, w, i int) error {
+		g := guards[w%len(guards)]
+		resp, err := r.Etcd.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(g.key), "=", g.rev)).
+			Then(clientv3.OpPut(r.RawKey(w, i), string(r.Value))).
+			Commit()
+		if err == nil && !resp.Succeeded {
+			err = errors.New("guard compare failed")
+		}
+		return err
+	}
+}
+
 // makeGuards writes one guard key per registration name.
-func (e *env) makeGuards(ctx context.Context) ([]guard, error) {
-	gs := make([]guard, len(e.callers))
+func (r *runner) makeGuards(ctx context.Context) ([]guard, error) {
+	gs := make([]guard, len(r.Callers))
 	for i := range gs {
-		key := e.scratch("guard/" + strconv.Itoa(i))
-		resp, err := e.cli.Put(ctx, key, "guard")
+		key := r.Scratch("guard/" + strconv.Itoa(i))
+		resp, err := r.Etcd.Put(ctx, key, "guard")
 		if err != nil {
 			return nil, err
 		}
@@ -140,30 +147,19 @@ func (e *env) makeGuards(ctx context.Context) ([]guard, error) {
 	return gs, nil
 }
 
-// rawKey is the etcd key of a baseline write.
-func (e *env) rawKey(w, i int) string {
-	return e.scratch("raw/" + strconv.Itoa((w*7919+i*31)%e.cfg.Keys))
-}
-
-// etcdPut is the raw etcd put baseline.
-func (e *env) etcdPut(ctx context.Context, w, i int) error {
-	_, err := e.cli.Put(ctx, e.rawKey(w, i), string(e.value))
-	return err
-}
-
 // measure runs a closed-loop measurement and reports it as progress.
-func (e *env) measure(ctx context.Context, what string, conc int, op func(ctx context.Context, w, i int) error) Measurement {
-	m := measurement(what, conc, closedLoop(ctx, conc, e.cfg.Duration, op))
-	e.progressMeasurement(m)
+func (r *runner) measure(ctx context.Context, what string, conc int, op func(ctx context.Context, w, i int) error) Measurement {
+	m := measurement(what, conc, closedLoop(ctx, conc, r.cfg.Duration, op))
+	r.progressMeasurement(m)
 	return m
 }
 
-func (e *env) progressMeasurement(m Measurement) {
+func (r *runner) progressMeasurement(m Measurement) {
 	conc := "-"
 	if m.Concurrency > 0 {
 		conc = strconv.Itoa(m.Concurrency)
 	}
-	e.progress("  %-45s c=%-4s %9.0f ops/s  p50 %7.2f ms  p99 %7.2f ms  errors %d", m.What, conc, m.OpsPerSec, m.P50Ms, m.P99Ms, m.Errors)
+	r.Progressf("  %-45s c=%-4s %9.0f ops/s  p50 %7.2f ms  p99 %7.2f ms  errors %d", m.What, conc, m.OpsPerSec, m.P50Ms, m.P99Ms, m.Errors)
 }
 
 // failed returns an error when a measurement did nothing but fail.

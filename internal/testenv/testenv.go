@@ -1,6 +1,8 @@
 // Package testenv starts the real parts tests run against: an embedded etcd
 // member in a temporary directory and memcached processes on free loopback
-// ports, each stopped by its own pid when the test ends, pass or fail.
+// ports, each stopped by its own pid when the test ends, pass or fail. Main,
+// every such test binary's TestMain, fails a binary whose passing tests
+// leave goroutines running.
 package testenv
 
 import (

@@ -1,53 +1,35 @@
-// Package applier is the leader's write path: it reads pending batches in
-// token order and applies them to memcached, then records the new applied
-// watermark and removes the applied batches in one etcd transaction guarded
-// by the leadership.
+// Package applier is the leader's write path: it applies pending batches to
+// memcached in token order, then records the new applied watermark and
+// removes the applied batches in one etcd transaction guarded by the
+// leadership.
 //
-// Order (G2): batches are applied in rounds, in token order, the operations
-// of a batch in the order given. Within a round only the last operation on
-// each key is written: the skipped ones would have been overwritten at once.
-// The round's writes are made in steps of up to Config.WriteConcurrency
-// writes sent together, at most one of each registration name per step:
-// each name's writes are made one after the other in token order, so each
-// key's and each name's (every incarnation of it) operations land in token
-// order; writes of different names in one round may land in either order.
-// A round is committed only once all its writes are made, so the
-// watermark, WaitApplied and the drain barrier order everything.
-// WriteConcurrency 1 makes every write in token order.
+// Order (G2): batches are applied in rounds of at most MaxBatchesPerCommit,
+// each committed only once all its writes are made, so the watermark,
+// WaitApplied and the drain barrier order everything. Within a round only
+// the newest operation on each key is written, in steps of up to
+// WriteConcurrency writes and at most one write of each registration name
+// per step: each key's and each name's operations land in token order;
+// writes of different names in one round may land in either order.
 //
-// Replay (G3, G6): a new leader cannot know which pending batches its
-// predecessor already wrote. Every leader applies in rounds of at most
-// MaxBatchesPerCommit batches, each round's writes all made before its
-// commit, and writes a round only once the commit of the round before the
-// previous one is done (one commit runs while the next round is written). So
-// at most two rounds, ReplayHeadBatches batches, are ever written and not
-// committed: a predecessor can have written only within the first
-// ReplayHeadBatches batches after the watermark it left. A new leader's first
-// round, the replay head, is exactly those batches (or all pending ones when
-// fewer), all written before its first commit, and committed before any
-// later round is written: for each key it writes only the newest operation
-// of the head.
-// Whatever the predecessor wrote is older than or equal to that, so a key
-// never goes back; batches past the head were never written by anyone and
-// are applied in order. Writes are idempotent, so replaying what was already
-// written is harmless (exactly once in effect).
+// Replay (G3, G6): a round is written only once the commit of the round
+// before the previous one is done, so at most ReplayHeadBatches batches past
+// the watermark are ever written and not committed. A new leader's first
+// round, the replay head, is exactly those batches, written (newest
+// operation per key) before its first commit: whatever a predecessor wrote
+// is no newer, so no key goes back, and since writes are idempotent,
+// writing them again is harmless (exactly once in effect).
 //
-// Reading: the leader writes a takeover mark into etcd, then reads etcd's
-// history with a watch from the watermark's revision (so it reads only the
-// batches accepted since, not every key etcd still holds as deleted), in
-// token order, into a bounded inbox: the head ends at the mark, and the same
-// watch then follows new batches. Memory does not grow with the backlog;
-// only when etcd has compacted the history past the watermark are the
-// pending batches read with one range read.
-//
-// memcached being down leaves batches pending: the write is retried with
-// backoff, re-checking leadership before every attempt, and nothing is
-// dropped. A record that cannot be decoded, or an operation memcached refuses
-// for good, is set aside under the quarantine prefix and reported instead of
-// stalling the leader.
+// Reading: the leader writes a takeover mark, then reads etcd's history with
+// a watch from the watermark's revision into a bounded inbox; the replay
+// head ends at the mark. Only when etcd has compacted that history are the
+// pending batches read with one range read. memcached being down leaves
+// batches pending and retried, never dropped; a record that cannot be
+// decoded, or an operation memcached refuses for good, is set aside under
+// the quarantine prefix so that it cannot stall the leader.
 package applier
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -62,6 +44,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coordinator-dev/coordinator/internal/retry"
+	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/election"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 	"github.com/coordinator-dev/coordinator/pkg/memfence"
@@ -69,43 +52,49 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
 )
 
-// MaxTxnOps is etcd's default --max-txn-ops: a commit transaction (one
-// watermark put, a delete per batch, a quarantine put per batch set aside)
-// never has more operations.
-const MaxTxnOps = 128
-
-// DefaultMaxBatchesPerCommit is the most batches one round applies: when
-// none is set aside, its commit is one transaction of MaxTxnOps operations;
-// a round with batches set aside is committed in several.
-const DefaultMaxBatchesPerCommit = MaxTxnOps - 1
+// MaxTxnOps is etcd's default --max-txn-ops (tokenseq.MaxTxnOps): a commit
+// transaction (one watermark put, a delete per batch, a quarantine put per
+// batch set aside) never has more operations.
+const MaxTxnOps = tokenseq.MaxTxnOps
 
 // ReplayHeadBatches bounds the batches a leader has written to memcached and
 // not yet committed, and is the size of a replay's head (see the package
-// documentation): one round of at most DefaultMaxBatchesPerCommit batches is
+// documentation): one round of at most ReplayHeadBatches/2 batches is
 // committed while the next one is written. Every leader must use the same
 // value: a successor's head must cover whatever its predecessor may have
 // written.
 const ReplayHeadBatches = 2 * DefaultMaxBatchesPerCommit
 
-// DefaultMaxInboxBatches bounds the batches the live path holds in memory.
-const DefaultMaxInboxBatches = 4096
+// Defaults of Config.
+const (
+	// DefaultMaxBatchesPerCommit is the most batches one round applies, and
+	// the largest MaxBatchesPerCommit allowed: when none is set aside, its
+	// commit is one transaction of MaxTxnOps operations; a round with
+	// batches set aside is committed in several.
+	DefaultMaxBatchesPerCommit = MaxTxnOps - 1
+	// DefaultMaxInboxBatches bounds the batches the live path holds in
+	// memory.
+	DefaultMaxInboxBatches = 4096
+	// DefaultWriteConcurrency is the most memcached writes sent at once.
+	DefaultWriteConcurrency = 8
+)
 
-// Config configures the applier.
+// Config configures the applier. Zero values mean the defaults noted.
 type Config struct {
-	// Client is the etcd client the pending batches are read and committed
+	// Etcd is the etcd client the pending batches are read and committed
 	// with.
-	Client *clientv3.Client
+	Etcd *clientv3.Client
 	// Layout is the namespace's key layout.
 	Layout keyspace.Layout
 	// Memcached is the fenced writer the operations are written with.
 	Memcached *memfence.Writer
-	// Limits are used to validate records, which may have been written by
-	// something other than this coordinator.
+	// Limits validate records, which may have been written by something
+	// other than this coordinator; zero means memcached's defaults.
 	Limits ops.Limits
 	// MaxBatchesPerCommit bounds the batches of one round, written together
-	// and then committed (in one transaction unless some are set aside);
-	// zero means DefaultMaxBatchesPerCommit, which is also the most (two
-	// rounds must fit in ReplayHeadBatches).
+	// and then committed (in one transaction unless some are set aside). It
+	// is at most DefaultMaxBatchesPerCommit, so that two rounds fit in
+	// ReplayHeadBatches; zero means DefaultMaxBatchesPerCommit.
 	MaxBatchesPerCommit int
 	// MaxInboxBatches bounds the batches received from the watch and not yet
 	// applied (while memcached is down, say): beyond it, the applier holds
@@ -119,8 +108,8 @@ type Config struct {
 	// server, holding at most one write of each registration name, so each
 	// name's writes, and each key's, stay in token order; writes of
 	// different names within a round may land in any order. 1 writes
-	// everything one after the other, in token order across names. Zero (or
-	// less) means DefaultWriteConcurrency.
+	// everything one after the other, in token order across names. Zero
+	// means DefaultWriteConcurrency.
 	WriteConcurrency int
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
@@ -128,6 +117,43 @@ type Config struct {
 	Stats *Stats
 	// Hooks observe writes; for tests and tracing.
 	Hooks Hooks
+}
+
+// Validate checks the config; its errors are *config.FieldError.
+func (cfg *Config) Validate() error {
+	const pkg = "applier"
+	switch {
+	case cfg.Etcd == nil:
+		return config.Errorf(pkg, "Etcd", "is nil")
+	case cfg.Memcached == nil:
+		return config.Errorf(pkg, "Memcached", "is nil")
+	case cfg.Layout.Prefix() == "":
+		return config.Errorf(pkg, "Layout", "is empty")
+	case cfg.MaxBatchesPerCommit < 0:
+		return config.Errorf(pkg, "MaxBatchesPerCommit", "%d is negative", cfg.MaxBatchesPerCommit)
+	case cfg.MaxBatchesPerCommit > DefaultMaxBatchesPerCommit:
+		return config.Errorf(pkg, "MaxBatchesPerCommit", "%d is over %d (two rounds must fit in the replay head of %d)",
+			cfg.MaxBatchesPerCommit, DefaultMaxBatchesPerCommit, ReplayHeadBatches)
+	case cfg.MaxInboxBatches < 0:
+		return config.Errorf(pkg, "MaxInboxBatches", "%d is negative", cfg.MaxInboxBatches)
+	case cfg.WriteConcurrency < 0:
+		return config.Errorf(pkg, "WriteConcurrency", "%d is negative", cfg.WriteConcurrency)
+	}
+	return nil
+}
+
+// withDefaults fills in the defaults of unset fields.
+func (cfg Config) withDefaults() Config {
+	cfg.MaxBatchesPerCommit = cmp.Or(cfg.MaxBatchesPerCommit, DefaultMaxBatchesPerCommit)
+	cfg.MaxInboxBatches = cmp.Or(cfg.MaxInboxBatches, DefaultMaxInboxBatches)
+	cfg.WriteConcurrency = cmp.Or(cfg.WriteConcurrency, DefaultWriteConcurrency)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Stats == nil {
+		cfg.Stats = &Stats{}
+	}
+	return cfg
 }
 
 // Hooks observe the applier's writes. BeforeWrite is called concurrently
@@ -144,8 +170,8 @@ type Hooks struct {
 	AfterWrite func(w Write)
 	// WatchResponse runs each time the leader receives a response of its
 	// watch of pending batches, before it hands any of it over: events is
-	// how many events the response carries, held how many read events now
-	// wait for room in the inbox (the response's included), and err is
+	// how many events the response carries, held how many read events wait
+	// for room in the inbox (the response's included), and err is
 	// what ends the watch, if the response does (ErrHistoryCompacted when
 	// etcd has compacted the history the watch reads).
 	WatchResponse func(events, held int, err error)
@@ -182,8 +208,8 @@ type Stats struct {
 	// more each time it fell behind a watch and opened it again (see
 	// stream).
 	Watches atomic.Uint64
-	// StandbyHeld is the number of batches the node's standby holds now
-	// (see Standby); zero while it leads or is behind.
+	// StandbyHeld is the number of batches the node's standby holds (see
+	// Standby); zero while it leads or is behind.
 	StandbyHeld atomic.Int64
 	// StandbyWatches counts the watches a standby opened: one, and one
 	// more each time it follows again after falling behind.
@@ -232,7 +258,9 @@ func quarantineRecord(it pending, reason string) QuarantineRecord {
 	if len(ex) > QuarantineExcerptBytes {
 		ex = ex[:QuarantineExcerptBytes]
 	}
-	return QuarantineRecord{Key: it.key, Token: it.tok.Revision, Index: it.tok.Index, Reason: reason, ValueBytes: len(it.value), Excerpt: ex}
+	return QuarantineRecord{
+		Key: it.key, Token: it.tok.Revision, Index: it.tok.Index, Reason: reason, ValueBytes: len(it.value), Excerpt: ex,
+	}
 }
 
 type applier struct {
@@ -261,61 +289,28 @@ type opPos struct {
 	idx int
 }
 
-// ErrBadConfig is returned by Run and Standby.Run for an invalid Config.
-var ErrBadConfig = errors.New("applier: bad config")
-
-// Validate checks the config.
-func (cfg *Config) Validate() error {
-	switch {
-	case cfg.Client == nil:
-		return fmt.Errorf("%w: Client is nil", ErrBadConfig)
-	case cfg.Memcached == nil:
-		return fmt.Errorf("%w: Memcached is nil", ErrBadConfig)
-	case cfg.Layout.Prefix() == "":
-		return fmt.Errorf("%w: Layout is empty", ErrBadConfig)
-	}
-	return nil
-}
-
 // Run applies pending batches until ctx ends or leadership is lost. It
 // returns ErrNotLeader or memfence.ErrFenced when this node must stop acting
-// as leader, ErrBadConfig for an invalid cfg, and other errors (a broken
-// watch) after which it may be run again.
+// as leader, a *config.FieldError for an invalid cfg, and other errors (a
+// broken watch) after which it may be run again.
 func Run(ctx context.Context, cfg Config, lead *election.Leadership) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
 	return run(ctx, cfg.withDefaults(), lead, nil)
 }
 
-// withDefaults fills in the defaults of unset fields.
-func (cfg Config) withDefaults() Config {
-	if cfg.MaxBatchesPerCommit <= 0 {
-		cfg.MaxBatchesPerCommit = DefaultMaxBatchesPerCommit
-	}
-	cfg.MaxBatchesPerCommit = min(cfg.MaxBatchesPerCommit, ReplayHeadBatches/2)
-	if cfg.MaxInboxBatches <= 0 {
-		cfg.MaxInboxBatches = DefaultMaxInboxBatches
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Stats == nil {
-		cfg.Stats = &Stats{}
-	}
-	return cfg
-}
-
-// run is Run, reading on from what a standby read (st, which may be nil).
+// run is Run of a valid cfg with defaults, reading on from what a standby
+// read (st, which may be nil).
 func run(ctx context.Context, cfg Config, lead *election.Leadership, st *followState) error {
 	if st != nil {
 		defer st.watch.cancel()
-	}
-	if err := cfg.Validate(); err != nil {
-		return err
 	}
 	if lead.Term > 0xffffffff {
 		return fmt.Errorf("applier: term %d does not fit memcached's flags", lead.Term)
 	}
 	a := &applier{cfg: cfg, lead: lead, term: uint32(lead.Term), log: cfg.Logger, stats: cfg.Stats}
-	wm, _, err := tokenseq.Watermark(ctx, cfg.Client, cfg.Layout)
+	wm, _, err := tokenseq.Watermark(ctx, cfg.Etcd, cfg.Layout)
 	if err != nil {
 		return err
 	}
@@ -331,7 +326,7 @@ func run(ctx context.Context, cfg Config, lead *election.Leadership, st *followS
 // returns its revision: every batch accepted before the takeover has a lower
 // one.
 func (a *applier) putTakeoverMark(ctx context.Context) (int64, error) {
-	resp, err := a.cfg.Client.Txn(ctx).If(a.lead.Guard()).
+	resp, err := a.cfg.Etcd.Txn(ctx).If(a.lead.Guard()).
 		Then(clientv3.OpPut(a.cfg.Layout.TakeoverMark(), strconv.FormatUint(a.lead.Term, 10))).Commit()
 	if err != nil {
 		return 0, fmt.Errorf("applier: write takeover mark: %w", err)
@@ -346,14 +341,11 @@ func (a *applier) putTakeoverMark(ctx context.Context) (int64, error) {
 // one, in token order, and applies them in rounds of at most
 // MaxBatchesPerCommit batches. A pump goroutine receives them into an inbox
 // while the applier is busy writing and committing, so each round takes
-// everything that arrived meanwhile: under load, commits are shared by many
-// batches instead of one each.
+// everything that arrived meanwhile: under load, many batches share a
+// commit.
 //
-// The first round is the replay head: every batch up to the takeover mark,
-// or the first ReplayHeadBatches of them when there are more, applied
-// together (newest operation per key, every write before the first commit).
-// It covers whatever a predecessor may have written past the watermark; see
-// the package documentation.
+// The first round is the replay head (see takeHead), applied together
+// (newest operation per key, every write before the first commit).
 func (a *applier) follow(ctx context.Context, mark int64, st *followState) error {
 	in := newInbox(a.cfg.MaxInboxBatches)
 	pctx, cancel := context.WithCancel(ctx)
@@ -367,25 +359,9 @@ func (a *applier) follow(ctx context.Context, mark int64, st *followState) error
 		in.close()
 		<-pumped
 	}()
-	// The head counts valid batches only: records set aside write nothing,
-	// and one at the watermark may be handed over again (see applied).
-	var head []pending
-	valid := 0
-	for caughtUp := false; !caughtUp && valid < ReplayHeadBatches; {
-		chunk, err := in.take(ctx, ReplayHeadBatches-valid)
-		if err != nil {
-			return err
-		}
-		for _, it := range chunk {
-			if it.mark {
-				caughtUp = true
-				continue
-			}
-			head = append(head, it)
-			if it.batch != nil {
-				valid++
-			}
-		}
+	head, err := takeHead(ctx, in)
+	if err != nil {
+		return err
 	}
 	if len(head) > 0 {
 		a.log.Info("replaying pending batches", "batches", len(head), "watermark", a.wm.String(), "term", a.term)
@@ -425,6 +401,34 @@ func (a *applier) follow(ctx context.Context, mark int64, st *followState) error
 		committing = make(chan error, 1)
 		go func(done chan<- error) { done <- a.commitRound(ctx, chunk, quarantine) }(committing)
 	}
+}
+
+// takeHead takes the replay head from in: every batch up to the takeover
+// mark, or the first ReplayHeadBatches of them when there are more. It
+// covers whatever a predecessor may have written past the watermark; see
+// the package documentation. The head counts valid batches only: records
+// set aside write nothing, and one at the watermark may be handed over
+// again (see applied).
+func takeHead(ctx context.Context, in *inbox) ([]pending, error) {
+	var head []pending
+	valid := 0
+	for caughtUp := false; !caughtUp && valid < ReplayHeadBatches; {
+		chunk, err := in.take(ctx, ReplayHeadBatches-valid)
+		if err != nil {
+			return nil, err
+		}
+		for _, it := range chunk {
+			if it.mark {
+				caughtUp = true
+				continue
+			}
+			head = append(head, it)
+			if it.batch != nil {
+				valid++
+			}
+		}
+	}
+	return head, nil
 }
 
 // decode turns a stored record into a pending batch, marking it bad when it
@@ -616,7 +620,7 @@ func (a *applier) commit(ctx context.Context, items []pending, quarantine []*Qua
 		rec, _ := json.Marshal(q)
 		txnOps = append(txnOps, clientv3.OpPut(a.cfg.Layout.Quarantine(q.Token, q.Index, q.Key), string(rec)))
 	}
-	resp, err := a.cfg.Client.Txn(ctx).If(a.lead.Guard()).Then(txnOps...).Commit()
+	resp, err := a.cfg.Etcd.Txn(ctx).If(a.lead.Guard()).Then(txnOps...).Commit()
 	if err != nil {
 		return fmt.Errorf("applier: commit watermark %s: %w", wm, err)
 	}

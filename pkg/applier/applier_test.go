@@ -50,7 +50,7 @@ func (e *env) startNode(t *testing.T, id string, hooks applier.Hooks, limits ops
 
 // writer returns a fenced writer to the env's memcached, closed when t ends.
 func (e *env) writer(t *testing.T) *memfence.Writer {
-	w, err := memfence.New([]string{e.mc.Addr}, memfence.Options{})
+	w, err := memfence.New(memfence.Config{Servers: []string{e.mc.Addr}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -572,7 +572,7 @@ func TestCompactionWhileEventsAreHeldLosesNoBatch(t *testing.T) {
 }
 
 // When etcd has compacted the history back to the watermark, a new leader
-// reads the pending batches with a range read instead, and applies them all.
+// reads the pending batches with a range read, and applies them all.
 func TestReplayAfterCompactionReadsPendingBatches(t *testing.T) {
 	e := newEnv(t, ops.Limits{})
 	caller := e.register(t, "svc")
@@ -680,7 +680,7 @@ func TestStandbyHandsOverThePendingBatches(t *testing.T) {
 	}
 	submit(5)
 	stats := &applier.Stats{}
-	cfg := applier.Config{Client: e.cli, Layout: e.layout, Memcached: e.writer(t), Logger: testenv.Logger(), Stats: stats}
+	cfg := applier.Config{Etcd: e.cli, Layout: e.layout, Memcached: e.writer(t), Logger: testenv.Logger(), Stats: stats}
 	sb := applier.StartStandby(e.ctx, cfg)
 	t.Cleanup(sb.Stop)
 	testenv.Eventually(t, 10*time.Second, func() bool { return int(stats.StandbyHeld.Load()) == 5 }, "the standby holds the 5 pending batches")
@@ -696,7 +696,7 @@ func TestStandbyHandsOverThePendingBatches(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- election.Run(ctx, election.Config{Client: e.cli, Layout: e.layout, NodeID: "n1", TTL: 5 * time.Second, Logger: testenv.Logger()},
+		done <- election.Run(ctx, election.Config{Etcd: e.cli, Layout: e.layout, NodeID: "n1", LeaseTTL: 5 * time.Second, Logger: testenv.Logger()},
 			func(l *election.Leadership) error { return sb.Run(l.Context(), l) })
 	}()
 	submit(2) // after the standby was taken over, or before: either way applied
@@ -738,7 +738,7 @@ func TestStandbyBehindCountsInsteadOfReopeningItsWatch(t *testing.T) {
 		last = tok
 	}
 	stats := &applier.Stats{}
-	cfg := applier.Config{Client: e.cli, Layout: e.layout, Memcached: e.writer(t),
+	cfg := applier.Config{Etcd: e.cli, Layout: e.layout, Memcached: e.writer(t),
 		Logger: testenv.Logger(), MaxInboxBatches: 8, Stats: stats}
 	sb := applier.StartStandby(e.ctx, cfg)
 	t.Cleanup(sb.Stop)

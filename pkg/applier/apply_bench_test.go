@@ -69,29 +69,7 @@ func BenchmarkApplyBatch(b *testing.B) {
 				}
 				return fmt.Sprintf("%s-%d", ns, i%c.keys)
 			}
-			// Submit the backlog from 16 goroutines.
-			var next, last atomic.Int64
-			var wg sync.WaitGroup
-			for range 16 {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for {
-						i := int(next.Add(1) - 1)
-						if i >= b.N {
-							return
-						}
-						tok, err := callers[i%len(callers)].Set(ctx, key(i), value, 0)
-						if err != nil {
-							b.Error(err)
-							return
-						}
-						for cur := last.Load(); tok.Revision > cur && !last.CompareAndSwap(cur, tok.Revision); cur = last.Load() {
-						}
-					}
-				}()
-			}
-			wg.Wait()
+			last := submitBacklog(ctx, b, callers, key, value)
 			if b.Failed() {
 				return
 			}
@@ -104,7 +82,7 @@ func BenchmarkApplyBatch(b *testing.B) {
 				done <- node.Run(nctx, node.Config{Etcd: cli, Layout: layout, NodeID: "bench", LeaseTTL: 5 * time.Second,
 					Memcached: []string{mc.Addr}, WriteConcurrency: c.steps, Logger: testenv.Logger(), Stats: stats})
 			}()
-			if err := cl.WaitApplied(ctx, client.Token{Revision: last.Load()}); err != nil {
+			if err := cl.WaitApplied(ctx, client.Token{Revision: last}); err != nil {
 				b.Fatal(err)
 			}
 			b.StopTimer()
@@ -118,4 +96,31 @@ func BenchmarkApplyBatch(b *testing.B) {
 			b.ReportMetric(float64(stats.Commits.Load())/n, "etcd-commits/op")
 		})
 	}
+}
+
+// submitBacklog submits b.N sets of value, the i-th to key(i) by
+// callers[i%len(callers)], from 16 goroutines, and returns the highest
+// revision of their tokens.
+func submitBacklog(ctx context.Context, b *testing.B, callers []*client.Caller, key func(int) string, value []byte) int64 {
+	var next, last atomic.Int64
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= b.N {
+					return
+				}
+				tok, err := callers[i%len(callers)].Set(ctx, key(i), value, 0)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				for cur := last.Load(); tok.Revision > cur && !last.CompareAndSwap(cur, tok.Revision); cur = last.Load() {
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return last.Load()
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/coordinator-dev/coordinator/internal/testenv"
 	"github.com/coordinator-dev/coordinator/pkg/applier"
+	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/election"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 )
@@ -17,13 +18,13 @@ func TestRunRefusesBadConfig(t *testing.T) {
 	lead := &election.Leadership{Term: 1}
 	for _, cfg := range []applier.Config{
 		{Layout: keyspace.MustNew("t")},
-		{Client: cli, Layout: keyspace.MustNew("t")},
-		{Client: cli},
+		{Etcd: cli, Layout: keyspace.MustNew("t")},
+		{Etcd: cli},
 	} {
-		if err := applier.Run(ctx, cfg, lead); !errors.Is(err, applier.ErrBadConfig) {
+		if err := applier.Run(ctx, cfg, lead); !errors.Is(err, config.ErrBadConfig) {
 			t.Errorf("Run(%+v) = %v, want ErrBadConfig", cfg, err)
 		}
-		if err := applier.StartStandby(ctx, cfg).Run(ctx, lead); !errors.Is(err, applier.ErrBadConfig) {
+		if err := applier.StartStandby(ctx, cfg).Run(ctx, lead); !errors.Is(err, config.ErrBadConfig) {
 			t.Errorf("Standby.Run(%+v) = %v, want ErrBadConfig", cfg, err)
 		}
 	}

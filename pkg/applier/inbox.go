@@ -10,7 +10,7 @@ var errInboxClosed = errors.New("applier: inbox closed")
 
 // inbox hands batches from the watch pump to the applying goroutine. It
 // holds at most max batches: put waits for room, so a stalled applier stops
-// the pump instead of growing without bound. One goroutine puts, one takes.
+// the pump rather than growing without bound. One goroutine puts, one takes.
 type inbox struct {
 	mu    sync.Mutex
 	items []pending

@@ -16,7 +16,7 @@ import (
 )
 
 // Standby follows the pending batches while its node campaigns, so that the
-// node holds them when it wins instead of starting to read then.
+// node holds them when it wins, rather than starting to read then.
 //
 // A leader that starts reading reads etcd's history with a watch that starts
 // in the past, and etcd serves such a watch only from its resync loop, which
@@ -29,11 +29,12 @@ import (
 // from there. A standby that falls further behind than that drops what it
 // holds; its node then reads the history when it wins, as without a
 // standby. It follows again once at most half that many batches are
-// pending: until then it counts them now and then (etcd counts keys from
-// its index), instead of opening its watch again, which would make etcd
-// read the whole backlog from its history each time.
+// pending: until then it counts them from time to time (etcd counts keys
+// from its index), rather than opening its watch again, which would make
+// etcd read the whole backlog from its history each time.
 type Standby struct {
-	cfg Config
+	cfg Config // with defaults
+	bad error  // cfg's validation error
 	// parent is the context StartStandby was given: the watch handed over
 	// lives in it, not in the standby's own, which ends with the standby.
 	parent context.Context
@@ -56,12 +57,16 @@ var errStandbyBehind = errors.New("applier: standby: more batches pending than i
 
 // StartStandby starts following the pending batches until ctx ends, Stop is
 // called, or Run takes over. With an invalid cfg it follows nothing, and Run
-// returns ErrBadConfig.
+// returns cfg's *config.FieldError.
 func StartStandby(ctx context.Context, cfg Config) *Standby {
+	bad := cfg.Validate()
 	cfg = cfg.withDefaults()
 	sctx, cancel := context.WithCancel(ctx)
-	s := &Standby{cfg: cfg, parent: ctx, cancel: cancel, req: make(chan chan *followState), done: make(chan struct{})}
-	if cfg.Validate() != nil {
+	s := &Standby{
+		cfg: cfg, bad: bad, parent: ctx, cancel: cancel,
+		req: make(chan chan *followState), done: make(chan struct{}),
+	}
+	if bad != nil {
 		close(s.done)
 		return s
 	}
@@ -87,6 +92,9 @@ func (s *Standby) Run(ctx context.Context, lead *election.Leadership) error {
 	case <-s.done:
 	}
 	s.Stop()
+	if s.bad != nil {
+		return s.bad
+	}
 	return run(ctx, s.cfg, lead, st)
 }
 
@@ -124,7 +132,7 @@ func (s *Standby) run(ctx context.Context) {
 // pending, or whether counting them failed (following again will tell).
 func (s *Standby) backlogFits(ctx context.Context) bool {
 	s.cfg.Stats.StandbyCounts.Add(1)
-	resp, err := s.cfg.Client.Get(ctx, s.cfg.Layout.OpsPrefix(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	resp, err := s.cfg.Etcd.Get(ctx, s.cfg.Layout.OpsPrefix(), clientv3.WithPrefix(), clientv3.WithCountOnly())
 	return err != nil || resp.Count <= int64(s.cfg.MaxInboxBatches/2)
 }
 
@@ -132,7 +140,7 @@ func (s *Standby) backlogFits(ctx context.Context) bool {
 // over (it reports true) or following fails.
 func (s *Standby) follow(ctx context.Context) (bool, error) {
 	layout := s.cfg.Layout
-	wm, _, err := tokenseq.Watermark(ctx, s.cfg.Client, layout)
+	wm, _, err := tokenseq.Watermark(ctx, s.cfg.Etcd, layout)
 	if err != nil {
 		return false, err
 	}

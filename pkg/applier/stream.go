@@ -29,10 +29,10 @@ type feed struct {
 // holds as deleted keys, and never all at once. When the applier falls
 // behind the watch by more than the inbox, the watch is cancelled and opened
 // again where it stopped (see stream), so that the etcd client does not
-// buffer what the applier has no room for. When
-// etcd has compacted the history the watch needs, the pending batches
-// are read with a range read instead (which holds them all in memory once),
-// and the watch goes on from that read's revision.
+// buffer what the applier has no room for. When etcd has compacted the
+// history the watch needs, the pending batches are read with one range read
+// (which holds them all in memory once), and the watch goes on from that
+// read's revision.
 //
 // With st, what a standby read (see Standby), it hands over the batches the
 // standby holds and reads on from the standby's watch, which is caught up.
@@ -92,11 +92,12 @@ type openWatch struct {
 //
 // Not fragmented (clientv3.WithFragment): a response of 1000 revisions of
 // groups of batches can take tens of MiB, which fragments would spare the
-// leader from receiving as one message (measured: draining 1 000 000 peaked
-// at 98 MiB instead of 139 MiB), but etcd computes a fragment's size again
-// after each event it adds, and the drain ran 3 to 8 times slower.
+// leader from receiving as one message, but etcd computes a fragment's size
+// again after each event it adds, which slows a drain far more than the
+// memory saved is worth (BENCHMARKS.md has the figures).
 func watchPending(ctx context.Context, cfg Config, start string, rev int64) clientv3.WatchChan {
-	return cfg.Client.Watch(ctx, start, clientv3.WithRange(cfg.Layout.OpsEnd()), clientv3.WithRev(rev), clientv3.WithFilterDelete())
+	return cfg.Etcd.Watch(ctx, start,
+		clientv3.WithRange(cfg.Layout.OpsEnd()), clientv3.WithRev(rev), clientv3.WithFilterDelete())
 }
 
 // responseErr is the error a watch response carries: ErrHistoryCompacted
@@ -134,9 +135,10 @@ var errInboxFull = errors.New("applier: inbox full")
 // opened while that is handed over. The applier's own deletes, as many as
 // the batches, are filtered out by etcd.
 //
-// With w, it reads on from that open watch (a standby's) instead of opening
-// one.
-func (a *applier) stream(ctx context.Context, f feed, next int64, rest []*clientv3.Event, w *openWatch) (int64, []*clientv3.Event, error) {
+// With w, it reads on from that open watch (a standby's), opening none.
+func (a *applier) stream(ctx context.Context, f feed, next int64, rest []*clientv3.Event, w *openWatch) (
+	int64, []*clientv3.Event, error,
+) {
 	in := f.in
 	a.stats.Watches.Add(1)
 	if w == nil {
@@ -211,8 +213,8 @@ func (a *applier) watchResponse(wr clientv3.WatchResponse, held []*clientv3.Even
 	}
 }
 
-// handOverFree hands over as much of evs as f's inbox has room for now,
-// without waiting, decoding only that, until at most keep are left; it
+// handOverFree hands over as much of evs as f's inbox has room for, without
+// waiting, decoding only that, until at most keep are left; it
 // returns the rest, and false when the inbox was closed.
 func (a *applier) handOverFree(f feed, evs []*clientv3.Event, keep int) ([]*clientv3.Event, bool) {
 	k := min(f.in.free(), len(evs)-keep)
@@ -250,7 +252,7 @@ func (a *applier) handOver(ctx context.Context, f feed, evs []*clientv3.Event, k
 // the read's.
 func (a *applier) readPending(ctx context.Context, f feed, next int64) (int64, error) {
 	in, wm := f.in, f.wm
-	resp, err := a.cfg.Client.Get(ctx, a.cfg.Layout.OpsPrefix(), clientv3.WithPrefix(),
+	resp, err := a.cfg.Etcd.Get(ctx, a.cfg.Layout.OpsPrefix(), clientv3.WithPrefix(),
 		clientv3.WithSort(clientv3.SortByModRevision, clientv3.SortAscend))
 	if err != nil {
 		return 0, fmt.Errorf("applier: read pending: %w", err)

@@ -12,10 +12,6 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/ops"
 )
 
-// DefaultWriteConcurrency is the most memcached writes sent at once when
-// Config.WriteConcurrency is zero.
-const DefaultWriteConcurrency = 8
-
 // An apply call writes each memcached key at most once (only the newest
 // operation per key of the call), so its writes touch distinct keys. They
 // are queued by lane group (a registration name, or names whose operations
@@ -44,14 +40,6 @@ type rejection struct {
 	reason string
 }
 
-// writeConcurrency is the configured number of writes per step.
-func (a *applier) writeConcurrency() int {
-	if a.cfg.WriteConcurrency <= 0 {
-		return DefaultWriteConcurrency
-	}
-	return a.cfg.WriteConcurrency
-}
-
 // writeAll makes the writes of one apply call, in steps. It returns, for
 // each item with operations memcached refused for good, the reasons in the
 // batch's order; or the first fatal error (ErrNotLeader, memfence.ErrFenced,
@@ -68,7 +56,7 @@ func (a *applier) writeAll(ctx context.Context, writes []plannedWrite) (map[int]
 	}
 	snap := a.readAhead(ctx, writes)
 	var rej []rejection
-	for _, step := range schedule(writes, a.writeConcurrency()) {
+	for _, step := range schedule(writes, a.cfg.WriteConcurrency) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}

@@ -69,8 +69,8 @@ func (o *writeOrder) counts() map[string]int {
 }
 
 // With several writes at once, the writes of different names are made
-// together while each name's writes stay in token order (G2), across a replay of a
-// backlog (one round holding every name) and the live path (many rounds,
+// together while each name's writes stay in token order (G2), across a replay
+// of a backlog (one round holding every name) and the live path (many rounds,
 // names submitting concurrently); each key ends with its newest value. With
 // one writer every write is made in token order across names, as a
 // sequential writer would.
@@ -90,10 +90,9 @@ func TestParallelWritersKeepEachNamesOrder(t *testing.T) {
 			// Each batch sets a key of its name's five, sets and deletes a key
 			// of its own and, once the node runs, sets a key all names share
 			// (which puts the names of a round in one lane group: the backlog
-			// round does not touch it, so its names can be written
-			// together). want holds the
-			// newest value of each name's keys, last each name's last token,
-			// shared the newest value of the shared key.
+			// round does not touch it, so its names can be written together).
+			// want holds the newest value of each name's keys, last each
+			// name's last token, shared the newest value of the shared key.
 			var mu sync.Mutex
 			want := map[string]string{}
 			last := make([]tokenseq.Token, names)
@@ -131,34 +130,11 @@ func TestParallelWritersKeepEachNamesOrder(t *testing.T) {
 			}
 
 			order := newWriteOrder(t, writers == 1)
-			// With several writers, the first write of every name waits until
-			// every name's first write has started: the replay round holds
-			// all names, so this only returns if they are written at once.
-			var (
-				barrierMu  sync.Mutex
-				started    = map[string]bool{}
-				allStarted = make(chan struct{})
-			)
+			// With several writers, the replay round holds all names, so the
+			// barrier only lets it through if they are written at once.
 			hooks := applier.Hooks{AfterWrite: order.afterWrite}
 			if writers > 1 {
-				hooks.BeforeWrite = func(ctx context.Context, w applier.Write) {
-					barrierMu.Lock()
-					first := !started[w.Name]
-					started[w.Name] = true
-					if first && len(started) == names {
-						close(allStarted)
-					}
-					barrierMu.Unlock()
-					if !first {
-						return
-					}
-					select {
-					case <-allStarted:
-					case <-ctx.Done():
-					case <-time.After(20 * time.Second):
-						t.Errorf("%s: the other names' writes did not start while its first write waited", w.Name)
-					}
-				}
+				hooks.BeforeWrite = firstWritesTogether(t, names)
 			}
 			testenv.StartNode(t, node.Config{Etcd: e.cli, Layout: e.layout, NodeID: "n1", Memcached: []string{e.mc.Addr},
 				WriteConcurrency: writers, Hooks: hooks})
@@ -201,6 +177,35 @@ func TestParallelWritersKeepEachNamesOrder(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// firstWritesTogether returns a BeforeWrite hook that holds the first write
+// of each name until the first writes of n names have all started, and
+// fails t if they do not start within 20s.
+func firstWritesTogether(t *testing.T, n int) func(context.Context, applier.Write) {
+	var (
+		mu         sync.Mutex
+		started    = map[string]bool{}
+		allStarted = make(chan struct{})
+	)
+	return func(ctx context.Context, w applier.Write) {
+		mu.Lock()
+		first := !started[w.Name]
+		started[w.Name] = true
+		if first && len(started) == n {
+			close(allStarted)
+		}
+		mu.Unlock()
+		if !first {
+			return
+		}
+		select {
+		case <-allStarted:
+		case <-ctx.Done():
+		case <-time.After(20 * time.Second):
+			t.Errorf("%s: the other names' writes did not start while its first write waited", w.Name)
+		}
 	}
 }
 
@@ -251,9 +256,9 @@ func TestWriterFailureStopsTheRound(t *testing.T) {
 	electionDone := make(chan struct{})
 	go func() {
 		defer close(electionDone)
-		ecfg := election.Config{Client: e.cli, Layout: e.layout, NodeID: "n1", TTL: 2 * time.Second, Logger: testenv.Logger()}
+		ecfg := election.Config{Etcd: e.cli, Layout: e.layout, NodeID: "n1", LeaseTTL: 2 * time.Second, Logger: testenv.Logger()}
 		_ = election.Run(ctx, ecfg, func(l *election.Leadership) error {
-			acfg := applier.Config{Client: e.cli, Layout: e.layout, Memcached: e.writer(t),
+			acfg := applier.Config{Etcd: e.cli, Layout: e.layout, Memcached: e.writer(t),
 				WriteConcurrency: good + 1, Logger: testenv.Logger(), Hooks: hooks}
 			err := applier.Run(l.Context(), acfg, l)
 			select {

@@ -11,13 +11,13 @@ package client
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 	"github.com/coordinator-dev/coordinator/pkg/ops"
 	"github.com/coordinator-dev/coordinator/pkg/registry"
@@ -38,7 +38,7 @@ var (
 	ErrInvalidName = keyspace.ErrInvalidName
 	// ErrBadConfig: New was given an invalid Config (a bad namespace also
 	// matches ErrInvalidName).
-	ErrBadConfig = errors.New("client: bad config")
+	ErrBadConfig = config.ErrBadConfig
 )
 
 // Token is the token of an accepted submission.
@@ -76,12 +76,12 @@ func New(cfg Config) (*Client, error) {
 	}
 	layout, err := keyspace.New(cfg.Namespace)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadConfig, err)
+		return nil, config.Errorf("client", "Namespace", "%w", err)
 	}
 	cli, owns := cfg.Etcd, false
 	if cli == nil {
 		if len(cfg.Endpoints) == 0 {
-			return nil, fmt.Errorf("%w: no etcd endpoints", ErrBadConfig)
+			return nil, config.Errorf("client", "Endpoints", "none given, and Etcd is nil")
 		}
 		if cfg.DialTimeout == 0 {
 			cfg.DialTimeout = 5 * time.Second
@@ -92,10 +92,17 @@ func New(cfg Config) (*Client, error) {
 		}
 		owns = true
 	}
+	sub, err := tokenseq.NewSubmitter(tokenseq.SubmitterConfig{Etcd: cli, Layout: layout, Limits: cfg.Limits})
+	if err != nil {
+		if owns {
+			cli.Close()
+		}
+		return nil, err
+	}
 	return &Client{
 		etcd: cli, ownsEtcd: owns, layout: layout,
 		reg:     registry.New(cli, layout),
-		sub:     tokenseq.NewSubmitter(cli, layout, cfg.Limits),
+		sub:     sub,
 		applied: tokenseq.NewAppliedWatcher(cli, layout),
 	}, nil
 }
@@ -118,7 +125,7 @@ func (c *Client) Layout() keyspace.Layout { return c.layout }
 func (c *Client) Registry() *registry.Registry { return c.reg }
 
 // RegisterOptions configure Register.
-type RegisterOptions = registry.Options
+type RegisterOptions = registry.RegisterConfig
 
 // Register registers name and returns the new incarnation. By default it
 // supersedes a live incarnation of name (a restart); set IfAbsent to refuse

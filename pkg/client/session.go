@@ -238,7 +238,7 @@ func (c *Client) NewSession(ctx context.Context, name string, opts SessionOption
 	if opts.hooks != nil {
 		s.hooks = *opts.hooks
 	}
-	inc, err := c.reg.Register(ctx, name, registry.Options{
+	inc, err := c.reg.Register(ctx, name, registry.RegisterConfig{
 		TTL: opts.TTL, Holder: opts.Holder, IfAbsent: opts.IfAbsent, WaitDrained: s.waitDrained,
 	})
 	if err != nil {
@@ -618,7 +618,7 @@ func (s *Session) renew(old *registry.Incarnation, ch chan struct{}) {
 		if s.hooks.beforeRegister != nil {
 			s.hooks.beforeRegister(old.Incarnation)
 		}
-		inc, err := s.c.reg.Register(s.ctx, s.name, registry.Options{
+		inc, err := s.c.reg.Register(s.ctx, s.name, registry.RegisterConfig{
 			TTL: s.ttl, Holder: s.holder, IfAbsent: true, WaitDrained: s.waitDrained,
 		})
 		if err == nil {

@@ -19,7 +19,7 @@
 // session dies (it would otherwise block forever, or return nil after the
 // lease expired); leadership is re-checked by transaction after Campaign
 // returns; Resign and lease revocation on shutdown use a fresh context so a
-// graceful stop hands leadership over at once instead of after a lease wait.
+// graceful stop hands leadership over at once, not after a lease wait.
 package election
 
 import (
@@ -34,53 +34,68 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
+	"github.com/coordinator-dev/coordinator/internal/etcderr"
 	"github.com/coordinator-dev/coordinator/internal/retry"
+	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 )
 
-// DefaultTTL is the election lease TTL when Config.TTL is zero.
-const DefaultTTL = 5 * time.Second
+// DefaultLeaseTTL is the election lease TTL when Config.LeaseTTL is zero.
+const DefaultLeaseTTL = 5 * time.Second
 
 // Errors of the election.
 var (
 	// ErrNotLeader is returned when an operation needs leadership that this
-	// node does not hold (any more).
+	// node does not hold.
 	ErrNotLeader = errors.New("election: not leader")
 	// ErrLeadershipLost is the cause of a Leadership context's cancellation.
 	ErrLeadershipLost = errors.New("election: leadership lost")
-	// ErrBadConfig is returned for an invalid Config.
-	ErrBadConfig = errors.New("election: bad config")
 )
 
-// Config configures a campaigning node.
+// Config configures a campaigning node. Zero values mean the defaults
+// noted.
 type Config struct {
-	// Client is the etcd client.
-	Client *clientv3.Client
+	// Etcd is the etcd client.
+	Etcd *clientv3.Client
 	// Layout is the namespace's key layout.
 	Layout keyspace.Layout
 	// NodeID names this node in the election and in status output.
 	NodeID string
-	// TTL is the session lease TTL; zero means DefaultTTL. A dead leader is
-	// replaced within about this long.
-	TTL time.Duration
+	// LeaseTTL is the session lease TTL, whole seconds and at least 2s;
+	// zero means DefaultLeaseTTL. A dead leader is replaced within about
+	// this long.
+	LeaseTTL time.Duration
 	// Logger receives state changes; nil means slog.Default().
 	Logger *slog.Logger
 }
 
-// Validate checks the config.
+// Validate checks the config; its errors are *config.FieldError.
 func (c *Config) Validate() error {
 	switch {
-	case c.Client == nil:
-		return fmt.Errorf("%w: Client is nil", ErrBadConfig)
+	case c.Etcd == nil:
+		return config.Errorf("election", "Etcd", "is nil")
 	case c.Layout.Prefix() == "":
-		return fmt.Errorf("%w: Layout is empty", ErrBadConfig)
-	case c.TTL != 0 && c.TTL < 2*time.Second:
-		return fmt.Errorf("%w: TTL %s is under 2s", ErrBadConfig, c.TTL)
+		return config.Errorf("election", "Layout", "is empty")
+	case c.LeaseTTL != 0 && c.LeaseTTL < 2*time.Second:
+		return config.Errorf("election", "LeaseTTL", "%s is under 2s", c.LeaseTTL)
+	case c.LeaseTTL%time.Second != 0:
+		return config.Errorf("election", "LeaseTTL", "%s is not whole seconds", c.LeaseTTL)
 	}
 	if err := keyspace.ValidateName(c.NodeID); err != nil {
-		return fmt.Errorf("%w: NodeID: %w", ErrBadConfig, err)
+		return config.Errorf("election", "NodeID", "%w", err)
 	}
 	return nil
+}
+
+// withDefaults fills in the defaults of unset fields.
+func (c Config) withDefaults() Config {
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = DefaultLeaseTTL
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
 }
 
 // LeaderInfo is what the leader publishes under its election key.
@@ -126,12 +141,7 @@ func Run(ctx context.Context, cfg Config, lead func(*Leadership) error) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	if cfg.TTL == 0 {
-		cfg.TTL = DefaultTTL
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg = cfg.withDefaults()
 	backoff := retry.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second}
 	for ctx.Err() == nil {
 		err := runOnce(ctx, cfg, lead)
@@ -152,14 +162,14 @@ func Run(ctx context.Context, cfg Config, lead func(*Leadership) error) error {
 
 // runOnce holds one session: campaign, lead, resign.
 func runOnce(ctx context.Context, cfg Config, lead func(*Leadership) error) error {
-	cli := cfg.Client
-	ttlSec := int64(cfg.TTL / time.Second)
+	cli := cfg.Etcd
+	ttlSec := int64(cfg.LeaseTTL / time.Second)
 	sent := time.Now()
 	grant, err := cli.Grant(ctx, ttlSec)
 	if err != nil {
 		return fmt.Errorf("grant lease: %w", err)
 	}
-	kept := &keptLease{cli: cli, id: grant.ID, ttl: cfg.TTL}
+	kept := &keptLease{cli: cli, id: grant.ID, ttl: cfg.LeaseTTL}
 	kept.deadline.Store(sent.Add(time.Duration(grant.TTL) * time.Second).UnixNano())
 
 	sessCtx, cancelSess := context.WithCancelCause(ctx)
@@ -192,24 +202,14 @@ func runOnce(ctx context.Context, cfg Config, lead func(*Leadership) error) erro
 	defer resign(el)
 
 	key, rev := el.Key(), el.Rev()
-	// Campaign can return after the session expired: confirm the leader key
-	// is still ours while taking a new term.
-	termKey := cfg.Layout.Term()
-	tresp, err := cli.Txn(sessCtx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).
-		Then(clientv3.OpPut(termKey, cfg.NodeID), clientv3.OpGet(termKey)).
-		Commit()
+	term, termRev, err := takeTerm(sessCtx, cfg, key, rev)
 	if err != nil {
-		return fmt.Errorf("take term: %w", err)
+		return err
 	}
-	if !tresp.Succeeded {
-		return fmt.Errorf("take term: %w", ErrNotLeader)
-	}
-	term := uint64(tresp.Responses[1].GetResponseRange().Kvs[0].Version)
 
 	leadCtx, cancelLead := context.WithCancelCause(sessCtx)
 	defer cancelLead(nil)
-	go watchLeaderKey(leadCtx, cancelLead, cli, key, tresp.Header.Revision)
+	go watchLeaderKey(leadCtx, cancelLead, cli, key, termRev)
 
 	l := &Leadership{Term: term, NodeID: cfg.NodeID, Key: key, Rev: rev, ctx: leadCtx, deadline: &kept.deadline}
 	cfg.Logger.Info("became leader", "node", cfg.NodeID, "term", term)
@@ -220,6 +220,25 @@ func runOnce(ctx context.Context, cfg Config, lead func(*Leadership) error) erro
 		err = cause
 	}
 	return err
+}
+
+// takeTerm takes the next term for the leader key key (created at revision
+// rev) and returns it with the revision it was taken at. Campaign can return
+// after the session expired: the transaction confirms the leader key is
+// still ours.
+func takeTerm(ctx context.Context, cfg Config, key string, rev int64) (uint64, int64, error) {
+	termKey := cfg.Layout.Term()
+	resp, err := cfg.Etcd.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).
+		Then(clientv3.OpPut(termKey, cfg.NodeID), clientv3.OpGet(termKey)).
+		Commit()
+	if err != nil {
+		return 0, 0, fmt.Errorf("take term: %w", err)
+	}
+	if !resp.Succeeded {
+		return 0, 0, fmt.Errorf("take term: %w", ErrNotLeader)
+	}
+	return uint64(resp.Responses[1].GetResponseRange().Kvs[0].Version), resp.Header.Revision, nil
 }
 
 // keptLease is a session's lease and the local deadline until which it is
@@ -258,7 +277,7 @@ func (k *keptLease) keep(ctx context.Context, cancel context.CancelCauseFunc) {
 		resp, err := k.cli.KeepAliveOnce(rctx, k.id)
 		rcancel()
 		if err != nil {
-			if isLeaseNotFound(err) {
+			if etcderr.IsLeaseNotFound(err) {
 				cancel(fmt.Errorf("%w: lease not found", ErrLeadershipLost))
 				return
 			}
@@ -324,10 +343,10 @@ type Status struct {
 
 // Observe reads the current leader and term.
 func Observe(ctx context.Context, cli *clientv3.Client, layout keyspace.Layout) (Status, error) {
-	resp, err := cli.Txn(ctx).Then(
-		clientv3.OpGet(layout.Election()+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1)),
-		clientv3.OpGet(layout.Term()),
-	).Commit()
+	first := []clientv3.OpOption{
+		clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1),
+	}
+	resp, err := cli.Txn(ctx).Then(clientv3.OpGet(layout.Election()+"/", first...), clientv3.OpGet(layout.Term())).Commit()
 	if err != nil {
 		return Status{}, fmt.Errorf("election: observe: %w", err)
 	}

@@ -25,7 +25,7 @@ type candidate struct {
 func campaign(t *testing.T, cli *clientv3.Client, layout keyspace.Layout, id string) *candidate {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &candidate{id: id, cancel: cancel, done: make(chan struct{}), leading: make(chan *election.Leadership, 16)}
-	cfg := election.Config{Client: cli, Layout: layout, NodeID: id, TTL: 2 * time.Second, Logger: testenv.Logger()}
+	cfg := election.Config{Etcd: cli, Layout: layout, NodeID: id, LeaseTTL: 2 * time.Second, Logger: testenv.Logger()}
 	go func() {
 		defer close(c.done)
 		_ = election.Run(ctx, cfg, func(l *election.Leadership) error {
@@ -59,9 +59,9 @@ func TestConfigValidate(t *testing.T) {
 	layout := keyspace.MustNew("t")
 	for _, cfg := range []election.Config{
 		{Layout: layout, NodeID: "a"},
-		{Client: cli, NodeID: "a"},
-		{Client: cli, Layout: layout, NodeID: "a/b"},
-		{Client: cli, Layout: layout, NodeID: "a", TTL: time.Second},
+		{Etcd: cli, NodeID: "a"},
+		{Etcd: cli, Layout: layout, NodeID: "a/b"},
+		{Etcd: cli, Layout: layout, NodeID: "a", LeaseTTL: time.Second},
 	} {
 		if err := election.Run(context.Background(), cfg, nil); err == nil {
 			t.Errorf("config %+v accepted", cfg)
@@ -133,7 +133,7 @@ func TestLeaseLossEndsLeadership(t *testing.T) {
 	if l1.Valid() {
 		t.Fatal("Valid after loss")
 	}
-	// The guard no longer holds.
+	// The guard fails after the loss.
 	tr, err := cli.Txn(ctx).If(l1.Guard()).Commit()
 	if err != nil || tr.Succeeded {
 		t.Fatalf("guard after loss: %v %v", tr, err)

@@ -1,9 +1,10 @@
 // Package embedded runs a single-member etcd server inside the process, for
-// development and tests. Production deployments point coordinator nodes at
-// an existing etcd cluster instead.
+// development and tests; production deployments point coordinator nodes at
+// an etcd cluster of their own.
 package embedded
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,27 +14,47 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/coordinator-dev/coordinator/pkg/config"
 )
 
-// DefaultClientAddr is where the embedded member listens by default.
-const DefaultClientAddr = "127.0.0.1:2379"
-
-// Config configures the embedded member.
-type Config struct {
-	// Dir is the data directory; it is created if missing.
-	Dir string
-	// ClientAddr is host:port for clients; port 0 picks a free port.
-	ClientAddr string
-	// PeerAddr is host:port for peers; empty or port 0 picks a free port.
-	PeerAddr string
-	// Name is the member name; default "coordinator".
-	Name string
-	// LogLevel is etcd's log level; default "error".
-	LogLevel string
-	// MaxRequestBytes is etcd's request size limit; default 4 MiB, room for a
+// Defaults of Config.
+const (
+	// DefaultClientAddr is where the embedded member listens for clients.
+	DefaultClientAddr = "127.0.0.1:2379"
+	// DefaultPeerAddr is where it listens for peers: a free port.
+	DefaultPeerAddr = "127.0.0.1:0"
+	// DefaultName is the member's name.
+	DefaultName = "coordinator"
+	// DefaultLogLevel is etcd's log level.
+	DefaultLogLevel = "error"
+	// DefaultMaxRequestBytes is etcd's request size limit: room for a
 	// batch with a value of memcached's full item size.
+	DefaultMaxRequestBytes = 4 << 20
+	// DefaultStartTimeout bounds the wait for the member to be ready.
+	DefaultStartTimeout = 60 * time.Second
+)
+
+// Config configures the embedded member. Zero values mean the defaults
+// noted.
+type Config struct {
+	// Dir is the data directory, required; it is created if missing.
+	Dir string
+	// ClientAddr is host:port for clients; port 0 picks a free port. Empty
+	// means DefaultClientAddr.
+	ClientAddr string
+	// PeerAddr is host:port for peers; port 0 picks a free port. Empty
+	// means DefaultPeerAddr.
+	PeerAddr string
+	// Name is the member name; empty means DefaultName.
+	Name string
+	// LogLevel is etcd's log level; empty means DefaultLogLevel.
+	LogLevel string
+	// MaxRequestBytes is etcd's request size limit; zero means
+	// DefaultMaxRequestBytes.
 	MaxRequestBytes uint
-	// StartTimeout bounds the wait for the member to be ready; default 60s.
+	// StartTimeout bounds the wait for the member to be ready; zero means
+	// DefaultStartTimeout.
 	StartTimeout time.Duration
 	// HistoryRetention is how long the member keeps the history of changes
 	// before compacting it away (etcd's periodic auto-compaction). Every
@@ -43,8 +64,39 @@ type Config struct {
 	HistoryRetention time.Duration
 }
 
-// ErrBadConfig is returned by Start for an invalid Config.
-var ErrBadConfig = errors.New("embedded: bad config")
+// Validate checks the config; its errors are *config.FieldError.
+func (c *Config) Validate() error {
+	const pkg = "embedded"
+	if c.Dir == "" {
+		return config.Errorf(pkg, "Dir", "is required")
+	}
+	for _, addr := range []struct{ field, value string }{{"ClientAddr", c.ClientAddr}, {"PeerAddr", c.PeerAddr}} {
+		if addr.value == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(addr.value); err != nil {
+			return config.Errorf(pkg, addr.field, "%w", err)
+		}
+	}
+	switch {
+	case c.StartTimeout < 0:
+		return config.Errorf(pkg, "StartTimeout", "%s is negative", c.StartTimeout)
+	case c.HistoryRetention < 0:
+		return config.Errorf(pkg, "HistoryRetention", "%s is negative", c.HistoryRetention)
+	}
+	return nil
+}
+
+// withDefaults fills in the defaults of unset fields.
+func (c Config) withDefaults() Config {
+	c.ClientAddr = cmp.Or(c.ClientAddr, DefaultClientAddr)
+	c.PeerAddr = cmp.Or(c.PeerAddr, DefaultPeerAddr)
+	c.Name = cmp.Or(c.Name, DefaultName)
+	c.LogLevel = cmp.Or(c.LogLevel, DefaultLogLevel)
+	c.MaxRequestBytes = cmp.Or(c.MaxRequestBytes, DefaultMaxRequestBytes)
+	c.StartTimeout = cmp.Or(c.StartTimeout, DefaultStartTimeout)
+	return c
+}
 
 // ErrStartTimeout is returned when the member is not ready in time.
 var ErrStartTimeout = errors.New("embedded: etcd did not become ready in time")
@@ -56,29 +108,13 @@ type Server struct {
 	closeOnce sync.Once
 }
 
-// Start starts the member and waits until it serves.
+// Start starts the member and waits until it serves. It returns a
+// *config.FieldError for an invalid cfg.
 func Start(ctx context.Context, cfg Config) (*Server, error) {
-	if cfg.Dir == "" {
-		return nil, fmt.Errorf("%w: Dir is required", ErrBadConfig)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if cfg.ClientAddr == "" {
-		cfg.ClientAddr = DefaultClientAddr
-	}
-	if cfg.PeerAddr == "" {
-		cfg.PeerAddr = "127.0.0.1:0"
-	}
-	if cfg.Name == "" {
-		cfg.Name = "coordinator"
-	}
-	if cfg.LogLevel == "" {
-		cfg.LogLevel = "error"
-	}
-	if cfg.MaxRequestBytes == 0 {
-		cfg.MaxRequestBytes = 4 << 20
-	}
-	if cfg.StartTimeout == 0 {
-		cfg.StartTimeout = 60 * time.Second
-	}
+	cfg = cfg.withDefaults()
 	peerAddr, err := resolvePort(cfg.PeerAddr)
 	if err != nil {
 		return nil, fmt.Errorf("embedded: peer address: %w", err)

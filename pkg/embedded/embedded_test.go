@@ -10,6 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coordinator-dev/coordinator/internal/testenv"
+	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/embedded"
 )
 
@@ -75,7 +76,7 @@ func TestNoHistoryRetentionKeepsHistory(t *testing.T) {
 }
 
 func TestStartRefusesBadConfig(t *testing.T) {
-	if _, err := embedded.Start(testenv.Ctx(t, 10*time.Second), embedded.Config{}); !errors.Is(err, embedded.ErrBadConfig) {
+	if _, err := embedded.Start(testenv.Ctx(t, 10*time.Second), embedded.Config{}); !errors.Is(err, config.ErrBadConfig) {
 		t.Fatalf("Start without Dir = %v, want ErrBadConfig", err)
 	}
 }

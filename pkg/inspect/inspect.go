@@ -150,7 +150,10 @@ func (in *Inspector) Pending(ctx context.Context) (Pending, error) {
 				out.Bad = append(out.Bad, string(kv.Key))
 				continue
 			}
-			out.Batches = append(out.Batches, PendingBatch{Token: tokenseq.Token{Revision: kv.ModRevision, Index: b.Index}, Name: b.Name, Incarnation: b.Incarnation, Ops: b.Ops})
+			out.Batches = append(out.Batches, PendingBatch{
+				Token: tokenseq.Token{Revision: kv.ModRevision, Index: b.Index},
+				Name:  b.Name, Incarnation: b.Incarnation, Ops: b.Ops,
+			})
 		}
 		if !resp.More || len(resp.Kvs) == 0 {
 			break

@@ -27,12 +27,14 @@ import (
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
+
+	"github.com/coordinator-dev/coordinator/pkg/config"
 )
 
 // Errors returned by Writer.
 var (
 	// ErrFenced means the item was written under a newer term: the writer is
-	// no longer the leader and must stop.
+	// not the leader and must stop.
 	ErrFenced = errors.New("memfence: item holds a newer term")
 	// ErrRejected means memcached refused the item for good (too large for
 	// its item size, say); retrying cannot help.
@@ -44,7 +46,7 @@ var (
 // maxAttempts bounds the read-compare-write loop under contention.
 const maxAttempts = 64
 
-// Defaults of New.
+// Defaults of Config.
 const (
 	// DefaultTimeout bounds each network exchange with memcached.
 	DefaultTimeout = 500 * time.Millisecond
@@ -52,14 +54,41 @@ const (
 	DefaultMaxIdleConns = 2
 )
 
-// Options configure a Writer.
-type Options struct {
+// Config configures a Writer. Zero values mean the defaults noted.
+type Config struct {
+	// Servers are the memcached servers (host:port, or the path of a unix
+	// socket); each key goes to one of them, picked as memcache.ServerList
+	// does. At least one is required.
+	Servers []string
 	// Timeout bounds each network exchange (a command and its reply, or one
 	// pipeline); zero means DefaultTimeout.
 	Timeout time.Duration
 	// MaxIdleConns is the number of idle connections kept per server;
 	// zero means DefaultMaxIdleConns.
 	MaxIdleConns int
+}
+
+// Validate checks the config; its errors are *config.FieldError. A server
+// address that does not resolve is reported by New.
+func (c *Config) Validate() error {
+	switch {
+	case len(c.Servers) == 0:
+		return config.Errorf("memfence", "Servers", "none given: %w", memcache.ErrNoServers)
+	case slices.Contains(c.Servers, ""):
+		return config.Errorf("memfence", "Servers", "%q holds an empty address", c.Servers)
+	case c.Timeout < 0:
+		return config.Errorf("memfence", "Timeout", "%s is negative", c.Timeout)
+	case c.MaxIdleConns < 0:
+		return config.Errorf("memfence", "MaxIdleConns", "%d is negative", c.MaxIdleConns)
+	}
+	return nil
+}
+
+// withDefaults fills in the defaults of unset fields.
+func (c Config) withDefaults() Config {
+	c.Timeout = cmp.Or(c.Timeout, DefaultTimeout)
+	c.MaxIdleConns = cmp.Or(c.MaxIdleConns, DefaultMaxIdleConns)
+	return c
 }
 
 // Writer writes fenced items. It is safe for concurrent use.
@@ -69,21 +98,20 @@ type Writer struct {
 	pipes   *connPool
 }
 
-// New returns a Writer over the memcached servers (host:port, or the path of
-// a unix socket), which it picks for each key as memcache.ServerList does.
-func New(servers []string, opts Options) (*Writer, error) {
-	if len(servers) == 0 {
-		return nil, fmt.Errorf("memfence: %w", memcache.ErrNoServers)
+// New returns a Writer over cfg.Servers. It returns a *config.FieldError
+// for an invalid cfg, or a server address that does not resolve.
+func New(cfg Config) (*Writer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
+	cfg = cfg.withDefaults()
 	ss := new(memcache.ServerList)
-	if err := ss.SetServers(servers...); err != nil {
-		return nil, fmt.Errorf("memfence: servers %v: %w", servers, err)
+	if err := ss.SetServers(cfg.Servers...); err != nil {
+		return nil, config.Errorf("memfence", "Servers", "%q: %w", cfg.Servers, err)
 	}
-	timeout := cmp.Or(opts.Timeout, DefaultTimeout)
-	idle := cmp.Or(opts.MaxIdleConns, DefaultMaxIdleConns)
 	mc := memcache.NewFromSelector(ss)
-	mc.Timeout, mc.MaxIdleConns = timeout, idle
-	return &Writer{mc: mc, servers: ss, pipes: newConnPool(timeout, idle)}, nil
+	mc.Timeout, mc.MaxIdleConns = cfg.Timeout, cfg.MaxIdleConns
+	return &Writer{mc: mc, servers: ss, pipes: newConnPool(cfg.Timeout, cfg.MaxIdleConns)}, nil
 }
 
 // Close closes the Writer's idle connections.
@@ -97,7 +125,7 @@ func (w *Writer) Close() error {
 //
 // Every method that talks to memcached stops at its next exchange once ctx
 // ends, with an error wrapping ctx's; an exchange under way is bounded by
-// Options.Timeout (a pipeline of WriteAll is cut short at once).
+// Config.Timeout (a pipeline of WriteAll is cut short at once).
 func (w *Writer) Set(ctx context.Context, key string, value []byte, exptime int32, term uint32) error {
 	return w.setFrom(ctx, nil, Write{Key: key, Value: value, Exptime: exptime}, term)
 }
@@ -116,7 +144,7 @@ func ended(ctx context.Context) error {
 }
 
 // Snapshot holds keys read together with one multi-key gets, so that writes
-// to many keys need one read between them instead of one each. A write that
+// to many keys share one read rather than needing one each. A write that
 // starts from a snapshot uses its key's item for its first attempt only; the
 // item's cas id still makes the write conditional on nothing having changed
 // since the read, and any later attempt reads the key again. A snapshot is

@@ -21,7 +21,7 @@ func setup(t *testing.T) (*memfence.Writer, *memcache.Client, *testenv.Memcached
 // newWriter returns a Writer to the servers, closed when t ends.
 func newWriter(t testing.TB, servers ...string) *memfence.Writer {
 	t.Helper()
-	w, err := memfence.New(servers, memfence.Options{})
+	w, err := memfence.New(memfence.Config{Servers: servers})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestExpirationIsPassedOn(t *testing.T) {
 	w, mc, _ := setup(t)
 	// memcached treats a negative exptime as already expired; an item that
 	// should live has the positive expiration we set, which we can read
-	// back only indirectly: it exists now.
+	// back only indirectly: it exists after the set.
 	if err := w.Set(t.Context(), "k", []byte("v"), 3600, 1); err != nil {
 		t.Fatal(err)
 	}

@@ -155,7 +155,7 @@ type command struct {
 type reply struct {
 	cmd    int
 	stored bool  // STORED
-	gone   bool  // NOT_FOUND to a cas: the item is no longer there
+	gone   bool  // NOT_FOUND to a cas: the item is gone
 	err    error // memcached refused the item, or a transient failure
 }
 

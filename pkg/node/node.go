@@ -7,14 +7,15 @@ package node
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coordinator-dev/coordinator/internal/retry"
 	"github.com/coordinator-dev/coordinator/pkg/applier"
+	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/election"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 	"github.com/coordinator-dev/coordinator/pkg/memfence"
@@ -24,7 +25,7 @@ import (
 // DefaultMemcached is the memcached address used when none is given.
 const DefaultMemcached = "127.0.0.1:11211"
 
-// Config configures a node.
+// Config configures a node. Zero values mean the defaults noted.
 type Config struct {
 	// Etcd is the etcd client.
 	Etcd *clientv3.Client
@@ -32,22 +33,25 @@ type Config struct {
 	Layout keyspace.Layout
 	// NodeID names the node.
 	NodeID string
-	// LeaseTTL is the election lease TTL; zero means election.DefaultTTL.
+	// LeaseTTL is the election lease TTL (see election.Config.LeaseTTL);
+	// zero means election.DefaultLeaseTTL.
 	LeaseTTL time.Duration
 	// Memcached lists memcached servers (host:port); keys are spread over
 	// them by gomemcache's hashing. Empty means DefaultMemcached.
 	Memcached []string
 	// MemcachedTimeout bounds each exchange with memcached; zero means
-	// memfence.DefaultTimeout (500ms).
+	// memfence.DefaultTimeout.
 	MemcachedTimeout time.Duration
 	// WriteConcurrency is the most memcached writes the applier sends at
 	// once (see applier.Config.WriteConcurrency); zero means
 	// applier.DefaultWriteConcurrency.
 	WriteConcurrency int
 	// MaxInboxBatches bounds the batches the leader holds in memory (see
-	// applier.Config.MaxInboxBatches); zero means the applier's default.
+	// applier.Config.MaxInboxBatches); zero means
+	// applier.DefaultMaxInboxBatches.
 	MaxInboxBatches int
-	// Limits validate records before they are applied.
+	// Limits validate records before they are applied; zero means
+	// memcached's defaults.
 	Limits ops.Limits
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
@@ -57,37 +61,67 @@ type Config struct {
 	Hooks applier.Hooks
 }
 
-// ErrBadConfig is returned by Run for an invalid Config.
-var ErrBadConfig = errors.New("node: bad config")
+// Validate checks the config; its errors are *config.FieldError. The
+// election's rules (Layout, NodeID, LeaseTTL) are election.Config's, and
+// reported as the election's; a memcached address that does not resolve is
+// reported by Run.
+func (c *Config) Validate() error {
+	const pkg = "node"
+	switch {
+	case c.Etcd == nil:
+		return config.Errorf(pkg, "Etcd", "is nil")
+	case slices.Contains(c.Memcached, ""):
+		return config.Errorf(pkg, "Memcached", "%q holds an empty address", c.Memcached)
+	case c.MemcachedTimeout < 0:
+		return config.Errorf(pkg, "MemcachedTimeout", "%s is negative", c.MemcachedTimeout)
+	case c.WriteConcurrency < 0:
+		return config.Errorf(pkg, "WriteConcurrency", "%d is negative", c.WriteConcurrency)
+	case c.MaxInboxBatches < 0:
+		return config.Errorf(pkg, "MaxInboxBatches", "%d is negative", c.MaxInboxBatches)
+	}
+	ecfg := c.election()
+	return ecfg.Validate()
+}
 
-// Run runs the node until ctx ends. It returns ErrBadConfig for an invalid
-// cfg.
+// withDefaults fills in the defaults of unset fields that are the node's
+// own; the election's and the applier's fill in theirs.
+func (c Config) withDefaults() Config {
+	if len(c.Memcached) == 0 {
+		c.Memcached = []string{DefaultMemcached}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// election is the election's config.
+func (c *Config) election() election.Config {
+	return election.Config{Etcd: c.Etcd, Layout: c.Layout, NodeID: c.NodeID, LeaseTTL: c.LeaseTTL, Logger: c.Logger}
+}
+
+// Run runs the node until ctx ends. It returns a *config.FieldError for an
+// invalid cfg.
 func Run(ctx context.Context, cfg Config) error {
-	if cfg.Etcd == nil {
-		return fmt.Errorf("%w: Etcd is nil", ErrBadConfig)
+	if err := cfg.Validate(); err != nil {
+		return err
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	servers := cfg.Memcached
-	if len(servers) == 0 {
-		servers = []string{DefaultMemcached}
-	}
-	mw, err := memfence.New(servers, memfence.Options{Timeout: cfg.MemcachedTimeout})
+	cfg = cfg.withDefaults()
+	mw, err := memfence.New(memfence.Config{Servers: cfg.Memcached, Timeout: cfg.MemcachedTimeout})
 	if err != nil {
-		return fmt.Errorf("%w: memcached servers: %w", ErrBadConfig, err)
+		return err
 	}
 	defer mw.Close()
 	acfg := applier.Config{
-		Client: cfg.Etcd, Layout: cfg.Layout, Memcached: mw, Limits: cfg.Limits,
-		WriteConcurrency: cfg.WriteConcurrency, MaxInboxBatches: cfg.MaxInboxBatches, Logger: cfg.Logger, Stats: cfg.Stats, Hooks: cfg.Hooks,
+		Etcd: cfg.Etcd, Layout: cfg.Layout, Memcached: mw, Limits: cfg.Limits,
+		WriteConcurrency: cfg.WriteConcurrency, MaxInboxBatches: cfg.MaxInboxBatches,
+		Logger: cfg.Logger, Stats: cfg.Stats, Hooks: cfg.Hooks,
 	}
-	ecfg := election.Config{Client: cfg.Etcd, Layout: cfg.Layout, NodeID: cfg.NodeID, TTL: cfg.LeaseTTL, Logger: cfg.Logger}
 	// While the node campaigns, a standby follows the pending batches, so
 	// that it holds them when it wins (see applier.Standby).
 	standby := applier.StartStandby(ctx, acfg)
 	defer func() { standby.Stop() }()
-	return election.Run(ctx, ecfg, func(l *election.Leadership) error {
+	return election.Run(ctx, cfg.election(), func(l *election.Leadership) error {
 		first := standby
 		defer func() { standby = applier.StartStandby(ctx, acfg) }()
 		return lead(l, acfg, first, cfg.Logger)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/coordinator-dev/coordinator/internal/testenv"
 	"github.com/coordinator-dev/coordinator/pkg/client"
+	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 	"github.com/coordinator-dev/coordinator/pkg/node"
 )
@@ -61,7 +62,7 @@ func TestRunRefusesBadConfig(t *testing.T) {
 		{Layout: keyspace.MustNew("t"), NodeID: "n1"},
 		{Etcd: cli, Layout: keyspace.MustNew("t"), NodeID: "n1", Memcached: []string{"127.0.0.1:notaport"}},
 	} {
-		if err := node.Run(ctx, cfg); !errors.Is(err, node.ErrBadConfig) {
+		if err := node.Run(ctx, cfg); !errors.Is(err, config.ErrBadConfig) {
 			t.Errorf("Run(%+v) = %v, want ErrBadConfig", cfg, err)
 		}
 	}

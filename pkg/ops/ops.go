@@ -171,7 +171,8 @@ func (o Op) Validate(l Limits) error {
 			return invalid(ErrExpiryTooLong, fmt.Sprintf("%s is over 30 days", o.Expiration))
 		}
 		if n := len(o.Key) + len(o.Value) + ItemOverheadBytes; n > l.maxItem() {
-			return invalid(ErrValueTooLarge, fmt.Sprintf("value of %d bytes with key makes an item of %d bytes, limit %d", len(o.Value), n, l.maxItem()))
+			return invalid(ErrValueTooLarge,
+				fmt.Sprintf("value of %d bytes with key makes an item of %d bytes, limit %d", len(o.Value), n, l.maxItem()))
 		}
 	case KindDelete:
 		if len(o.Value) != 0 || o.Expiration != 0 {

@@ -9,7 +9,7 @@ import (
 
 // Batch is what one submission stores in etcd: the operations, who sent
 // them, and an identifier chosen by the submitter so that a submission whose
-// reply was lost can be looked up instead of being sent twice.
+// reply was lost can be looked up, not sent twice.
 type Batch struct {
 	// Name is the caller's registration name.
 	Name string

@@ -19,10 +19,12 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/coordinator-dev/coordinator/internal/etcderr"
+	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 )
 
-// DefaultTTL is the lease TTL used when Options.TTL is zero.
+// DefaultTTL is the lease TTL used when RegisterConfig.TTL is zero.
 const DefaultTTL = 10 * time.Second
 
 // CleanupTimeout bounds the revoke of a lease that a failed or abandoned
@@ -36,7 +38,8 @@ var (
 	// ErrNameHeld is returned by Register with IfAbsent when a live
 	// incarnation holds the name.
 	ErrNameHeld = errors.New("registry: name is held by a live incarnation")
-	// ErrBadTTL is returned for a TTL under one second.
+	// ErrBadTTL is matched by the *config.FieldError of a TTL under one
+	// second.
 	ErrBadTTL = errors.New("registry: lease TTL must be at least 1s")
 	// ErrLeaseLost is reported by Incarnation.Err when the lease expired or
 	// was revoked by someone else.
@@ -81,12 +84,12 @@ type Registration struct {
 	TTL time.Duration
 }
 
-// Options configure Register.
-type Options struct {
-	// TTL is the lease TTL; zero means DefaultTTL. etcd may round it up to
-	// its minimum lease TTL.
+// RegisterConfig configures Register. Zero values mean the defaults noted.
+type RegisterConfig struct {
+	// TTL is the lease TTL, at least 1s; zero means DefaultTTL. etcd may
+	// round it up to its minimum lease TTL.
 	TTL time.Duration
-	// IfAbsent refuses with ErrNameHeld instead of superseding a live
+	// IfAbsent refuses with ErrNameHeld, rather than superseding a live
 	// incarnation.
 	IfAbsent bool
 	// WaitDrained blocks Register, after registering, until every batch of
@@ -94,6 +97,26 @@ type Options struct {
 	WaitDrained bool
 	// Holder overrides the holder metadata; zero means CurrentProcess().
 	Holder Holder
+}
+
+// Validate checks the config; its errors are *config.FieldError. A TTL
+// under 1s also matches ErrBadTTL.
+func (c *RegisterConfig) Validate() error {
+	if c.TTL != 0 && c.TTL < time.Second {
+		return &config.FieldError{Pkg: "registry", Field: "TTL", Rule: c.TTL.String() + " is under 1s", Err: ErrBadTTL}
+	}
+	return nil
+}
+
+// withDefaults fills in the defaults of unset fields.
+func (c RegisterConfig) withDefaults() RegisterConfig {
+	if c.TTL == 0 {
+		c.TTL = DefaultTTL
+	}
+	if c.Holder == (Holder{}) {
+		c.Holder = CurrentProcess()
+	}
+	return c
 }
 
 // Registry registers callers in one namespace.
@@ -108,25 +131,19 @@ func New(cli *clientv3.Client, layout keyspace.Layout) *Registry {
 }
 
 // Register registers name under a new lease with keep-alive running, and
-// returns the new incarnation. Unless opts.IfAbsent is set, a live
-// incarnation of the name is superseded.
-func (r *Registry) Register(ctx context.Context, name string, opts Options) (*Incarnation, error) {
+// returns the new incarnation. Unless cfg.IfAbsent is set, a live
+// incarnation of the name is superseded. An invalid cfg returns a
+// *config.FieldError.
+func (r *Registry) Register(ctx context.Context, name string, cfg RegisterConfig) (*Incarnation, error) {
 	if err := keyspace.ValidateName(name); err != nil {
 		return nil, err
 	}
-	ttl := opts.TTL
-	if ttl == 0 {
-		ttl = DefaultTTL
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if ttl < time.Second {
-		return nil, fmt.Errorf("%w (got %s)", ErrBadTTL, ttl)
-	}
-	holder := opts.Holder
-	if holder == (Holder{}) {
-		holder = CurrentProcess()
-	}
-	ttlSec := int64((ttl + time.Second - 1) / time.Second)
-	val, err := json.Marshal(record{Holder: holder, TTLSeconds: ttlSec})
+	cfg = cfg.withDefaults()
+	ttlSec := int64((cfg.TTL + time.Second - 1) / time.Second)
+	val, err := json.Marshal(record{Holder: cfg.Holder, TTLSeconds: ttlSec})
 	if err != nil {
 		return nil, err
 	}
@@ -134,47 +151,23 @@ func (r *Registry) Register(ctx context.Context, name string, opts Options) (*In
 	if err != nil {
 		return nil, fmt.Errorf("registry: grant lease: %w", err)
 	}
-	revoke := func() {
+	put := clientv3.OpPut(r.layout.Reg(name), string(val), clientv3.WithLease(grant.ID))
+	var rev int64
+	if cfg.IfAbsent {
+		rev, err = r.putIfAbsent(ctx, name, put)
+	} else {
+		rev, err = r.putAlways(ctx, name, put)
+	}
+	if err != nil {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CleanupTimeout)
 		defer cancel()
 		_, _ = r.cli.Revoke(rctx, grant.ID)
-	}
-	key := r.layout.Reg(name)
-	put := clientv3.OpPut(key, string(val), clientv3.WithLease(grant.ID))
-	var rev int64
-	if opts.IfAbsent {
-		resp, err := r.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-			Then(put).
-			Else(clientv3.OpGet(key)).
-			Commit()
-		if err != nil {
-			revoke()
-			return nil, fmt.Errorf("registry: register %q: %w", name, err)
-		}
-		if !resp.Succeeded {
-			revoke()
-			held := "a live process"
-			if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
-				if reg, err := r.decode(kvs[0].Key, kvs[0].Value, kvs[0].ModRevision, kvs[0].Lease); err == nil {
-					held = fmt.Sprintf("pid %d on %s (incarnation %d)", reg.Holder.PID, reg.Holder.Host, reg.Incarnation)
-				}
-			}
-			return nil, fmt.Errorf("%w: %q is held by %s", ErrNameHeld, name, held)
-		}
-		rev = resp.Header.Revision
-	} else {
-		resp, err := r.cli.Do(ctx, put)
-		if err != nil {
-			revoke()
-			return nil, fmt.Errorf("registry: register %q: %w", name, err)
-		}
-		rev = resp.Put().Header.Revision
+		return nil, err
 	}
 	inc := newIncarnation(r, Registration{
-		Name: name, Incarnation: rev, Holder: holder, LeaseID: grant.ID, TTL: time.Duration(grant.TTL) * time.Second,
+		Name: name, Incarnation: rev, Holder: cfg.Holder, LeaseID: grant.ID, TTL: time.Duration(grant.TTL) * time.Second,
 	})
-	if opts.WaitDrained {
+	if cfg.WaitDrained {
 		if err := r.WaitDrained(ctx, name, rev); err != nil {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CleanupTimeout)
 			defer cancel()
@@ -183,6 +176,40 @@ func (r *Registry) Register(ctx context.Context, name string, opts Options) (*In
 		}
 	}
 	return inc, nil
+}
+
+// putAlways writes name's registration, superseding a live incarnation, and
+// returns its revision.
+func (r *Registry) putAlways(ctx context.Context, name string, put clientv3.Op) (int64, error) {
+	resp, err := r.cli.Do(ctx, put)
+	if err != nil {
+		return 0, fmt.Errorf("registry: register %q: %w", name, err)
+	}
+	return resp.Put().Header.Revision, nil
+}
+
+// putIfAbsent writes name's registration unless one exists, and returns its
+// revision; an existing one is ErrNameHeld, naming its holder.
+func (r *Registry) putIfAbsent(ctx context.Context, name string, put clientv3.Op) (int64, error) {
+	key := r.layout.Reg(name)
+	resp, err := r.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(put).
+		Else(clientv3.OpGet(key)).
+		Commit()
+	if err != nil {
+		return 0, fmt.Errorf("registry: register %q: %w", name, err)
+	}
+	if !resp.Succeeded {
+		held := "a live process"
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+			if reg, err := r.decode(kvs[0].Key, kvs[0].Value, kvs[0].ModRevision, kvs[0].Lease); err == nil {
+				held = fmt.Sprintf("pid %d on %s (incarnation %d)", reg.Holder.PID, reg.Holder.Host, reg.Incarnation)
+			}
+		}
+		return 0, fmt.Errorf("%w: %q is held by %s", ErrNameHeld, name, held)
+	}
+	return resp.Header.Revision, nil
 }
 
 // Get returns the current registration of name, or false when none is.
@@ -339,7 +366,7 @@ func (i *Incarnation) Close(ctx context.Context) error {
 	i.finish(ErrClosed)
 	i.cancel()
 	_, err := i.reg.cli.Revoke(ctx, i.LeaseID)
-	if err != nil && !isLeaseNotFound(err) {
+	if err != nil && !etcderr.IsLeaseNotFound(err) {
 		return fmt.Errorf("registry: revoke lease of %q: %w", i.Name, err)
 	}
 	return nil

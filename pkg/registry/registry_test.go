@@ -23,7 +23,7 @@ func setup(t *testing.T) (*clientv3.Client, keyspace.Layout, *registry.Registry,
 
 func TestRegisterStoresHolderUnderLease(t *testing.T) {
 	cli, layout, reg, ctx := setup(t)
-	inc, err := reg.Register(ctx, "agent", registry.Options{TTL: 3 * time.Second})
+	inc, err := reg.Register(ctx, "agent", registry.RegisterConfig{TTL: 3 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,16 +69,16 @@ func TestRegisterStoresHolderUnderLease(t *testing.T) {
 
 func TestRegisterSupersedesAndIfAbsentRefuses(t *testing.T) {
 	_, _, reg, ctx := setup(t)
-	first, err := reg.Register(ctx, "svc", registry.Options{})
+	first, err := reg.Register(ctx, "svc", registry.RegisterConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer first.Close(ctx)
-	_, err = reg.Register(ctx, "svc", registry.Options{IfAbsent: true})
+	_, err = reg.Register(ctx, "svc", registry.RegisterConfig{IfAbsent: true})
 	if !errors.Is(err, registry.ErrNameHeld) {
 		t.Fatalf("IfAbsent on a held name: %v", err)
 	}
-	second, err := reg.Register(ctx, "svc", registry.Options{})
+	second, err := reg.Register(ctx, "svc", registry.RegisterConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestRegisterSupersedesAndIfAbsentRefuses(t *testing.T) {
 
 func TestLeaseLossIsReported(t *testing.T) {
 	cli, _, reg, ctx := setup(t)
-	inc, err := reg.Register(ctx, "svc", registry.Options{})
+	inc, err := reg.Register(ctx, "svc", registry.RegisterConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,11 +122,11 @@ func TestRegisterRefusesBadInput(t *testing.T) {
 	cli, _, reg, ctx := setup(t)
 	start, _ := cli.Get(ctx, "x")
 	for _, name := range []string{"", "a/b", "a b"} {
-		if _, err := reg.Register(ctx, name, registry.Options{}); !errors.Is(err, keyspace.ErrInvalidName) {
+		if _, err := reg.Register(ctx, name, registry.RegisterConfig{}); !errors.Is(err, keyspace.ErrInvalidName) {
 			t.Errorf("name %q: %v", name, err)
 		}
 	}
-	if _, err := reg.Register(ctx, "ok", registry.Options{TTL: 10 * time.Millisecond}); !errors.Is(err, registry.ErrBadTTL) {
+	if _, err := reg.Register(ctx, "ok", registry.RegisterConfig{TTL: 10 * time.Millisecond}); !errors.Is(err, registry.ErrBadTTL) {
 		t.Errorf("short TTL: %v", err)
 	}
 	end, _ := cli.Get(ctx, "x")
@@ -143,8 +143,11 @@ func TestRegisterRefusesBadInput(t *testing.T) {
 // has pending batches and returns when they are gone.
 func TestWaitDrainedBlocksUntilEarlierBatchesAreGone(t *testing.T) {
 	cli, layout, reg, ctx := setup(t)
-	sub := tokenseq.NewSubmitter(cli, layout, ops.Limits{})
-	old, err := reg.Register(ctx, "svc", registry.Options{})
+	sub, err := tokenseq.NewSubmitter(tokenseq.SubmitterConfig{Etcd: cli, Layout: layout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := reg.Register(ctx, "svc", registry.RegisterConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +159,7 @@ func TestWaitDrainedBlocksUntilEarlierBatchesAreGone(t *testing.T) {
 	registered := make(chan *registry.Incarnation, 1)
 	errc := make(chan error, 1)
 	go func() {
-		inc, err := reg.Register(ctx, "svc", registry.Options{WaitDrained: true})
+		inc, err := reg.Register(ctx, "svc", registry.RegisterConfig{WaitDrained: true})
 		if err != nil {
 			errc <- err
 			return

@@ -112,7 +112,7 @@ func (aw *AppliedWatcher) stopIfIdleLocked() {
 }
 
 // follow reads the watermark and follows it with a watch until ctx ends
-// (nobody waits any more), starting over after errors.
+// (nobody waits), starting over after errors.
 func (aw *AppliedWatcher) follow(ctx context.Context) {
 	backoff := retry.Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
 	for ctx.Err() == nil {

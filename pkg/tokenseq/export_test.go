@@ -4,7 +4,7 @@ package tokenseq
 // until release is called; release then sends what is queued.
 func HoldSlots(s *Submitter) (release func()) {
 	s.mu.Lock()
-	n := s.group.maxInFlight
+	n := s.cfg.MaxInFlight
 	s.inflight += n
 	s.mu.Unlock()
 	return func() {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/coordinator-dev/coordinator/internal/etcderr"
 	"github.com/coordinator-dev/coordinator/pkg/ops"
 )
 
@@ -21,95 +22,44 @@ import (
 // Submissions made while a transaction is under way wait in a queue; when a
 // transaction slot frees up, everything waiting (within the limits below) is
 // sent as one transaction. It compares the registration of every name in it
-// against the incarnation submitted under (G1 still holds for each batch:
-// the check is in the transaction that stores it) and that none of the batch
-// ids is stored yet, and it puts every batch, in queue order. All of them
-// get the transaction's revision; the position in the transaction is the
+// against the incarnation submitted under (G1 holds for each batch: the
+// check is in the transaction that stores it) and that none of the batch ids
+// is stored yet, and it puts every batch, in queue order. All of them get
+// the transaction's revision; the position in the transaction is the
 // token's Index, which the record carries, so that tokens stay unique and
 // totally ordered.
 //
-// When the transaction fails, a read at the revision it failed at (the
-// state its compares saw) finds every registration and batch of the group.
-// Each submission is then settled from what was read: already stored (a
-// resend), voided, refused (its incarnation is not current) or, when its own
-// checks passed and another member failed the transaction, put back at the
-// head of the queue for the next one. A refused or already stored batch
-// therefore never delays the others by more than two round trips. The
-// transaction itself carries no Else branch: those reads would be sent,
-// logged by raft and decoded with every transaction, to serve the rare one
-// that fails (measured with the slot rule below, 64 callers on 16 names:
-// 42-48k submissions/s without them, 40-43k with them). A transaction etcd
+// A failed transaction carries no Else branch (its reads would be paid by
+// every transaction, for the rare one that fails). Its members are settled
+// by a read at the revision it failed at: already stored (a resend), voided,
+// refused (its incarnation is not current) or, when its own checks passed,
+// put back at the head of the queue for the next one. A transaction etcd
 // rejects before applying it (a receipt's lease is gone, a limit exceeded)
 // is retried one submission per transaction, so each gets the answer it
 // would have had alone.
 //
 // While a transaction is under way, a free slot waits until the queue holds
 // as many submissions as the last group sent; the end of the transaction
-// under way sends whatever is queued then. Without that, the slot a
-// finishing transaction frees takes the few submissions made since, and
-// callers that each wait for their answer settle into more, smaller groups:
-// 64 callers into three groups of 20 rather than two of 30, which carry
-// fewer submissions per second because every transaction costs a raft round
-// of its own.
+// under way sends whatever is queued then. Otherwise callers that each wait
+// for their answer settle into more, smaller groups, and every transaction
+// costs a raft round of its own. BENCHMARKS.md has the figures.
 
-// Option configures a Submitter.
-type Option func(*Submitter)
-
-// Defaults of group commit.
+// Defaults and limits of group commit.
 const (
-	// DefaultMaxGroupBatches bounds the batches of one transaction.
+	// DefaultMaxGroupBatches bounds the batches of one transaction when
+	// SubmitterConfig.MaxGroupBatches is zero.
 	DefaultMaxGroupBatches = 64
-	// DefaultMaxInFlight bounds the transactions under way at once.
+	// DefaultMaxInFlight bounds the transactions under way at once when
+	// SubmitterConfig.MaxInFlight is zero.
 	DefaultMaxInFlight = 2
-	// DefaultMaxGroupBytes bounds the records of one transaction, well
-	// within etcd's default request limit of 1.5 MiB. A batch larger than
-	// this is sent by itself.
-	DefaultMaxGroupBytes = 1 << 20
-	// DefaultMaxTxnOps is etcd's default --max-txn-ops: a transaction may
-	// hold at most this many compares, and this many operations per branch.
-	DefaultMaxTxnOps = 128
+	// MaxGroupBytes bounds the records of one transaction, well within
+	// etcd's default request limit of 1.5 MiB. A batch larger than this is
+	// sent by itself.
+	MaxGroupBytes = 1 << 20
+	// MaxTxnOps is etcd's default --max-txn-ops: a transaction may hold at
+	// most this many compares, and this many operations per branch.
+	MaxTxnOps = 128
 )
-
-type groupConfig struct {
-	maxBatches  int
-	maxInFlight int
-	maxBytes    int
-	maxTxnOps   int
-}
-
-func defaultGroupConfig() groupConfig {
-	return groupConfig{
-		maxBatches:  DefaultMaxGroupBatches,
-		maxInFlight: DefaultMaxInFlight,
-		maxBytes:    DefaultMaxGroupBytes,
-		maxTxnOps:   DefaultMaxTxnOps,
-	}
-}
-
-// WithGroupCommit sets how many submissions may share one transaction
-// (maxBatches; 1 sends every submission in its own transaction) and how many
-// transactions may be under way at once (maxInFlight). Values below 1 keep
-// the default.
-func WithGroupCommit(maxBatches, maxInFlight int) Option {
-	return func(s *Submitter) {
-		if maxBatches >= 1 {
-			s.group.maxBatches = maxBatches
-		}
-		if maxInFlight >= 1 {
-			s.group.maxInFlight = maxInFlight
-		}
-	}
-}
-
-// WithMaxTxnOps tells the Submitter the etcd cluster's --max-txn-ops when it
-// is not etcd's default of 128, so that a group never exceeds it.
-func WithMaxTxnOps(n int) Option {
-	return func(s *Submitter) {
-		if n >= 3 {
-			s.group.maxTxnOps = n
-		}
-	}
-}
 
 // submission states, guarded by Submitter.mu.
 const (
@@ -157,7 +107,7 @@ func (s *Submitter) newSubmission(ctx context.Context, req Request) *submission 
 // submit sends c, in a group when others are waiting too, and returns its
 // outcome.
 func (s *Submitter) submit(ctx context.Context, c *submission) (Token, error) {
-	if s.group.maxBatches <= 1 {
+	if s.cfg.MaxGroupBatches <= 1 {
 		return s.sendAlone(ctx, c)
 	}
 	s.mu.Lock()
@@ -167,8 +117,7 @@ func (s *Submitter) submit(ctx context.Context, c *submission) (Token, error) {
 	if busy {
 		// Other submissions are under way, so more are likely being made at
 		// this moment (callers that were just answered, say): let them join
-		// the queue before a free slot takes it. Measured: groups of 20
-		// instead of 15 at 64 callers, and 15% more submissions per second.
+		// the queue before a free slot takes it, for larger groups.
 		runtime.Gosched()
 	}
 	s.mu.Lock()
@@ -208,14 +157,15 @@ func (s *Submitter) sendAlone(ctx context.Context, c *submission) (Token, error)
 	c.alone = false
 	requeue, err := s.send(ctx, []*submission{c})
 	switch {
-	case errors.Is(err, rpctypes.ErrLeaseNotFound):
+	case etcderr.IsLeaseNotFound(err):
 		// Rejected before anything was stored: the lease is gone.
 		return Zero, &RefusedError{Name: c.req.Name, Incarnation: c.req.Incarnation, cause: ErrExpired}
 	case err != nil:
 		return Zero, fmt.Errorf("tokenseq: submit: %w", err)
 	case len(requeue) > 0:
 		// Cannot happen: a failed transaction of one batch always says why.
-		return Zero, fmt.Errorf("tokenseq: submit: %q incarnation %d batch %s: transaction failed without a reason", c.req.Name, c.req.Incarnation, c.req.ID)
+		return Zero, fmt.Errorf("tokenseq: submit: %q incarnation %d batch %s: transaction failed without a reason",
+			c.req.Name, c.req.Incarnation, c.req.ID)
 	}
 	return s.outcome(ctx, c)
 }
@@ -235,7 +185,7 @@ func (s *Submitter) dropLocked(c *submission) {
 // free.
 func (s *Submitter) takeGroupsLocked() [][]*submission {
 	var groups [][]*submission
-	for s.inflight < s.group.maxInFlight && len(s.queue) > 0 {
+	for s.inflight < s.cfg.MaxInFlight && len(s.queue) > 0 {
 		if s.inflight > 0 && len(s.queue) < s.lastGroup {
 			break // the transaction under way will send it when it ends
 		}
@@ -251,8 +201,8 @@ func (s *Submitter) takeGroupsLocked() [][]*submission {
 }
 
 // takeGroupLocked takes the oldest queued submissions that fit one
-// transaction: at most maxBatches batches and maxBytes of records, within
-// maxTxnOps, one incarnation per name and one submission per batch id. The
+// transaction: at most MaxGroupBatches batches and MaxGroupBytes of records,
+// within MaxTxnOps, one incarnation per name and one submission per batch id. The
 // others stay queued in their order.
 func (s *Submitter) takeGroupLocked() []*submission {
 	var (
@@ -264,7 +214,7 @@ func (s *Submitter) takeGroupLocked() []*submission {
 	)
 	rest := s.queue[:0]
 	for i, c := range s.queue {
-		if len(g) >= s.group.maxBatches {
+		if len(g) >= s.cfg.MaxGroupBatches {
 			rest = append(rest, s.queue[i:]...)
 			break
 		}
@@ -282,7 +232,7 @@ func (s *Submitter) takeGroupLocked() []*submission {
 		}
 		size := len(c.rec) + len(c.batchKey) + len(c.receiptKey)
 		fits := (!seen || inc == c.req.Incarnation) && !keys[c.batchKey] &&
-			txnOps+cost <= s.group.maxTxnOps && (len(g) == 0 || bytes+size <= s.group.maxBytes)
+			txnOps+cost <= MaxTxnOps && (len(g) == 0 || bytes+size <= MaxGroupBytes)
 		if !fits {
 			rest = append(rest, c)
 			continue
@@ -314,7 +264,7 @@ func (s *Submitter) sendGroup(g []*submission) {
 	release()
 	if err != nil {
 		notApplied := errors.Is(err, errFailedUnread) ||
-			errors.Is(err, rpctypes.ErrLeaseNotFound) || errors.Is(err, rpctypes.ErrTooManyOps) ||
+			etcderr.IsLeaseNotFound(err) || errors.Is(err, rpctypes.ErrTooManyOps) ||
 			errors.Is(err, rpctypes.ErrRequestTooLarge) || errors.Is(err, rpctypes.ErrDuplicateKey) ||
 			status.Code(err) == codes.ResourceExhausted
 		for _, c := range g {

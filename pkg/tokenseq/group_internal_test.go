@@ -29,7 +29,7 @@ func sizes(groups [][]*submission) []int {
 }
 
 func TestFreeSlotWaitsForAGroupAsLargeAsTheLastWhileOneIsUnderWay(t *testing.T) {
-	s := NewSubmitter(nil, keyspace.MustNew("t"), ops.Limits{})
+	s := newSubmitter(SubmitterConfig{Layout: keyspace.MustNew("t")})
 	enqueue(s, 5)
 	s.inflight, s.lastGroup = 1, 6
 	if groups := s.takeGroupsLocked(); len(groups) != 0 {
@@ -47,7 +47,7 @@ func TestFreeSlotWaitsForAGroupAsLargeAsTheLastWhileOneIsUnderWay(t *testing.T) 
 }
 
 func TestWithNothingUnderWayAnyQueueIsSent(t *testing.T) {
-	s := NewSubmitter(nil, keyspace.MustNew("t"), ops.Limits{})
+	s := newSubmitter(SubmitterConfig{Layout: keyspace.MustNew("t")})
 	enqueue(s, 3)
 	s.lastGroup = 40
 	groups := s.takeGroupsLocked()

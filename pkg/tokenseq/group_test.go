@@ -163,7 +163,7 @@ func TestGroupWithAGoneLeaseSettlesEachAlone(t *testing.T) {
 
 func TestGroupCommitOff(t *testing.T) {
 	f := newFixture(t)
-	sub := tokenseq.NewSubmitter(f.cli, f.layout, ops.Limits{}, tokenseq.WithGroupCommit(1, 0))
+	sub := newSubmitter(t, tokenseq.SubmitterConfig{Etcd: f.cli, Layout: f.layout, MaxGroupBatches: 1})
 	a := f.register(t, "a")
 	var wg sync.WaitGroup
 	toks := make([]tokenseq.Token, 8)
@@ -214,7 +214,7 @@ func TestQueuedSubmissionWhoseCallerGaveUpIsNotSent(t *testing.T) {
 
 // A group whose transaction failed stored nothing; when the read that says
 // why fails too (here the history it reads is compacted away), its members
-// are sent again, each alone, and get real answers instead of an unknown
+// are sent again, each alone, and get real answers, not an unknown
 // outcome.
 func TestGroupWhoseFailureCannotBeReadIsSentAgainAlone(t *testing.T) {
 	f := newFixture(t)

@@ -1,6 +1,7 @@
 package tokenseq
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -17,6 +18,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 	"github.com/coordinator-dev/coordinator/pkg/ops"
 )
@@ -36,7 +38,8 @@ var (
 type RefusedError struct {
 	Name        string
 	Incarnation int64
-	// Current is the incarnation registered now, zero when none is.
+	// Current is the incarnation registered when the refusal was read, zero
+	// when none was.
 	Current int64
 	cause   error
 }
@@ -52,14 +55,54 @@ func (e *RefusedError) Error() string {
 // Unwrap returns ErrSuperseded or ErrExpired.
 func (e *RefusedError) Unwrap() error { return e.cause }
 
+// SubmitterConfig configures a Submitter. Zero values mean the defaults
+// noted.
+type SubmitterConfig struct {
+	// Etcd is the etcd client the batches are stored with.
+	Etcd *clientv3.Client
+	// Layout is the namespace's key layout.
+	Layout keyspace.Layout
+	// Limits validate every batch before it is sent; zero means
+	// memcached's defaults.
+	Limits ops.Limits
+	// MaxGroupBatches bounds the submissions that share one transaction;
+	// 1 sends every submission in a transaction of its own. Zero means
+	// DefaultMaxGroupBatches.
+	MaxGroupBatches int
+	// MaxInFlight bounds the transactions under way at once; zero means
+	// DefaultMaxInFlight.
+	MaxInFlight int
+}
+
+// Validate checks the config; its errors are *config.FieldError.
+func (c *SubmitterConfig) Validate() error {
+	switch {
+	case c.Etcd == nil:
+		return config.Errorf("tokenseq", "Etcd", "is nil")
+	case c.Layout.Prefix() == "":
+		return config.Errorf("tokenseq", "Layout", "is empty")
+	case c.MaxGroupBatches < 0:
+		return config.Errorf("tokenseq", "MaxGroupBatches", "%d is negative", c.MaxGroupBatches)
+	case c.MaxInFlight < 0:
+		return config.Errorf("tokenseq", "MaxInFlight", "%d is negative", c.MaxInFlight)
+	}
+	return nil
+}
+
+// withDefaults fills in the defaults of unset fields.
+func (c SubmitterConfig) withDefaults() SubmitterConfig {
+	c.MaxGroupBatches = cmp.Or(c.MaxGroupBatches, DefaultMaxGroupBatches)
+	c.MaxInFlight = cmp.Or(c.MaxInFlight, DefaultMaxInFlight)
+	return c
+}
+
 // Submitter stores batches for callers. Concurrent submissions share etcd
-// transactions (group commit, see WithGroupCommit): a Submitter is meant to be
-// shared by every caller of a process.
+// transactions (group commit, see SubmitterConfig.MaxGroupBatches): a
+// Submitter is meant to be shared by every caller of a process.
 type Submitter struct {
 	cli    *clientv3.Client
 	layout keyspace.Layout
-	limits ops.Limits
-	group  groupConfig
+	cfg    SubmitterConfig // with defaults
 
 	mu        sync.Mutex
 	queue     []*submission // waiting for a transaction, oldest first
@@ -71,17 +114,23 @@ type Submitter struct {
 	failedTxn func(rev int64)
 }
 
-// NewSubmitter returns a Submitter for the namespace of layout.
-func NewSubmitter(cli *clientv3.Client, layout keyspace.Layout, limits ops.Limits, opts ...Option) *Submitter {
-	s := &Submitter{cli: cli, layout: layout, limits: limits, group: defaultGroupConfig()}
-	for _, o := range opts {
-		o(s)
+// NewSubmitter returns a Submitter; it returns a *config.FieldError for an
+// invalid cfg.
+func NewSubmitter(cfg SubmitterConfig) (*Submitter, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	return s
+	return newSubmitter(cfg), nil
+}
+
+// newSubmitter is NewSubmitter of a valid cfg.
+func newSubmitter(cfg SubmitterConfig) *Submitter {
+	cfg = cfg.withDefaults()
+	return &Submitter{cli: cfg.Etcd, layout: cfg.Layout, cfg: cfg}
 }
 
 // Limits returns the validation limits the submitter enforces.
-func (s *Submitter) Limits() ops.Limits { return s.limits }
+func (s *Submitter) Limits() ops.Limits { return s.cfg.Limits }
 
 // NewBatchID returns a new submission identifier: 16 bytes in hex, a
 // timestamp in nanoseconds followed by 8 random bytes. The timestamp strictly
@@ -93,8 +142,7 @@ func (s *Submitter) Limits() ops.Limits { return s.limits }
 // and a batch key is new for every submission. With random ids each insert
 // lands at a random place in that index; with ordered ids the inserts of one
 // name land next to each other, on the part of the index already in the
-// CPU's caches. Measured with BenchmarkSubmit (one name, 64 goroutines, the
-// index growing run after run): 57-60k submissions/s instead of 43-55k.
+// CPU's caches (BENCHMARKS.md has the figures).
 func NewBatchID() string {
 	var b [16]byte
 	binary.BigEndian.PutUint64(b[:8], uint64(nextBatchIDTime()))
@@ -111,12 +159,12 @@ var lastBatchIDTime atomic.Int64
 // last value returned when the clock has not moved past it.
 func nextBatchIDTime() int64 { return batchIDTimeAt(time.Now().UnixNano()) }
 
-// batchIDTimeAt returns now, or one more than the last value returned when
-// now is not past it (a coarse clock, or one set back).
-func batchIDTimeAt(now int64) int64 {
+// batchIDTimeAt returns clock, or one more than the last value returned when
+// clock is not past it (a coarse clock, or one set back).
+func batchIDTimeAt(clock int64) int64 {
 	for {
 		last := lastBatchIDTime.Load()
-		next := max(now, last+1)
+		next := max(clock, last+1)
 		if lastBatchIDTime.CompareAndSwap(last, next) {
 			return next
 		}
@@ -154,7 +202,7 @@ var (
 	// declared not accepted: that submission can never be accepted.
 	ErrVoided = errors.New("tokenseq: batch id was voided by a lookup")
 	// ErrNotAccepted is returned by Lookup when the submission was not
-	// accepted and can no longer be.
+	// accepted and never can be.
 	ErrNotAccepted = errors.New("tokenseq: submission was not accepted")
 	// ErrOutcomeUnknown is returned by Lookup when nothing left in etcd can
 	// tell whether the submission was accepted.
@@ -198,7 +246,7 @@ func (s *Submitter) SubmitRequest(ctx context.Context, req Request) (Token, erro
 	if err := keyspace.ValidateName(req.Name); err != nil {
 		return Zero, err
 	}
-	if err := ops.ValidateBatch(req.Ops, s.limits); err != nil {
+	if err := ops.ValidateBatch(req.Ops, s.cfg.Limits); err != nil {
 		return Zero, err
 	}
 	fresh := req.ID == ""
@@ -298,18 +346,17 @@ func acceptedIndex(v string) (index uint32, ok bool) {
 // Lease; Ops are ignored) was accepted, after SubmitRequest returned an error
 // that left the outcome unknown. It returns the batch's token when it was
 // accepted, an error wrapping ErrNotAccepted when it was not and never will
-// be, an error wrapping ErrOutcomeUnknown when etcd no longer holds anything
-// that could tell, and any other error when etcd could not be asked (try
-// again).
+// be, an error wrapping ErrOutcomeUnknown when nothing left in etcd can
+// tell, and any other error when etcd could not be asked (try again).
 //
 // With a Lease (receipts on), Lookup settles the outcome: when the
 // incarnation is current and neither the batch nor its receipt exists, it
 // writes a voided receipt in the same transaction, so a copy of the
 // submission still in flight is refused with ErrVoided and "not accepted"
-// stays true. When the incarnation is no longer current nothing can be
-// accepted under it any more; the answer is then certain as long as the
-// lease lives (so its receipts do), and ErrOutcomeUnknown once the lease is
-// gone and the batch has been applied.
+// stays true. When the incarnation is not current, nothing can be accepted
+// under it from then on; the answer is then certain as long as the lease
+// lives (so its receipts do), and ErrOutcomeUnknown once the lease is gone
+// and the batch has been applied.
 //
 // Without a Lease only a pending batch can be found: anything else is
 // ErrOutcomeUnknown, since an applied batch leaves no trace.
@@ -356,8 +403,8 @@ func (s *Submitter) Lookup(ctx context.Context, req Request) (Token, error) {
 		return Zero, fmt.Errorf("%w: %s (voided)", ErrNotAccepted, desc)
 	}
 	// The incarnation is not current, so nothing more can be accepted under
-	// it. If its lease is still alive now, it was alive when the receipt was
-	// read, and an accepted submission would have left one.
+	// it. If its lease is alive at this point, it was alive when the receipt
+	// was read, and an accepted submission would have left one.
 	ttl, err := s.cli.TimeToLive(ctx, req.Lease)
 	if err != nil {
 		return Zero, fmt.Errorf("tokenseq: lookup: lease: %w", err)
@@ -396,7 +443,7 @@ func (s *Submitter) DeleteReceipts(ctx context.Context, name string, inc int64, 
 // by a newer incarnation that has since ended too (a `submit --takeover`
 // that unregistered). The first change to the registration key after inc
 // tells them apart: a put is a newer incarnation (superseded), a delete is
-// the end of inc's own lease (expired). If etcd's history no longer holds
+// the end of inc's own lease (expired). If etcd's history does not hold
 // that revision (compacted), the answer is expired.
 func (s *Submitter) refusal(ctx context.Context, name string, inc, txnRev int64, rr *etcdserverpb.RangeResponse) error {
 	if rr != nil && len(rr.Kvs) > 0 {

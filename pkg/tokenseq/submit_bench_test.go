@@ -24,9 +24,9 @@ import (
 func BenchmarkSubmit(b *testing.B) {
 	_, cli := testenv.Etcd(b)
 	layout := keyspace.MustNew("bench")
-	sub := tokenseq.NewSubmitter(cli, layout, ops.Limits{})
+	sub := newSubmitter(b, tokenseq.SubmitterConfig{Etcd: cli, Layout: layout})
 	ctx := testenv.Ctx(b, 30*time.Minute)
-	inc, err := registry.New(cli, layout).Register(ctx, "b", registry.Options{TTL: time.Minute})
+	inc, err := registry.New(cli, layout).Register(ctx, "b", registry.RegisterConfig{TTL: time.Minute})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func BenchmarkSubmit(b *testing.B) {
 		_, err := sub.Submit(ctx, "b", inc.Incarnation, "", batch)
 		return err
 	}
-	alone := tokenseq.NewSubmitter(cli, layout, ops.Limits{}, tokenseq.WithGroupCommit(1, 0))
+	alone := newSubmitter(b, tokenseq.SubmitterConfig{Etcd: cli, Layout: layout, MaxGroupBatches: 1})
 	submitAlone := func() error {
 		_, err := alone.Submit(ctx, "b", inc.Incarnation, "", batch)
 		return err

@@ -28,12 +28,22 @@ func newFixture(t *testing.T) *fixture {
 	_, cli := testenv.Etcd(t)
 	layout := keyspace.MustNew("t")
 	return &fixture{cli: cli, layout: layout, reg: registry.New(cli, layout),
-		sub: tokenseq.NewSubmitter(cli, layout, ops.Limits{}), ctx: testenv.Ctx(t, 60*time.Second)}
+		sub: newSubmitter(t, tokenseq.SubmitterConfig{Etcd: cli, Layout: layout}), ctx: testenv.Ctx(t, 60*time.Second)}
+}
+
+// newSubmitter returns tokenseq.NewSubmitter(cfg), failing t on an error.
+func newSubmitter(t testing.TB, cfg tokenseq.SubmitterConfig) *tokenseq.Submitter {
+	t.Helper()
+	sub, err := tokenseq.NewSubmitter(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sub
 }
 
 func (f *fixture) register(t *testing.T, name string) *registry.Incarnation {
 	t.Helper()
-	inc, err := f.reg.Register(f.ctx, name, registry.Options{TTL: 5 * time.Second})
+	inc, err := f.reg.Register(f.ctx, name, registry.RegisterConfig{TTL: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

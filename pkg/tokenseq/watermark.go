@@ -29,7 +29,7 @@ func Watermark(ctx context.Context, cli *clientv3.Client, layout keyspace.Layout
 
 // WaitApplied blocks until the applied watermark reaches tok (G8), or ctx
 // ends. It watches the watermark key rather than polling; callers that wait
-// often should share an AppliedWatcher instead.
+// often should share an AppliedWatcher.
 func WaitApplied(ctx context.Context, cli *clientv3.Client, layout keyspace.Layout, tok Token) error {
 	return NewAppliedWatcher(cli, layout).Wait(ctx, tok)
 }

@@ -7,8 +7,8 @@
 // flight stay in the proxy or in the kernel's socket buffers, and new
 // connections are accepted but not connected onward. Heal delivers what was
 // held, as a network partition that ends before TCP gives up would; HealReset
-// instead closes every connection, as one that outlasted TCP's patience
-// would. Reset closes every connection at once, like a peer that restarted.
+// closes every connection, as one that outlasted TCP's patience would. Reset
+// closes every connection at once, like a peer that restarted.
 package proxy
 
 import (

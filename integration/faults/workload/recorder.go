@@ -63,7 +63,8 @@ func (r *Recorder) Registered(reg checker.Registration) {
 	}
 }
 
-// Fault records a fault injected now and returns its index for Healed.
+// Fault records a fault injected at the moment of the call and returns its
+// index for Healed.
 func (r *Recorder) Fault(kind, target, detail string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -71,7 +72,7 @@ func (r *Recorder) Fault(kind, target, detail string) int {
 	return len(r.h.Faults) - 1
 }
 
-// Healed records that fault i was undone now.
+// Healed records that fault i was undone at the moment of the call.
 func (r *Recorder) Healed(i int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -11,11 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/bradfitz/gomemcache/memcache"
-
-	"github.com/coordinator-dev/coordinator/integration/checker"
 	"github.com/coordinator-dev/coordinator/pkg/client"
-	"github.com/coordinator-dev/coordinator/pkg/ops"
 	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
 )
 
@@ -185,48 +181,6 @@ func (w *Workload) newClient(eps []string) (*client.Client, error) {
 	return cli, nil
 }
 
-// followWatermark reads the applied watermark every few milliseconds for
-// the pending bound.
-func (w *Workload) followWatermark(cli *client.Client) {
-	defer w.wg.Done()
-	for {
-		ctx, cancel := context.WithTimeout(w.stopCtx, time.Second)
-		resp, err := cli.Etcd().Get(ctx, cli.Layout().Applied())
-		cancel()
-		if err == nil && len(resp.Kvs) > 0 {
-			if tok, err := tokenseq.ParseToken(string(resp.Kvs[0].Value)); err == nil {
-				w.pendMu.Lock()
-				w.watermark = tok
-				w.pendMu.Unlock()
-			}
-		}
-		if !w.sleep(20 * time.Millisecond) {
-			return
-		}
-	}
-}
-
-// pending counts the acknowledged tokens above the watermark.
-func (w *Workload) pending() int {
-	w.pendMu.Lock()
-	defer w.pendMu.Unlock()
-	for w.pendToks.Len() > 0 && !w.watermark.Less(w.pendToks[0]) {
-		heap.Pop(&w.pendToks)
-	}
-	return w.pendToks.Len()
-}
-
-// holdOff waits while the pending bound is reached; it reports false when
-// the workload stopped.
-func (w *Workload) holdOff() bool {
-	for w.cfg.MaxPending > 0 && w.pending() >= w.cfg.MaxPending {
-		if !w.sleep(20 * time.Millisecond) {
-			return false
-		}
-	}
-	return !w.stopped()
-}
-
 // acknowledged counts an acknowledged token.
 func (w *Workload) acknowledged(tok tokenseq.Token) {
 	w.ok.Add(1)
@@ -242,20 +196,6 @@ func (w *Workload) acknowledged(tok tokenseq.Token) {
 	w.pendMu.Lock()
 	heap.Push(&w.pendToks, tok)
 	w.pendMu.Unlock()
-}
-
-// tokenHeap is a min-heap of tokens.
-type tokenHeap []tokenseq.Token
-
-func (h tokenHeap) Len() int           { return len(h) }
-func (h tokenHeap) Less(i, j int) bool { return h[i].Less(h[j]) }
-func (h tokenHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *tokenHeap) Push(x any)        { *h = append(*h, x.(tokenseq.Token)) }
-func (h *tokenHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
 }
 
 // Stop stops every caller and reader and waits for them; in-flight
@@ -307,7 +247,7 @@ func (w *Workload) LastToken() tokenseq.Token {
 	return w.lastOK
 }
 
-// WaitOK waits until at least n more submissions than now were
+// WaitOK waits until at least n more submissions than at the call were
 // acknowledged, and returns the highest token acknowledged then.
 func (w *Workload) WaitOK(ctx context.Context, n int64) (tokenseq.Token, error) {
 	target := w.ok.Load() + n
@@ -355,242 +295,5 @@ func (w *Workload) sleep(d time.Duration) bool {
 		return false
 	case <-t.C:
 		return true
-	}
-}
-
-func (w *Workload) reader(name string, rng *rand.Rand) {
-	defer w.wg.Done()
-	mc := memcache.New(w.cfg.Memcached)
-	mc.Timeout = 500 * time.Millisecond
-	defer mc.Close()
-	for !w.stopped() {
-		key := w.cfg.Keys[rng.Intn(len(w.cfg.Keys))]
-		if readKey(w.rec, mc, name, key) {
-			w.reads.Add(1)
-			w.sleep(w.cfg.ReadPause)
-		} else {
-			w.sleep(20 * time.Millisecond) // memcached is down
-		}
-	}
-}
-
-// readKey gets key and records what it saw; it reports false (and records
-// nothing) when memcached could not be read.
-func readKey(rec *Recorder, mc *memcache.Client, reader, key string) bool {
-	start := rec.Now()
-	it, err := mc.Get(key)
-	end := rec.Now()
-	switch {
-	case errors.Is(err, memcache.ErrCacheMiss):
-		rec.Read(checker.Read{Reader: reader, Key: key, Start: start, End: end})
-	case err != nil:
-		return false
-	default:
-		rec.Read(checker.Read{Reader: reader, Key: key, Start: start, End: end, Found: true, Value: string(it.Value), Term: it.Flags})
-	}
-	return true
-}
-
-// worker is the caller of one name: one incarnation at a time, restarted
-// now and then.
-type worker struct {
-	w       *Workload
-	name    string
-	cli     *client.Client
-	rng     *rand.Rand
-	forced  chan struct{}
-	inc     int            // local incarnation counter, part of every id
-	seq     atomic.Int64   // submission counter, shared with old incarnations
-	old     sync.WaitGroup // goroutines of old incarnations and waits
-	waits   atomic.Int64   // waits in flight
-	waitSeq atomic.Int64
-}
-
-// maxWaits bounds the WaitApplied calls a caller has in flight.
-const maxWaits = 4
-
-func seq(n int64) string { return strconv.FormatInt(n, 10) }
-
-type incarnation struct {
-	caller *client.Caller
-	n      int
-}
-
-func (k *worker) run() {
-	defer k.w.wg.Done()
-	cur := k.register(false)
-	for !k.w.stopped() {
-		if cur == nil {
-			if !k.w.sleep(100 * time.Millisecond) {
-				break
-			}
-			cur = k.register(false)
-			continue
-		}
-		pause := time.Duration(float64(k.w.cfg.Pause) * (0.5 + k.rng.Float64()))
-		if !k.w.sleep(k.w.onBeat(pause)) || !k.w.holdOff() {
-			break
-		}
-		restart := false
-		select {
-		case <-k.forced:
-			restart = true
-		default:
-			restart = k.w.cfg.RestartEvery > 0 && k.rng.Intn(k.w.cfg.RestartEvery) == 0
-		}
-		if restart {
-			// A restart: the new process registers while the old one
-			// still has a submission or two in flight.
-			old := cur
-			cur = k.register(k.rng.Intn(2) == 0)
-			k.old.Add(1)
-			go k.zombie(old, 1+k.rng.Intn(2), rand.New(rand.NewSource(k.rng.Int63())))
-			continue
-		}
-		res, tok, opsDone := k.submit(cur, k.rng)
-		switch res {
-		case checker.Refused:
-			// Lease lost or superseded: restart under the same name.
-			k.closeLater(cur)
-			cur = k.register(k.rng.Intn(2) == 0)
-		case checker.OK:
-			if k.rng.Intn(5) == 0 && k.waits.Load() < maxWaits {
-				// The caller goes on submitting while it waits, as a
-				// process with several threads would.
-				k.waits.Add(1)
-				k.old.Add(1)
-				go k.waitAndRead(cur, tok, opsDone, seq(k.waitSeq.Add(1)))
-			}
-		}
-	}
-	k.old.Wait()
-	if cur != nil {
-		k.close(cur)
-	}
-}
-
-// register registers the name again, retrying until it works or the
-// workload stops.
-func (k *worker) register(drain bool) *incarnation {
-	for !k.w.stopped() {
-		timeout := 10 * time.Second
-		if drain {
-			timeout = 30 * time.Second
-		}
-		ctx, cancel := context.WithTimeout(k.w.stopCtx, timeout)
-		start := k.w.rec.Now()
-		c, err := k.cli.Register(ctx, k.name, client.RegisterOptions{TTL: k.w.cfg.CallerTTL, WaitDrained: drain})
-		end := k.w.rec.Now()
-		cancel()
-		if err == nil {
-			k.inc++
-			k.w.rec.Registered(checker.Registration{Name: k.name, Incarnation: c.Incarnation(), Start: start, End: end, WaitDrained: drain})
-			return &incarnation{caller: c, n: k.inc}
-		}
-		drain = false
-		if !k.w.sleep(100 * time.Millisecond) {
-			break
-		}
-	}
-	return nil
-}
-
-// zombie submits n more batches under an old incarnation, then closes it.
-func (k *worker) zombie(old *incarnation, n int, rng *rand.Rand) {
-	defer k.old.Done()
-	if old == nil {
-		return
-	}
-	for range n {
-		k.submit(old, rng)
-	}
-	k.close(old)
-}
-
-func (k *worker) closeLater(inc *incarnation) {
-	k.old.Add(1)
-	go func() {
-		defer k.old.Done()
-		k.close(inc)
-	}()
-}
-
-func (k *worker) close(inc *incarnation) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	_ = inc.caller.Close(ctx)
-}
-
-// submit sends one batch of one to three operations and records it.
-func (k *worker) submit(inc *incarnation, rng *rand.Rand) (checker.Result, tokenseq.Token, []checker.Op) {
-	seq := k.seq.Add(1)
-	id := fmt.Sprintf("%s.%d.%d", k.name, inc.n, seq)
-	n := 1
-	switch r := rng.Intn(20); {
-	case r == 0:
-		n = 3
-	case r < 4:
-		n = 2
-	}
-	var batch []ops.Op
-	var rec []checker.Op
-	for i := range n {
-		key := k.w.cfg.Keys[rng.Intn(len(k.w.cfg.Keys))]
-		if rng.Intn(4) == 0 {
-			batch = append(batch, ops.Delete(key))
-			rec = append(rec, checker.Op{Kind: checker.KindDelete, Key: key})
-			continue
-		}
-		v := id + "." + strconv.Itoa(i)
-		batch = append(batch, ops.Set(key, []byte(v), 0))
-		rec = append(rec, checker.Op{Kind: checker.KindSet, Key: key, Value: v})
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), k.w.cfg.CallTimeout)
-	start := k.w.rec.Now()
-	tok, err := inc.caller.SubmitWithID(ctx, id, batch...)
-	end := k.w.rec.Now()
-	cancel()
-	c := checker.Call{ID: id, Name: k.name, Incarnation: inc.caller.Incarnation(), Ops: rec, Start: start, End: end}
-	switch {
-	case err == nil:
-		c.Result, c.Token = checker.OK, checkerToken(tok)
-		k.w.acknowledged(tok)
-	case errors.Is(err, client.ErrSuperseded) || errors.Is(err, client.ErrExpired):
-		c.Result, c.Err = checker.Refused, err.Error()
-		k.w.refused.Add(1)
-	default:
-		c.Result, c.Err = checker.Unknown, err.Error()
-		k.w.unknown.Add(1)
-	}
-	k.w.rec.Call(c)
-	return c.Result, tok, rec
-}
-
-// checkerToken is tok as the history records it.
-func checkerToken(tok tokenseq.Token) checker.Token {
-	return checker.Token{Revision: tok.Revision, Index: tok.Index}
-}
-
-// waitAndRead waits until tok is applied (G8), then reads the batch's keys
-// back as reader "rw-<name>-<n>" with its own memcached client.
-func (k *worker) waitAndRead(inc *incarnation, tok tokenseq.Token, batch []checker.Op, n string) {
-	defer k.old.Done()
-	defer k.waits.Add(-1)
-	ctx, cancel := context.WithTimeout(k.w.stopCtx, 20*time.Second)
-	defer cancel()
-	start := k.w.rec.Now()
-	err := inc.caller.WaitApplied(ctx, tok)
-	end := k.w.rec.Now()
-	if err != nil {
-		return
-	}
-	k.w.rec.Applied(checker.Applied{Token: checkerToken(tok), Start: start, End: end})
-	mc := memcache.New(k.w.cfg.Memcached)
-	mc.Timeout = time.Second
-	defer mc.Close()
-	for _, o := range batch {
-		if readKey(k.w.rec, mc, "rw-"+k.name+"-"+n, o.Key) {
-			k.w.reads.Add(1)
-		}
 	}
 }

@@ -1,4 +1,4 @@
-package bench
+package benchenv
 
 import (
 	"strings"
@@ -12,8 +12,8 @@ import (
 // range a node watches.
 func TestScratchKeysSortAfterTheLayout(t *testing.T) {
 	layout := keyspace.MustNew("bench-test")
-	e := &env{layout: layout}
-	scratch := e.scratch("")
+	e := &Env{Layout: layout}
+	scratch := e.Scratch("")
 	if !strings.HasPrefix(scratch, layout.Prefix()) {
 		t.Fatalf("scratch %q is outside the namespace %q", scratch, layout.Prefix())
 	}

@@ -1,0 +1,177 @@
+package bench
+
+import (
+	"io"
+	"os/exec"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/coordinator-dev/coordinator/internal/bench/benchenv"
+	"github.com/coordinator-dev/coordinator/pkg/config"
+	"github.com/coordinator-dev/coordinator/pkg/node"
+)
+
+const (
+	defaultMemcached = node.DefaultMemcached
+	maxBacklog       = 1_000_000
+	defaultRegs      = 100_000
+	defaultRounds    = 3
+)
+
+// Config configures a run. Zero values take the defaults noted.
+type Config struct {
+	// Endpoints of an existing etcd. Empty starts an embedded etcd in a
+	// temporary directory on a free port, removed when the run ends.
+	Endpoints []string
+	// Memcached servers, host:port; default 127.0.0.1:11211.
+	Memcached []string
+	// Scenarios to run; default DefaultScenarios.
+	Scenarios []string
+	// Concurrency levels of the submit scenario; default DefaultConcurrency.
+	Concurrency []int
+	// ValueSize is the size of every value; default 100.
+	ValueSize int
+	// Duration of each throughput measurement; default 5s.
+	Duration time.Duration
+	// Keys is the size of the key space; default 1000.
+	Keys int
+	// Names is the number of registration names submissions spread over;
+	// default 16.
+	Names int
+	// Backlog is the number of operations of the drain scenario; default
+	// 100000, at most 1000000.
+	Backlog int
+	// MemoryBacklog is the larger backlog of the memory scenario, which
+	// compares a node's peak memory draining it with draining a tenth of
+	// it; default 1000000, at most 1000000.
+	MemoryBacklog int
+	// Registrations is the number of registrations of the memory scenario;
+	// default 100000.
+	Registrations int
+	// LeaseTTL is the nodes' leadership lease TTL; default 5s.
+	LeaseTTL time.Duration
+	// FailoverRounds is how many graceful stops and how many kills the
+	// failover scenario measures; default 3.
+	FailoverRounds int
+	// Repeat is how many times the submit, end-to-end and peer scenarios
+	// run each comparison, ours and its baselines in reverse order every
+	// other time; each table row is then the median run and each ratio the
+	// median of the runs' ratios, which steadies them on a noisy machine.
+	// Default 1, at most 20.
+	Repeat int
+	// DialTimeout bounds connecting to etcd; default 5s.
+	DialTimeout time.Duration
+	// Serve returns the command that runs one coordinator node as a child
+	// process, given the arguments of `coordinator serve` (starting with
+	// "serve"). Nil runs this executable (os.Executable) with them.
+	Serve func(args []string) *exec.Cmd
+	// Progress receives one line per step; nil discards it.
+	Progress io.Writer
+}
+
+// withDefaults fills in defaults and checks the values.
+func (c Config) withDefaults() (Config, error) {
+	c = c.filled()
+	return c, c.validate()
+}
+
+// filled returns c with the defaults in place of zero values.
+func (c Config) filled() Config {
+	if len(c.Memcached) == 0 {
+		c.Memcached = []string{defaultMemcached}
+	}
+	if len(c.Scenarios) == 0 {
+		c.Scenarios = DefaultScenarios
+	}
+	if len(c.Concurrency) == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.ValueSize == 0 {
+		c.ValueSize = 100
+	}
+	if c.Duration == 0 {
+		c.Duration = 5 * time.Second
+	}
+	if c.Keys == 0 {
+		c.Keys = 1000
+	}
+	if c.Names == 0 {
+		c.Names = 16
+	}
+	if c.Backlog == 0 {
+		c.Backlog = 100_000
+	}
+	if c.MemoryBacklog == 0 {
+		c.MemoryBacklog = maxBacklog
+	}
+	if c.Registrations == 0 {
+		c.Registrations = defaultRegs
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = 5 * time.Second
+	}
+	if c.FailoverRounds == 0 {
+		c.FailoverRounds = defaultRounds
+	}
+	if c.Repeat == 0 {
+		c.Repeat = 1
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = 5 * time.Second
+	}
+	if c.Progress == nil {
+		c.Progress = io.Discard
+	}
+	return c
+}
+
+// validate checks the values of a filled Config.
+func (c Config) validate() error {
+	seen := map[string]bool{}
+	for _, s := range c.Scenarios {
+		if !slices.Contains(AllScenarios, s) {
+			return config.Errorf("bench", "Scenarios", "unknown scenario %q (known: %s)", s, strings.Join(AllScenarios, ","))
+		}
+		if seen[s] {
+			return config.Errorf("bench", "Scenarios", "scenario %q named twice", s)
+		}
+		seen[s] = true
+	}
+	for _, n := range c.Concurrency {
+		if n < 1 || n > 10_000 {
+			return config.Errorf("bench", "Concurrency", "%d is not between 1 and 10000", n)
+		}
+	}
+	switch {
+	case c.ValueSize < 1 || c.ValueSize > 512<<10:
+		return config.Errorf("bench", "ValueSize", "%d is not between 1 and 524288", c.ValueSize)
+	case c.Duration < 0:
+		return config.Errorf("bench", "Duration", "%s is negative", c.Duration)
+	case c.Keys < 1:
+		return config.Errorf("bench", "Keys", "%d is under 1", c.Keys)
+	case c.Names < 1 || c.Names > 10_000:
+		return config.Errorf("bench", "Names", "%d is not between 1 and 10000", c.Names)
+	case c.Backlog < 1 || c.Backlog > maxBacklog:
+		return config.Errorf("bench", "Backlog", "%d is not between 1 and %d", c.Backlog, maxBacklog)
+	case c.MemoryBacklog < 1 || c.MemoryBacklog > maxBacklog:
+		return config.Errorf("bench", "MemoryBacklog", "%d is not between 1 and %d", c.MemoryBacklog, maxBacklog)
+	case c.Registrations < 1 || c.Registrations > maxBacklog:
+		return config.Errorf("bench", "Registrations", "%d is not between 1 and %d", c.Registrations, maxBacklog)
+	case c.LeaseTTL < 2*time.Second || c.LeaseTTL%time.Second != 0:
+		return config.Errorf("bench", "LeaseTTL", "%s is not whole seconds, at least 2s", c.LeaseTTL)
+	case c.FailoverRounds < 1 || c.FailoverRounds > 100:
+		return config.Errorf("bench", "FailoverRounds", "%d is not between 1 and 100", c.FailoverRounds)
+	case c.Repeat < 1 || c.Repeat > maxRepeat:
+		return config.Errorf("bench", "Repeat", "%d is not between 1 and %d", c.Repeat, maxRepeat)
+	}
+	return nil
+}
+
+// envConfig is the part of c the environment is built from.
+func (c Config) envConfig() benchenv.Config {
+	return benchenv.Config{
+		Endpoints: c.Endpoints, Memcached: c.Memcached, Names: c.Names, Keys: c.Keys, ValueSize: c.ValueSize,
+		LeaseTTL: c.LeaseTTL, DialTimeout: c.DialTimeout, Serve: c.Serve, Progress: c.Progress,
+	}
+}
