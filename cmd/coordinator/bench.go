@@ -84,8 +84,10 @@ Progress goes to stderr; the report to stdout (-o json for machines).`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.memcached, "memcached", node.DefaultMemcached, "memcached servers, host:port, comma separated")
-	f.StringVar(&o.scenarios, "scenarios", strings.Join(bench.DefaultScenarios, ","), "scenarios to run, comma separated: "+strings.Join(bench.AllScenarios, ","))
-	f.StringVar(&o.concurrency, "concurrency", joinInts(bench.DefaultConcurrency), "concurrency levels of the submit scenario, comma separated")
+	f.StringVar(&o.scenarios, "scenarios", strings.Join(bench.DefaultScenarios, ","),
+		"scenarios to run, comma separated: "+strings.Join(bench.AllScenarios, ","))
+	f.StringVar(&o.concurrency, "concurrency", joinInts(bench.DefaultConcurrency),
+		"concurrency levels of the submit scenario, comma separated")
 	f.IntVar(&o.valueSize, "value-size", 100, "size of every value, in bytes")
 	f.DurationVar(&o.duration, "duration", 5*time.Second, "duration of each throughput measurement")
 	f.IntVar(&o.keys, "keys", 1000, "number of memcached keys the operations spread over")
@@ -95,8 +97,11 @@ Progress goes to stderr; the report to stdout (-o json for machines).`,
 	f.IntVar(&o.registrations, "registrations", 100000, "registrations of the memory scenario")
 	f.DurationVar(&o.leaseTTL, "lease-ttl", 5*time.Second, "the nodes' leadership lease TTL (whole seconds, at least 2s)")
 	f.IntVar(&o.failoverRounds, "failover-rounds", 3, "graceful stops and kills measured by failover, each")
-	f.IntVar(&o.repeat, "repeat", 1, "runs of each comparison of submit, end-to-end and peer, in reverse order every other run; tables show the median run, ratios the median of the runs' ratios (at most 20)")
-	f.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (clients, in-process node and embedded etcd) to this file")
+	f.IntVar(&o.repeat, "repeat", 1, "runs of each comparison of submit, end-to-end and peer, "+
+		"in reverse order every other run; tables show the median run, "+
+		"ratios the median of the runs' ratios (at most 20)")
+	f.StringVar(&o.cpuProfile, "cpuprofile", "",
+		"write a CPU profile of this process (clients, in-process node and embedded etcd) to this file")
 	return cmd
 }
 
@@ -115,7 +120,8 @@ func (o *benchOptions) config(cmd *cobra.Command, g *globalOptions) (bench.Confi
 	}
 	cfg := bench.Config{
 		Memcached: splitList(o.memcached), Scenarios: splitList(o.scenarios), ValueSize: o.valueSize,
-		Duration: o.duration, Keys: o.keys, Names: o.names, Backlog: o.backlog, MemoryBacklog: o.memoryBacklog, Registrations: o.registrations,
+		Duration: o.duration, Keys: o.keys, Names: o.names, Backlog: o.backlog,
+		MemoryBacklog: o.memoryBacklog, Registrations: o.registrations,
 		LeaseTTL: o.leaseTTL, FailoverRounds: o.failoverRounds, Repeat: o.repeat, DialTimeout: g.dialTimeout,
 		Progress: cmd.ErrOrStderr(),
 	}
@@ -141,8 +147,10 @@ func (o *benchOptions) config(cmd *cobra.Command, g *globalOptions) (bench.Confi
 	if o.duration <= 0 {
 		return cfg, usagef("--duration must be positive (got %s)", o.duration)
 	}
-	if o.valueSize < 1 || o.keys < 1 || o.names < 1 || o.backlog < 1 || o.memoryBacklog < 1 || o.registrations < 1 || o.failoverRounds < 1 || o.repeat < 1 {
-		return cfg, usagef("--value-size, --keys, --names, --backlog, --memory-backlog, --registrations, --failover-rounds and --repeat must be at least 1")
+	if o.valueSize < 1 || o.keys < 1 || o.names < 1 || o.backlog < 1 || o.memoryBacklog < 1 ||
+		o.registrations < 1 || o.failoverRounds < 1 || o.repeat < 1 {
+		return cfg, usagef("--value-size, --keys, --names, --backlog, --memory-backlog, " +
+			"--registrations, --failover-rounds and --repeat must be at least 1")
 	}
 	return cfg, nil
 }

@@ -124,7 +124,7 @@ func newPendingFixture(t *testing.T) *pendingFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.holder, err = c.Register(ctx, "holder", client.RegisterOptions{})
+	f.holder, err = c.Register(ctx, "holder", client.RegisterConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +314,7 @@ func TestSubmitTakeover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	owner, err := c.Register(ctx, "owner", client.RegisterOptions{})
+	owner, err := c.Register(ctx, "owner", client.RegisterConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,9 +27,10 @@ const (
 // wraps the error it reports, so callers can test its cause.
 type usageError struct {
 	err error
-	msg string // when set, shown instead of err's text
+	msg string // when set, shown in place of err's text
 }
 
+// Error returns msg when set, otherwise the wrapped error's text.
 func (e *usageError) Error() string {
 	if e.msg != "" {
 		return e.msg
@@ -37,7 +38,14 @@ func (e *usageError) Error() string {
 	return e.err.Error()
 }
 
+// Unwrap returns the error the usage error reports.
 func (e *usageError) Unwrap() error { return e.err }
+
+// errUsage is matched by every *usageError with errors.Is.
+var errUsage = errors.New("usage error")
+
+// Is reports whether target is errUsage.
+func (e *usageError) Is(target error) bool { return target == errUsage }
 
 // usagef returns a usage error formatted as fmt.Errorf does (%w wraps).
 func usagef(format string, args ...any) error {
@@ -75,11 +83,13 @@ func (g *globalOptions) validate() error {
 
 // etcdClient dials the etcd endpoints.
 func (g *globalOptions) etcdClient(ctx context.Context) (*clientv3.Client, error) {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: g.endpointList(), DialTimeout: g.dialTimeout, Context: ctx, Logger: zap.NewNop()})
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints: g.endpointList(), DialTimeout: g.dialTimeout, Context: ctx, Logger: zap.NewNop(),
+	})
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd at %s: %w", g.endpoints, err)
 	}
-	// Fail fast when nothing answers, instead of hanging on the first call.
+	// Fail fast when nothing answers, rather than hang on the first call.
 	sctx, cancel := context.WithTimeout(ctx, g.dialTimeout)
 	defer cancel()
 	if _, err := cli.Get(sctx, "health"); err != nil {
@@ -102,16 +112,24 @@ operation gets a token (an etcd revision); the elected leader node applies
 operations to memcached in token order, fenced against former leaders.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// cobra's distance for its own suggestions.
+		SuggestionsMinimumDistance: 2,
 	}
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.endpoints, "endpoints", "http://"+embedded.DefaultClientAddr, "etcd endpoints, comma separated (the default is the embedded node's address)")
-	pf.StringVar(&g.namespace, "namespace", keyspace.DefaultNamespace, "namespace: every key of this deployment lives under it")
+	pf.StringVar(&g.endpoints, "endpoints", "http://"+embedded.DefaultClientAddr,
+		"etcd endpoints, comma separated (the default is the embedded node's address)")
+	pf.StringVar(&g.namespace, "namespace", keyspace.DefaultNamespace,
+		"namespace: every key of this deployment lives under it")
 	pf.StringVarP(&g.output, "write-out", "o", "table", "output format: table or json")
 	pf.DurationVar(&g.dialTimeout, "dial-timeout", 5*time.Second, "how long to wait for etcd to answer")
+	// Misuse is told apart by value: flag errors and argument errors are
+	// *usageError, made by these hooks.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err: err} })
+	root.Args = unknownCommand
+	root.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 
 	root.AddCommand(
 		newServeCommand(g),
@@ -121,6 +139,7 @@ operations to memcached in token order, fenced against former leaders.`,
 		newOpsCommand(g),
 		newBenchCommand(g),
 	)
+	usageArgs(root)
 	return root
 }
 
@@ -132,25 +151,47 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err == nil {
 		return exitOK
 	}
-	var ue *usageError
-	if errors.As(err, &ue) || isCobraUsageError(err) {
-		fmt.Fprintf(stderr, "Error: %v\n", err)
-		fmt.Fprintf(stderr, "Usage: %s\n", cmd.UseLine())
-		fmt.Fprintf(stderr, "Run '%s --help' for more.\n", cmd.CommandPath())
-		return exitUsage
-	}
 	fmt.Fprintf(stderr, "Error: %v\n", err)
-	return exitFailure
+	if !errors.Is(err, errUsage) {
+		return exitFailure
+	}
+	fmt.Fprintf(stderr, "Usage: %s\n", cmd.UseLine())
+	fmt.Fprintf(stderr, "Run '%s --help' for more.\n", cmd.CommandPath())
+	return exitUsage
 }
 
-// isCobraUsageError recognises the argument errors cobra itself returns
-// (flag errors already arrive as *usageError through SetFlagErrorFunc).
-func isCobraUsageError(err error) bool {
-	msg := err.Error()
-	for _, s := range []string{"unknown command ", "accepts ", "requires at least ", "requires at most ", "accepts between ", "invalid argument "} {
-		if strings.HasPrefix(msg, s) {
-			return true
+// unknownCommand is the root's argument validator: the root runs only
+// without arguments, and any argument that is not a command is misuse.
+func unknownCommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if sugg := cmd.SuggestionsFor(args[0]); len(sugg) > 0 {
+		msg += "\n\nDid you mean this?\n\t" + strings.Join(sugg, "\n\t") + "\n"
+	}
+	return &usageError{err: errors.New(msg)}
+}
+
+// usageArgs makes the argument errors of every command in the tree of root
+// usage errors, those of cobra's own commands (completion, help) included.
+func usageArgs(root *cobra.Command) {
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	var walk func(*cobra.Command)
+	walk = func(c *cobra.Command) {
+		if validate := c.Args; validate != nil {
+			c.Args = func(cmd *cobra.Command, args []string) error {
+				err := validate(cmd, args)
+				if err != nil && !errors.Is(err, errUsage) {
+					return &usageError{err: err}
+				}
+				return err
+			}
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
 		}
 	}
-	return false
+	walk(root)
 }

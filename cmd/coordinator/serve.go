@@ -49,22 +49,29 @@ follower takes over without waiting for the lease to expire.`,
   # production: three of these, one per machine
   coordinator serve --endpoints https://etcd-1:2379,https://etcd-2:2379,https://etcd-3:2379 \
       --memcached mc-1:11211,mc-2:11211 --node-id $(hostname)`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runServe(cmd, g, o)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.dataDir, "data-dir", "coordinator.etcd", "embedded etcd's data directory (only without --endpoints)")
-	f.StringVar(&o.embedListen, "embed-listen", embedded.DefaultClientAddr, "embedded etcd's client address (only without --endpoints)")
+	f.StringVar(&o.embedListen, "embed-listen", embedded.DefaultClientAddr,
+		"embedded etcd's client address (only without --endpoints)")
 	f.DurationVar(&o.embedHistory, "embed-history-retention", time.Hour,
-		"how long embedded etcd keeps its history before compacting it, 0 for ever (only without --endpoints); a leader taking over after a longer outage reads pending batches all at once")
+		"how long embedded etcd keeps its history before compacting it, 0 for ever "+
+			"(only without --endpoints); a leader taking over after a longer outage "+
+			"reads pending batches all at once")
 	f.StringVar(&o.memcached, "memcached", node.DefaultMemcached, "memcached servers, host:port, comma separated")
 	f.StringVar(&o.nodeID, "node-id", defaultNodeID(), "this node's name in the election")
-	f.DurationVar(&o.leaseTTL, "lease-ttl", 5*time.Second, "leadership lease TTL: a dead leader is replaced within about this long")
-	f.IntVar(&o.maxItemBytes, "max-item-bytes", ops.DefaultMaxItemBytes, "memcached's item size limit (its -I); larger items are refused")
+	f.DurationVar(&o.leaseTTL, "lease-ttl", 5*time.Second,
+		"leadership lease TTL: a dead leader is replaced within about this long")
+	f.IntVar(&o.maxItemBytes, "max-item-bytes", ops.DefaultMaxItemBytes,
+		"memcached's item size limit (its -I); larger items are refused")
 	f.IntVar(&o.writers, "write-concurrency", applier.DefaultWriteConcurrency,
-		"memcached writes the leader sends at once, in one pipeline per server, at most one per registration name; each name's writes stay in token order, 1 keeps token order across names too")
+		"memcached writes the leader sends at once, in one pipeline per server, "+
+			"at most one per registration name; each name's writes stay in token order, "+
+			"1 keeps token order across names too")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
 }
@@ -126,7 +133,9 @@ func runServe(cmd *cobra.Command, g *globalOptions, o *serveOptions) error {
 		if lvl <= slog.LevelDebug {
 			etcdLog = "warn"
 		}
-		srv, err := embedded.Start(ctx, embedded.Config{Dir: dir, ClientAddr: o.embedListen, LogLevel: etcdLog, HistoryRetention: o.embedHistory})
+		srv, err := embedded.Start(ctx, embedded.Config{
+			Dir: dir, ClientAddr: o.embedListen, LogLevel: etcdLog, HistoryRetention: o.embedHistory,
+		})
 		if err != nil {
 			return err
 		}
@@ -140,7 +149,8 @@ func runServe(cmd *cobra.Command, g *globalOptions, o *serveOptions) error {
 	}
 	defer cli.Close()
 	layout := keyspace.MustNew(g.namespace)
-	log.Info("node starting", "node", o.nodeID, "namespace", g.namespace, "etcd", g.endpoints, "memcached", o.memcached, "lease_ttl", o.leaseTTL, "write_concurrency", o.writers)
+	log.Info("node starting", "node", o.nodeID, "namespace", g.namespace, "etcd", g.endpoints,
+		"memcached", o.memcached, "lease_ttl", o.leaseTTL, "write_concurrency", o.writers)
 	err = node.Run(ctx, node.Config{
 		Etcd: cli, Layout: layout, NodeID: o.nodeID, LeaseTTL: o.leaseTTL,
 		Memcached: splitList(o.memcached), Limits: ops.Limits{MaxItemBytes: o.maxItemBytes},

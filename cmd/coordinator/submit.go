@@ -15,8 +15,6 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/client"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 	"github.com/coordinator-dev/coordinator/pkg/ops"
-	"github.com/coordinator-dev/coordinator/pkg/registry"
-	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
 )
 
 // closeTimeout bounds unregistering when the command ends, also after an
@@ -76,10 +74,12 @@ exit status 2. A name held by a live process, or a refused submission, exits 1.`
 	f.StringVar(&o.as, "as", "", "registration name to submit under (required)")
 	f.Var(&o.expire, "expire", `set only: the item's time to live, a duration ("90s") or whole seconds ("30"); 0 means none`)
 	f.BoolVar(&o.wait, "wait", false, "wait until the operation is applied to memcached")
-	f.DurationVar(&o.waitTimeout, "wait-timeout", 0, "with --wait, give up waiting after this long (0: wait until interrupted)")
-	f.DurationVar(&o.ttl, "ttl", registry.DefaultTTL, "lease TTL of the short registration (at least 1s)")
+	f.DurationVar(&o.waitTimeout, "wait-timeout", 0,
+		"with --wait, give up waiting after this long (0: wait until interrupted)")
+	f.DurationVar(&o.ttl, "ttl", client.DefaultTTL, "lease TTL of the short registration (at least 1s)")
 	f.BoolVar(&o.takeover, "takeover", false, "supersede a live process that holds NAME instead of refusing")
-	f.IntVar(&o.maxItemBytes, "max-item-bytes", ops.DefaultMaxItemBytes, "memcached's item size limit (its -I); larger items are refused")
+	f.IntVar(&o.maxItemBytes, "max-item-bytes", ops.DefaultMaxItemBytes,
+		"memcached's item size limit (its -I); larger items are refused")
 	return cmd
 }
 
@@ -189,8 +189,8 @@ func runSubmit(cmd *cobra.Command, g *globalOptions, o *submitOptions, args []st
 	}
 	defer c.Close()
 
-	caller, err := c.Register(ctx, o.as, client.RegisterOptions{TTL: o.ttl, IfAbsent: !o.takeover})
-	if errors.Is(err, registry.ErrNameHeld) {
+	caller, err := c.Register(ctx, o.as, client.RegisterConfig{TTL: o.ttl, IfAbsent: !o.takeover})
+	if errors.Is(err, client.ErrNameHeld) {
 		return fmt.Errorf("%w; pass --takeover to supersede it", err)
 	}
 	if err != nil {
@@ -213,9 +213,9 @@ func runSubmit(cmd *cobra.Command, g *globalOptions, o *submitOptions, args []st
 
 	tok, err := caller.Submit(ctx, op)
 	switch {
-	case errors.Is(err, ops.ErrInvalid) || errors.Is(err, keyspace.ErrInvalidName):
+	case errors.Is(err, client.ErrInvalid) || errors.Is(err, client.ErrInvalidName):
 		return &usageError{err: err}
-	case errors.Is(err, tokenseq.ErrSuperseded) || errors.Is(err, tokenseq.ErrExpired):
+	case errors.Is(err, client.ErrSuperseded) || errors.Is(err, client.ErrExpired):
 		return fmt.Errorf("submission refused, nothing was written: %w", err)
 	case err != nil:
 		return fmt.Errorf("submit: %w (the operation may or may not have been accepted)", err)
@@ -243,7 +243,7 @@ func runSubmit(cmd *cobra.Command, g *globalOptions, o *submitOptions, args []st
 }
 
 // badInput is bad input found by the command itself. Like the errors of
-// ops.Op.Validate, it wraps ops.ErrInvalid and a specific error.
+// ops.Op.Validate, it wraps client.ErrInvalid and a specific error.
 type badInput struct {
 	specific error
 	detail   string
@@ -252,8 +252,8 @@ type badInput struct {
 // Error names the problem.
 func (e *badInput) Error() string { return e.specific.Error() + ": " + e.detail }
 
-// Unwrap returns the specific error and ops.ErrInvalid.
-func (e *badInput) Unwrap() []error { return []error{e.specific, ops.ErrInvalid} }
+// Unwrap returns the specific error and client.ErrInvalid.
+func (e *badInput) Unwrap() []error { return []error{e.specific, client.ErrInvalid} }
 
 // expireFlag is the --expire flag: a Go duration or whole seconds.
 // Negative values are accepted here and refused by validation, which names

@@ -36,3 +36,17 @@ func TestUsageErrorsWrapTheirCause(t *testing.T) {
 		}
 	}
 }
+
+// Argument errors, cobra's own commands' included, are usage errors by
+// value.
+func TestArgumentErrorsAreUsageErrors(t *testing.T) {
+	for _, args := range [][]string{{"frobnicate"}, {"serve", "x"}, {"completion", "bash", "x"}} {
+		root := newRootCommand(strings.NewReader(""), io.Discard, io.Discard)
+		root.SetArgs(args)
+		_, err := root.ExecuteContextC(context.Background())
+		var ue *usageError
+		if !errors.Is(err, errUsage) || !errors.As(err, &ue) {
+			t.Errorf("%q: got %v, want a usage error", args, err)
+		}
+	}
+}

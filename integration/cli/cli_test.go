@@ -263,7 +263,7 @@ func TestSubmitValueFromStdin(t *testing.T) {
 func TestSubmitTakeover(t *testing.T) {
 	e := start(t)
 	ctx := testenv.Ctx(t, 60*time.Second)
-	owner, err := e.client.Register(ctx, "owner", client.RegisterOptions{})
+	owner, err := e.client.Register(ctx, "owner", client.RegisterConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,7 +344,7 @@ func TestStatus(t *testing.T) {
 func TestPendingWhileMemcachedDown(t *testing.T) {
 	e := start(t)
 	ctx := testenv.Ctx(t, 120*time.Second)
-	holder, err := e.client.Register(ctx, "holder", client.RegisterOptions{})
+	holder, err := e.client.Register(ctx, "holder", client.RegisterConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

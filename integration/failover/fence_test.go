@@ -89,7 +89,7 @@ func TestFormerLeaderWriteIsFenced(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := testenv.Ctx(t, 2*time.Minute)
-	caller, err := c.Register(ctx, "svc", client.RegisterOptions{})
+	caller, err := c.Register(ctx, "svc", client.RegisterConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,7 @@ func TestGracefulStopHandsOverAtOnce(t *testing.T) {
 	cli := c.Etcd()
 
 	ctx := testenv.Ctx(t, 2*time.Minute)
-	caller, err := c.Register(ctx, "svc", client.RegisterOptions{})
+	caller, err := c.Register(ctx, "svc", client.RegisterConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

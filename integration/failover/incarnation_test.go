@@ -17,6 +17,7 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/client"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 	"github.com/coordinator-dev/coordinator/pkg/node"
+	"github.com/coordinator-dev/coordinator/pkg/registry"
 	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
 )
 
@@ -74,7 +75,7 @@ func TestIncarnationsAcrossMemcachedOutage(t *testing.T) {
 
 	mc.Stop()
 
-	a, err := c.Register(ctx, "svc", client.RegisterOptions{})
+	a, err := c.Register(ctx, "svc", client.RegisterConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +95,7 @@ func TestIncarnationsAcrossMemcachedOutage(t *testing.T) {
 		aToks = append(aToks, tok)
 	}
 
-	b, err := c.Register(ctx, "svc", client.RegisterOptions{})
+	b, err := c.Register(ctx, "svc", client.RegisterConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,11 +127,11 @@ func TestIncarnationsAcrossMemcachedOutage(t *testing.T) {
 	}
 	// G1, expiry: an incarnation whose lease was revoked is refused with
 	// ErrExpired.
-	e, err := c.Register(ctx, "exp", client.RegisterOptions{})
+	e, err := c.Register(ctx, "exp", client.RegisterConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, ok, err := c.Registry().Get(ctx, "exp")
+	reg, ok, err := registry.New(c.Etcd(), c.Layout()).Get(ctx, "exp")
 	if err != nil || !ok || reg.Incarnation != e.Incarnation() {
 		t.Fatalf("registration of exp: %+v, %v, %v (want incarnation %d)", reg, ok, err, e.Incarnation())
 	}

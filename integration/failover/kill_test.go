@@ -63,17 +63,17 @@ func TestLeaderKilledMidStream(t *testing.T) {
 	term0 := observe(t, c.Etcd(), layout).Term
 
 	ctx := testenv.Ctx(t, 2*time.Minute)
-	caller, err := c.Register(ctx, "svc", client.RegisterOptions{})
+	caller, err := c.Register(ctx, "svc", client.RegisterConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A superseded incarnation whose submission is refused while the leader
 	// is dead: its key must never appear in memcached.
-	zombie, err := c.Register(ctx, "zombie", client.RegisterOptions{})
+	zombie, err := c.Register(ctx, "zombie", client.RegisterConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Register(ctx, "zombie", client.RegisterOptions{}); err != nil {
+	if _, err := c.Register(ctx, "zombie", client.RegisterConfig{}); err != nil {
 		t.Fatal(err)
 	}
 

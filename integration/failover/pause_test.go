@@ -28,7 +28,7 @@ func TestPausedLeaderCannotWriteAfterResume(t *testing.T) {
 	term0 := observe(t, c.Etcd(), layout).Term
 
 	ctx := testenv.Ctx(t, 2*time.Minute)
-	caller, err := c.Register(ctx, "svc", client.RegisterOptions{})
+	caller, err := c.Register(ctx, "svc", client.RegisterConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,7 +59,7 @@ func (e *env) writer(t *testing.T) *memfence.Writer {
 }
 
 func (e *env) register(t *testing.T, name string) *client.Caller {
-	c, err := e.client.Register(e.ctx, name, client.RegisterOptions{})
+	c, err := e.client.Register(e.ctx, name, client.RegisterConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

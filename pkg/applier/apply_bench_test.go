@@ -56,7 +56,7 @@ func BenchmarkApplyBatch(b *testing.B) {
 			}
 			callers := make([]*client.Caller, c.names)
 			for i := range callers {
-				caller, err := cl.Register(ctx, fmt.Sprintf("bench-%d", i), client.RegisterOptions{TTL: time.Minute})
+				caller, err := cl.Register(ctx, fmt.Sprintf("bench-%d", i), client.RegisterConfig{TTL: time.Minute})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -41,7 +41,7 @@ func (e *env) startNode(t testing.TB) (*testenv.Node, *testenv.Memcached) {
 }
 
 // session opens a session closed when the test ends.
-func (e *env) session(t testing.TB, name string, opts SessionOptions) *Session {
+func (e *env) session(t testing.TB, name string, opts SessionConfig) *Session {
 	t.Helper()
 	if opts.TTL == 0 {
 		opts.TTL = 5 * time.Second

@@ -17,7 +17,7 @@ import (
 
 func (e *env) register(t *testing.T, name string) *registry.Incarnation {
 	t.Helper()
-	inc, err := e.c.Registry().Register(e.ctx, name, registry.RegisterConfig{TTL: 5 * time.Second})
+	inc, err := e.c.reg.Register(e.ctx, name, registry.RegisterConfig{TTL: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,7 +90,7 @@ func twoRounds(b *testing.B, n int, submit func(i, round int) error, lose func()
 }
 
 func sessionLoss(b *testing.B, e *env, name string, n int) lossResult {
-	s, err := e.c.NewSession(e.ctx, name, SessionOptions{TTL: 30 * time.Second, WaitDrained: Disabled})
+	s, err := e.c.NewSession(e.ctx, name, SessionConfig{TTL: 30 * time.Second, SkipDrain: true})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -119,7 +119,7 @@ type naive struct {
 }
 
 func (nv *naive) register(ctx context.Context) error {
-	c, err := nv.c.Register(ctx, nv.name, RegisterOptions{TTL: 30 * time.Second})
+	c, err := nv.c.Register(ctx, nv.name, RegisterConfig{TTL: 30 * time.Second})
 	if err != nil {
 		return err
 	}

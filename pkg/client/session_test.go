@@ -44,7 +44,7 @@ func TestSessionOldCookieAfterRenewalDoesNotReRegister(t *testing.T) {
 	e := newEnv(t)
 	h := e.history(t)
 	var log eventLog
-	s := e.session(t, "svc", SessionOptions{WaitDrained: Disabled, OnEvent: log.add})
+	s := e.session(t, "svc", SessionConfig{SkipDrain: true, OnEvent: log.add})
 	old := e.revoke(t, s)
 	renewed := log.wait(t, EventRenewed, 1)[0]
 	if renewed.Old != old || renewed.New <= old || renewed.New != s.Incarnation() {
@@ -73,8 +73,8 @@ func TestSessionConcurrentFailuresStartOneRenewal(t *testing.T) {
 	entered := make(chan int64, 1)
 	gate := make(chan struct{})
 	var log eventLog
-	s := e.session(t, "svc", SessionOptions{
-		WaitDrained: Disabled, OnEvent: log.add,
+	s := e.session(t, "svc", SessionConfig{
+		SkipDrain: true, OnEvent: log.add,
 		hooks: &sessionHooks{beforeRegister: func(old int64) {
 			entered <- old
 			<-gate
@@ -122,13 +122,13 @@ func TestSessionBacksOffFromOverwritingConcurrentRegistration(t *testing.T) {
 	}
 	var theirs atomic.Pointer[Caller]
 	var log eventLog
-	s := e.session(t, "svc", SessionOptions{
-		WaitDrained: Disabled, OnEvent: log.add,
+	s := e.session(t, "svc", SessionConfig{
+		SkipDrain: true, OnEvent: log.add,
 		hooks: &sessionHooks{beforeRegister: func(int64) {
 			if theirs.Load() != nil {
 				return
 			}
-			c, err := other.Register(e.ctx, "svc", RegisterOptions{TTL: 5 * time.Second})
+			c, err := other.Register(e.ctx, "svc", RegisterConfig{TTL: 5 * time.Second})
 			if err != nil {
 				t.Errorf("other registration: %v", err)
 				return
@@ -145,7 +145,7 @@ func TestSessionBacksOffFromOverwritingConcurrentRegistration(t *testing.T) {
 	if _, err := s.Set(e.ctx, "k", []byte("v"), 0); !errors.Is(err, ErrSessionSuperseded) {
 		t.Fatalf("submit after backing off: %v", err)
 	}
-	reg, ok, err := e.c.Registry().Get(e.ctx, "svc")
+	reg, ok, err := e.c.reg.Get(e.ctx, "svc")
 	if err != nil || !ok || reg.Incarnation != theirs.Load().Incarnation() {
 		t.Fatalf("registration %+v %v %v, want the other process's incarnation %d", reg, ok, err, theirs.Load().Incarnation())
 	}
@@ -193,7 +193,7 @@ func testManyGoroutines(t *testing.T, inFlight bool) {
 		}
 		return submit()
 	}
-	s := e.session(t, "many", SessionOptions{OnEvent: log.add, hooks: &sessionHooks{send: hold}}) // WaitDrained on: a leader runs
+	s := e.session(t, "many", SessionConfig{OnEvent: log.add, hooks: &sessionHooks{send: hold}}) // WaitDrained on: a leader runs
 	round1.Add(n)
 	all.Add(n)
 	for i := range n {
@@ -326,7 +326,7 @@ func TestSessionSubmissionsWaitDuringRenewal(t *testing.T) {
 	h := e.history(t)
 	var log eventLog
 	var sends sendLog
-	s := e.session(t, "svc", SessionOptions{OnEvent: log.add, hooks: &sessionHooks{send: sends.hook}})
+	s := e.session(t, "svc", SessionConfig{OnEvent: log.add, hooks: &sessionHooks{send: sends.hook}})
 	if _, err := s.Set(e.ctx, "first", []byte("v"), 0); err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +385,7 @@ func TestSessionWaitHonoursContext(t *testing.T) {
 	e := newEnv(t)
 	var log eventLog
 	var sends sendLog
-	s := e.session(t, "svc", SessionOptions{OnEvent: log.add, hooks: &sessionHooks{send: sends.hook}})
+	s := e.session(t, "svc", SessionConfig{OnEvent: log.add, hooks: &sessionHooks{send: sends.hook}})
 	if _, err := s.Set(e.ctx, "first", []byte("v"), 0); err != nil { // stays pending: no leader
 		t.Fatal(err)
 	}
@@ -441,7 +441,7 @@ func TestSessionSupersededIsFinal(t *testing.T) {
 	e := newEnv(t)
 	h := e.history(t)
 	var logA eventLog
-	a := e.session(t, "svc", SessionOptions{WaitDrained: Disabled, OnEvent: logA.add})
+	a := e.session(t, "svc", SessionConfig{SkipDrain: true, OnEvent: logA.add})
 	const n = 20
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -465,7 +465,7 @@ func TestSessionSupersededIsFinal(t *testing.T) {
 	for range n {
 		<-started
 	}
-	b := e.session(t, "svc", SessionOptions{WaitDrained: Disabled})
+	b := e.session(t, "svc", SessionConfig{SkipDrain: true})
 	wg.Wait()
 	for i, err := range errs {
 		if !errors.Is(err, ErrSessionSuperseded) || !errors.Is(err, ErrSuperseded) || errors.Is(err, ErrExpired) {
@@ -497,7 +497,7 @@ func TestSessionSupersededIsFinal(t *testing.T) {
 	if err := a.Close(e.ctx); err != nil {
 		t.Fatal(err)
 	}
-	reg, ok, err := e.c.Registry().Get(e.ctx, "svc")
+	reg, ok, err := e.c.reg.Get(e.ctx, "svc")
 	if err != nil || !ok || reg.Incarnation != b.Incarnation() {
 		t.Fatalf("registration after a.Close: %+v %v %v", reg, ok, err)
 	}
@@ -513,15 +513,15 @@ var errLostReply = errors.New("test: reply lost")
 // receipts this holds even after the batch was applied and deleted.
 func TestSessionLostReplyIsLookedUpNotResent(t *testing.T) {
 	for _, c := range []struct {
-		name     string
-		receipts Toggle
-		applied  bool // let the batch be applied and deleted before the lookup
-		found    bool
+		name       string
+		noReceipts bool
+		applied    bool // let the batch be applied and deleted before the lookup
+		found      bool
 	}{
-		{name: "pending", receipts: Enabled, found: true},
-		{name: "applied", receipts: Enabled, applied: true, found: true},
-		{name: "pending-no-receipts", receipts: Disabled, found: true},
-		{name: "applied-no-receipts", receipts: Disabled, applied: true, found: false},
+		{name: "pending", found: true},
+		{name: "applied", applied: true, found: true},
+		{name: "pending-no-receipts", noReceipts: true, found: true},
+		{name: "applied-no-receipts", noReceipts: true, applied: true, found: false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			e := newEnv(t)
@@ -531,8 +531,8 @@ func TestSessionLostReplyIsLookedUpNotResent(t *testing.T) {
 			h := e.history(t)
 			var lost atomic.Bool
 			var committed Token
-			s := e.session(t, "svc", SessionOptions{
-				WaitDrained: Disabled, Receipts: c.receipts,
+			s := e.session(t, "svc", SessionConfig{
+				SkipDrain: true, NoReceipts: c.noReceipts,
 				hooks: &sessionHooks{send: func(ctx context.Context, req tokenseq.Request, submit func() (Token, error)) (Token, error) {
 					tok, err := submit()
 					if err != nil || lost.Swap(true) {
@@ -583,8 +583,8 @@ func TestSessionLostRequestIsVoidedAndResent(t *testing.T) {
 	e := newEnv(t)
 	h := e.history(t)
 	var lostReq atomic.Pointer[tokenseq.Request]
-	s := e.session(t, "svc", SessionOptions{
-		WaitDrained: Disabled,
+	s := e.session(t, "svc", SessionConfig{
+		SkipDrain: true,
 		hooks: &sessionHooks{send: func(ctx context.Context, req tokenseq.Request, submit func() (Token, error)) (Token, error) {
 			if lostReq.CompareAndSwap(nil, &req) {
 				return tokenseq.Zero, errLostReply
@@ -617,7 +617,7 @@ func TestSessionLostRequestIsVoidedAndResent(t *testing.T) {
 func TestSessionPrunesReceipts(t *testing.T) {
 	e := newEnv(t)
 	h := e.history(t)
-	s := e.session(t, "svc", SessionOptions{WaitDrained: Disabled})
+	s := e.session(t, "svc", SessionConfig{SkipDrain: true})
 	const n = 30
 	var wg sync.WaitGroup
 	for i := range n {
@@ -650,7 +650,7 @@ func TestSessionPrunesReceipts(t *testing.T) {
 func TestSessionInvalidInput(t *testing.T) {
 	e := newEnv(t)
 	var sends sendLog
-	s := e.session(t, "svc", SessionOptions{WaitDrained: Disabled, hooks: &sessionHooks{send: sends.hook}})
+	s := e.session(t, "svc", SessionConfig{SkipDrain: true, hooks: &sessionHooks{send: sends.hook}})
 	if _, err := s.Set(e.ctx, "bad key", nil, 0); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("got %v", err)
 	}
@@ -660,7 +660,7 @@ func TestSessionInvalidInput(t *testing.T) {
 	if len(sends.byInc) != 0 {
 		t.Fatalf("sent %v", sends.byInc)
 	}
-	if _, err := e.c.NewSession(e.ctx, "a/b", SessionOptions{}); !errors.Is(err, ErrInvalidName) {
+	if _, err := e.c.NewSession(e.ctx, "a/b", SessionConfig{}); !errors.Is(err, ErrInvalidName) {
 		t.Fatalf("bad name: %v", err)
 	}
 }

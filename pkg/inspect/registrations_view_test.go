@@ -28,7 +28,7 @@ func TestDrainBarrierAndDrainingView(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old, err := c.Register(ctx, "svc", client.RegisterOptions{})
+	old, err := c.Register(ctx, "svc", client.RegisterConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func TestDrainBarrierAndDrainingView(t *testing.T) {
 	}
 	registered := make(chan result, 1)
 	go func() {
-		nc, err := c.Register(ctx, "svc", client.RegisterOptions{WaitDrained: true})
+		nc, err := c.Register(ctx, "svc", client.RegisterConfig{WaitDrained: true})
 		registered <- result{nc, err}
 	}()
 	var view []inspect.RegistrationView

@@ -25,7 +25,7 @@ func TestSetIsAppliedToMemcached(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := testenv.Ctx(t, 30*time.Second)
-	caller, err := c.Register(ctx, "demo", client.RegisterOptions{})
+	caller, err := c.Register(ctx, "demo", client.RegisterConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

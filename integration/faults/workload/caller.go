@@ -106,7 +106,7 @@ func (k *worker) register(drain bool) *incarnation {
 		}
 		ctx, cancel := context.WithTimeout(k.w.stopCtx, timeout)
 		start := k.w.rec.Now()
-		c, err := k.cli.Register(ctx, k.name, client.RegisterOptions{TTL: k.w.cfg.CallerTTL, WaitDrained: drain})
+		c, err := k.cli.Register(ctx, k.name, client.RegisterConfig{TTL: k.w.cfg.CallerTTL, WaitDrained: drain})
 		end := k.w.rec.Now()
 		cancel()
 		if err == nil {

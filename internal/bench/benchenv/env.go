@@ -155,7 +155,7 @@ func (e *Env) open(ctx context.Context) error {
 	e.Progressf("namespace %s, etcd %s, memcached %s",
 		e.Namespace, strings.Join(e.Endpoints, ","), strings.Join(e.cfg.Memcached, ","))
 	for i := range e.cfg.Names {
-		c, err := e.Client.Register(ctx, fmt.Sprintf("w%d", i), client.RegisterOptions{TTL: RegistrationTTL})
+		c, err := e.Client.Register(ctx, fmt.Sprintf("w%d", i), client.RegisterConfig{TTL: RegistrationTTL})
 		if err != nil {
 			return fmt.Errorf("register: %w", err)
 		}
