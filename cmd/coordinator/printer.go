@@ -34,6 +34,14 @@ func newPrinter(format string, w io.Writer) printer {
 	return tablePrinter{w: w}
 }
 
+// checkOutput checks the -o/--write-out value; its error is a usage error.
+func checkOutput(format string) error {
+	if format != "table" && format != "json" {
+		return usagef("-o/--write-out must be table or json, not %q", format)
+	}
+	return nil
+}
+
 // tablePrinter writes a header row and one row per record, aligned in
 // columns.
 type tablePrinter struct{ w io.Writer }
@@ -45,6 +53,41 @@ func (p tablePrinter) print(v view) error {
 		fmt.Fprintln(tw, strings.Join(r, "\t"))
 	}
 	return tw.Flush()
+}
+
+// rowPrinter writes a table one print at a time, as kubectl get --watch
+// does: the header with the first rows, then only rows, each column as wide
+// as it was first (a longer cell widens only its own row).
+type rowPrinter struct {
+	w      io.Writer
+	widths []int
+}
+
+func (p *rowPrinter) print(v view) error {
+	rows := v.rows()
+	if p.widths == nil {
+		rows = append([][]string{v.header()}, rows...)
+		for _, r := range rows {
+			for i, c := range r {
+				if i >= len(p.widths) {
+					p.widths = append(p.widths, 0)
+				}
+				p.widths[i] = max(p.widths[i], len(c))
+			}
+		}
+	}
+	var b strings.Builder
+	for _, r := range rows {
+		for i, c := range r {
+			b.WriteString(c)
+			if i < len(r)-1 && i < len(p.widths) {
+				b.WriteString(strings.Repeat(" ", max(p.widths[i]-len(c), 0)+2))
+			}
+		}
+		b.WriteByte('\n')
+	}
+	_, err := io.WriteString(p.w, b.String())
+	return err
 }
 
 // jsonPrinter writes the view as one indented JSON document.

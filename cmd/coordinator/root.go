@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -63,6 +64,9 @@ type globalOptions struct {
 	namespace   string
 	output      string
 	dialTimeout time.Duration
+
+	// etcdLogger receives the etcd client's log; nil means zap.NewNop().
+	etcdLogger *zap.Logger
 }
 
 func (g *globalOptions) endpointList() []string { return splitList(g.endpoints) }
@@ -81,10 +85,18 @@ func (g *globalOptions) validate() error {
 	return nil
 }
 
+// etcdZapLogger returns etcdLogger, or a logger that discards when unset.
+func (g *globalOptions) etcdZapLogger() *zap.Logger {
+	if g.etcdLogger == nil {
+		return zap.NewNop()
+	}
+	return g.etcdLogger
+}
+
 // etcdClient dials the etcd endpoints.
 func (g *globalOptions) etcdClient(ctx context.Context) (*clientv3.Client, error) {
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints: g.endpointList(), DialTimeout: g.dialTimeout, Context: ctx, Logger: zap.NewNop(),
+		Endpoints: g.endpointList(), DialTimeout: g.dialTimeout, Context: ctx, Logger: g.etcdZapLogger(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd at %s: %w", g.endpoints, err)
@@ -138,7 +150,9 @@ operations to memcached in token order, fenced against former leaders.`,
 		newRegistrationsCommand(g),
 		newOpsCommand(g),
 		newBenchCommand(g),
+		newVersionCommand(g),
 	)
+	bindEnv(root, os.LookupEnv)
 	usageArgs(root)
 	return root
 }

@@ -9,6 +9,7 @@ import (
 )
 
 func newStatusCommand(g *globalOptions) *cobra.Command {
+	var watch bool
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the leader, term, applied watermark and pending work of a namespace",
@@ -18,7 +19,8 @@ that it and every token before it are in memcached), the pending operations
 and batches, the number of live registrations, and the number of records the
 leader set aside as undecodable or unappliable (quarantined).`,
 		Example: `  coordinator status
-  coordinator status --endpoints http://etcd-1:2379 --namespace prod -o json`,
+  coordinator status --endpoints http://etcd-1:2379 --namespace prod -o json
+  coordinator status --watch`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			in, done, err := openInspector(cmd.Context(), g)
@@ -26,6 +28,9 @@ leader set aside as undecodable or unappliable (quarantined).`,
 				return err
 			}
 			defer done()
+			if watch {
+				return watchStatus(cmd, in, g.output)
+			}
 			st, err := in.Status(cmd.Context())
 			if err != nil {
 				return err
@@ -33,7 +38,25 @@ leader set aside as undecodable or unappliable (quarantined).`,
 			return newPrinter(g.output, cmd.OutOrStdout()).print(newStatusView(st))
 		},
 	}
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false,
+		"after the first summary, print a new one each time it changes, until interrupted "+
+			"(a table gains a row per change; JSON output is one document per change)")
 	return cmd
+}
+
+// watchStatus prints the status and a new row (or JSON document) each time
+// it changes, until the command's context ends (Ctrl-C), which is success.
+func watchStatus(cmd *cobra.Command, in *inspect.Inspector, format string) error {
+	ctx := cmd.Context()
+	var p printer = newPrinter(format, cmd.OutOrStdout())
+	if format == "table" {
+		p = &rowPrinter{w: cmd.OutOrStdout()}
+	}
+	err := in.WatchStatus(ctx, func(st inspect.Status) error { return p.print(newStatusView(st)) })
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
 
 // statusView is the output of status.

@@ -231,7 +231,7 @@ func runSubmit(cmd *cobra.Command, g *globalOptions, o *submitOptions, args []st
 			wctx, cancel = context.WithTimeout(ctx, o.waitTimeout)
 			defer cancel()
 		}
-		if werr := c.WaitApplied(wctx, tok); werr != nil {
+		if werr := waitWithProgress(wctx, c, cli, g.namespace, tok, cmd.ErrOrStderr()); werr != nil {
 			if perr := p.print(v); perr != nil {
 				return perr
 			}
