@@ -1,4 +1,4 @@
-package client
+package client_test
 
 import (
 	"testing"
@@ -6,4 +6,4 @@ import (
 	"github.com/coordinator-dev/coordinator/internal/testenv"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
+func TestMain(m *testing.M) { testenv.Main(m, stopExampleDeployment) }
