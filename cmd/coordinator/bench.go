@@ -127,6 +127,7 @@ func (o *benchOptions) config(cmd *cobra.Command, g *globalOptions) (bench.Confi
 	}
 	if cmd.Flags().Changed("endpoints") || cmd.Root().PersistentFlags().Changed("endpoints") {
 		cfg.Endpoints = g.endpointList()
+		cfg.Security = g.security()
 	}
 	if len(cfg.Memcached) == 0 {
 		return cfg, usagef("--memcached is empty")

@@ -13,7 +13,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/embedded"
+	"github.com/coordinator-dev/coordinator/pkg/etcdconn"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 )
 
@@ -65,6 +67,11 @@ type globalOptions struct {
 	output      string
 	dialTimeout time.Duration
 
+	// etcd's TLS and user, spelled as etcdctl spells them.
+	caCert, cert, key  string
+	insecureSkipVerify bool
+	user, password     string
+
 	// etcdLogger receives the etcd client's log; nil means zap.NewNop().
 	etcdLogger *zap.Logger
 }
@@ -82,7 +89,69 @@ func (g *globalOptions) validate() error {
 	if len(g.endpointList()) == 0 {
 		return usagef("--endpoints is empty")
 	}
-	return nil
+	return g.validateConn()
+}
+
+// connFlags names the flag of each etcdconn.Config field.
+var connFlags = map[string]string{
+	"Endpoints": "--endpoints", "DialTimeout": "--dial-timeout",
+	"CACert": "--cacert", "Cert": "--cert", "Key": "--key",
+	"Username": "--user", "Password": "--password",
+}
+
+// validateConn checks the etcd connection flags; errors are usage errors
+// naming the flag, and never hold the password.
+func (g *globalOptions) validateConn() error {
+	if user, _, hasColon := strings.Cut(g.user, ":"); hasColon {
+		if g.password != "" {
+			return usagef("--user %q holds a password and --password is set: give one of them", user)
+		}
+		if user == "" {
+			return usagef("--user has no name before its colon")
+		}
+	}
+	switch {
+	case g.cert != "" && g.key == "":
+		return usagef("--cert needs --key")
+	case g.key != "" && g.cert == "":
+		return usagef("--key needs --cert")
+	}
+	if g.password != "" && g.user == "" {
+		return usagef("--password needs --user")
+	}
+	sec := g.security()
+	if sec.Username != "" && sec.Password == "" {
+		return usagef("--user %q has no password: use --user name:password or --password", sec.Username)
+	}
+	err := g.conn().Validate()
+	var fe *config.FieldError
+	if errors.As(err, &fe) {
+		flag := connFlags[fe.Field]
+		if flag == "" {
+			flag = fe.Field
+		}
+		return usageMsg(flag+": "+fe.Rule, err)
+	}
+	return err
+}
+
+// security returns the TLS and user settings of the flags.
+func (g *globalOptions) security() etcdconn.Security {
+	user, pw := etcdconn.ParseUser(g.user)
+	if g.password != "" {
+		pw = g.password
+	}
+	return etcdconn.Security{
+		CACert: g.caCert, Cert: g.cert, Key: g.key, InsecureSkipTLSVerify: g.insecureSkipVerify,
+		Username: user, Password: pw,
+	}
+}
+
+// conn returns how this process reaches etcd.
+func (g *globalOptions) conn() etcdconn.Config {
+	return etcdconn.Config{
+		Endpoints: g.endpointList(), DialTimeout: g.dialTimeout, Security: g.security(), Logger: g.etcdZapLogger(),
+	}
 }
 
 // etcdZapLogger returns etcdLogger, or a logger that discards when unset.
@@ -93,22 +162,14 @@ func (g *globalOptions) etcdZapLogger() *zap.Logger {
 	return g.etcdLogger
 }
 
-// etcdClient dials the etcd endpoints.
+// etcdClient dials the etcd endpoints with the TLS and user flags, and
+// fails fast when etcd does not answer, refuses the user or the TLS
+// handshake fails (see etcdconn.Dial). Bad flags are usage errors.
 func (g *globalOptions) etcdClient(ctx context.Context) (*clientv3.Client, error) {
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints: g.endpointList(), DialTimeout: g.dialTimeout, Context: ctx, Logger: g.etcdZapLogger(),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("connect to etcd at %s: %w", g.endpoints, err)
+	if err := g.validateConn(); err != nil {
+		return nil, err
 	}
-	// Fail fast when nothing answers, rather than hang on the first call.
-	sctx, cancel := context.WithTimeout(ctx, g.dialTimeout)
-	defer cancel()
-	if _, err := cli.Get(sctx, "health"); err != nil {
-		cli.Close()
-		return nil, fmt.Errorf("etcd at %s does not answer: %w", g.endpoints, err)
-	}
-	return cli, nil
+	return etcdconn.Dial(ctx, g.conn())
 }
 
 // newRootCommand builds the command tree. Streams are passed in so tests can
@@ -137,6 +198,14 @@ operations to memcached in token order, fenced against former leaders.`,
 		"namespace: every key of this deployment lives under it")
 	pf.StringVarP(&g.output, "write-out", "o", "table", "output format: table or json")
 	pf.DurationVar(&g.dialTimeout, "dial-timeout", 5*time.Second, "how long to wait for etcd to answer")
+	pf.StringVar(&g.caCert, "cacert", "",
+		"verify etcd's certificate with this CA bundle (PEM); https:// endpoints without it use the system roots")
+	pf.StringVar(&g.cert, "cert", "", "client certificate for etcd (PEM), with --key")
+	pf.StringVar(&g.key, "key", "", "private key of --cert (PEM)")
+	pf.BoolVar(&g.insecureSkipVerify, "insecure-skip-tls-verify", false,
+		"accept any etcd server certificate (tests only: anyone on the path can pose as etcd)")
+	pf.StringVar(&g.user, "user", "", "etcd user, as name:password or name with --password")
+	pf.StringVar(&g.password, "password", "", "password of --user")
 	// Misuse is told apart by value: flag errors and argument errors are
 	// *usageError, made by these hooks.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err: err} })
@@ -151,6 +220,7 @@ operations to memcached in token order, fenced against former leaders.`,
 		newOpsCommand(g),
 		newBenchCommand(g),
 		newVersionCommand(g),
+		newTopologyCommand(g),
 	)
 	bindEnv(root, os.LookupEnv)
 	usageArgs(root)

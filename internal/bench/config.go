@@ -9,6 +9,7 @@ import (
 
 	"github.com/coordinator-dev/coordinator/internal/bench/benchenv"
 	"github.com/coordinator-dev/coordinator/pkg/config"
+	"github.com/coordinator-dev/coordinator/pkg/etcdconn"
 	"github.com/coordinator-dev/coordinator/pkg/node"
 )
 
@@ -24,6 +25,9 @@ type Config struct {
 	// Endpoints of an existing etcd. Empty starts an embedded etcd in a
 	// temporary directory on a free port, removed when the run ends.
 	Endpoints []string
+	// Security holds the TLS files and the etcd user of the connections to
+	// Endpoints, the child nodes' included; unused with the embedded etcd.
+	Security etcdconn.Security
 	// Memcached servers, host:port; default 127.0.0.1:11211.
 	Memcached []string
 	// Scenarios to run; default DefaultScenarios.
@@ -172,6 +176,6 @@ func (c Config) validate() error {
 func (c Config) envConfig() benchenv.Config {
 	return benchenv.Config{
 		Endpoints: c.Endpoints, Memcached: c.Memcached, Names: c.Names, Keys: c.Keys, ValueSize: c.ValueSize,
-		LeaseTTL: c.LeaseTTL, DialTimeout: c.DialTimeout, Serve: c.Serve, Progress: c.Progress,
+		LeaseTTL: c.LeaseTTL, DialTimeout: c.DialTimeout, Security: c.Security, Serve: c.Serve, Progress: c.Progress,
 	}
 }

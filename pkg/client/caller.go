@@ -55,7 +55,7 @@ func (c *Client) Register(ctx context.Context, name string, cfg RegisterConfig) 
 		TTL: cfg.TTL, Holder: cfg.Holder, IfAbsent: cfg.IfAbsent, WaitDrained: cfg.WaitDrained,
 	})
 	if err != nil {
-		return nil, err
+		return nil, denied(name, err)
 	}
 	return &Caller{client: c, inc: inc}, nil
 }
@@ -101,16 +101,19 @@ func (c *Caller) Err() error { return c.inc.Err() }
 
 // Submit submits ops as one batch, accepted or refused as a whole. A refused
 // batch returns an error wrapping ErrSuperseded or ErrExpired; bad input an
-// error wrapping ErrInvalid.
+// error wrapping ErrInvalid; a batch etcd's access control refuses, one
+// wrapping ErrPermissionDenied.
 func (c *Caller) Submit(ctx context.Context, batch ...ops.Op) (Token, error) {
-	return c.client.sub.Submit(ctx, c.inc.Name, c.inc.Incarnation, "", batch)
+	tok, err := c.client.sub.Submit(ctx, c.inc.Name, c.inc.Incarnation, "", batch)
+	return tok, denied(c.inc.Name, err)
 }
 
 // SubmitWithID is Submit with a caller-chosen batch id: a second submission
 // with the id of a stored batch returns that batch's token and stores
 // nothing (see tokenseq.Submitter).
 func (c *Caller) SubmitWithID(ctx context.Context, id string, batch ...ops.Op) (Token, error) {
-	return c.client.sub.Submit(ctx, c.inc.Name, c.inc.Incarnation, id, batch)
+	tok, err := c.client.sub.Submit(ctx, c.inc.Name, c.inc.Incarnation, id, batch)
+	return tok, denied(c.inc.Name, err)
 }
 
 // Set submits a set of key to value with the given expiration (zero: none).

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/coordinator-dev/coordinator/pkg/config"
+	"github.com/coordinator-dev/coordinator/pkg/etcdconn"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 	"github.com/coordinator-dev/coordinator/pkg/ops"
 	"github.com/coordinator-dev/coordinator/pkg/registry"
@@ -32,6 +34,13 @@ type Config struct {
 	// DialTimeout bounds the first connection; zero means
 	// DefaultDialTimeout.
 	DialTimeout time.Duration
+	// Security holds the TLS files and the etcd user of the connection
+	// New dials (unused when Etcd is set); the zero value is a plain
+	// connection without a user. See package etcdconn.
+	Security etcdconn.Security
+	// EtcdLogger receives the log of the etcd client New dials; nil
+	// means zap.NewNop().
+	EtcdLogger *zap.Logger
 	// Namespace; empty means keyspace.DefaultNamespace.
 	Namespace string
 	// Limits for validation; zero means memcached's defaults.
@@ -39,17 +48,40 @@ type Config struct {
 }
 
 // Validate checks the config; its errors match ErrBadConfig and name the
-// field. A bad Namespace also matches ErrInvalidName.
+// field. A bad Namespace also matches ErrInvalidName. When Etcd is nil,
+// the connection settings are checked as etcdconn.Config.Validate checks
+// them (a Security field's error names "Security.<field>").
 func (c *Config) Validate() error {
 	if c.Namespace != "" {
 		if _, err := keyspace.New(c.Namespace); err != nil {
 			return config.Errorf("client", "Namespace", "%w", err)
 		}
 	}
-	if c.Etcd == nil && len(c.Endpoints) == 0 {
+	if c.Etcd != nil {
+		return nil
+	}
+	if len(c.Endpoints) == 0 {
 		return config.Errorf("client", "Endpoints", "none given, and Etcd is nil")
 	}
+	if err := c.conn().Validate(); err != nil {
+		var fe *config.FieldError
+		if errors.As(err, &fe) {
+			field := fe.Field
+			if field != "Endpoints" && field != "DialTimeout" {
+				field = "Security." + field
+			}
+			return &config.FieldError{Pkg: "client", Field: field, Rule: fe.Rule, Err: fe.Err}
+		}
+		return err
+	}
 	return nil
+}
+
+// conn is how New reaches etcd when Etcd is nil.
+func (c *Config) conn() etcdconn.Config {
+	return etcdconn.Config{
+		Endpoints: c.Endpoints, DialTimeout: c.DialTimeout, Security: c.Security, Logger: c.EtcdLogger,
+	}
 }
 
 // withDefaults fills in the defaults of unset fields.
@@ -75,7 +107,9 @@ type Client struct {
 }
 
 // New returns a Client. An invalid cfg returns an error matching
-// ErrBadConfig.
+// ErrBadConfig. When cfg.Etcd is nil, New dials etcd and checks that it
+// answers within DialTimeout (etcdconn.Dial); its errors then match
+// etcdconn.ErrUnreachable, etcdconn.ErrAuth or etcdconn.ErrTLS.
 func New(cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -85,11 +119,9 @@ func New(cfg Config) (*Client, error) {
 	cli, owns := cfg.Etcd, false
 	if cli == nil {
 		var err error
-		cli, err = clientv3.New(clientv3.Config{
-			Endpoints: cfg.Endpoints, DialTimeout: cfg.DialTimeout, Logger: zap.NewNop(),
-		})
+		cli, err = etcdconn.Dial(context.Background(), cfg.conn())
 		if err != nil {
-			return nil, fmt.Errorf("client: connect to etcd: %w", err)
+			return nil, fmt.Errorf("client: %w", err)
 		}
 		owns = true
 	}

@@ -44,6 +44,14 @@
 // runs. Either way token order applies the old operations first (G2); the
 // barrier only makes the caller wait for it.
 //
+// Config.Security holds the TLS files and the etcd user of the connection
+// New dials (package etcdconn): a private CA, a client certificate whose
+// common name etcd takes as the user, or a user and password. New fails
+// fast, with an error matching etcdconn.ErrUnreachable, etcdconn.ErrAuth or
+// etcdconn.ErrTLS. With etcd's auth on, a caller's etcd user is best
+// limited to the keys of its own name (package rbac); a write under a name
+// the user may not write fails with ErrPermissionDenied and stores nothing.
+//
 //	c, err := client.New(client.Config{Endpoints: []string{"127.0.0.1:2379"}})
 //	caller, err := c.Register(ctx, "agent-7", client.RegisterConfig{})
 //	tok, err := caller.Set(ctx, "config", []byte("v2"), 0)

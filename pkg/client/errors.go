@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coordinator-dev/coordinator/pkg/config"
@@ -28,7 +29,22 @@ var (
 	// ErrBadConfig: New, Register or NewSession was given an invalid config.
 	// The error names the field; a bad namespace also matches ErrInvalidName.
 	ErrBadConfig = config.ErrBadConfig
+	// ErrPermissionDenied: etcd's access control refused the write: the
+	// etcd user the Client authenticates as may not write the keys of the
+	// name (another caller's name, say). Nothing was written. It is etcd's
+	// rpctypes.ErrPermissionDenied, so either matches.
+	ErrPermissionDenied = rpctypes.ErrPermissionDenied
 )
+
+// denied adds the name to an error of etcd's access control, so that the
+// refusal says which name the user may not write; other errors are
+// returned as they are.
+func denied(name string, err error) error {
+	if err == nil || !errors.Is(err, ErrPermissionDenied) {
+		return err
+	}
+	return fmt.Errorf("client: %q: the etcd user may not write this name's keys: %w", name, err)
+}
 
 // Errors of a Session, for errors.Is.
 var (

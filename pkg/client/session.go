@@ -52,7 +52,7 @@ func (c *Client) NewSession(ctx context.Context, name string, cfg SessionConfig)
 	}
 	inc, err := c.reg.Register(ctx, name, cfg.registerConfig(true))
 	if err != nil {
-		return nil, err
+		return nil, denied(name, err)
 	}
 	s := &Session{
 		c: c, name: name, cfg: cfg,

@@ -100,13 +100,17 @@ func (sub *submission) run(ctx context.Context) (Token, error) {
 // the error Submit returns, or nil when the submission goes on: bad input
 // is returned; a refusal as expired, or as superseded by this session's own
 // newer incarnation, counts as expired and is resent unless NoRetry; a
-// refusal as superseded by another process is final.
+// refusal as superseded by another process is final, as is a refusal by
+// etcd's access control.
 func (sub *submission) refused(req tokenseq.Request, err error) error {
 	s := sub.s
 	var refused *tokenseq.RefusedError
 	switch {
 	case errors.Is(err, ErrInvalid), errors.Is(err, ErrInvalidName):
 		return err
+	case errors.Is(err, ErrPermissionDenied):
+		// Refused before anything was stored, and for good.
+		return denied(req.Name, err)
 	case !errors.As(err, &refused):
 		return nil
 	case errors.Is(err, ErrExpired):

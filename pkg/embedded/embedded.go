@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/coordinator-dev/coordinator/pkg/config"
@@ -62,6 +64,58 @@ type Config struct {
 	// member's key index and database grow for as long as it runs. Zero
 	// keeps all history.
 	HistoryRetention time.Duration
+	// ClientTLS makes the member serve its clients over TLS (https://
+	// endpoints). The zero value serves plain http.
+	ClientTLS TLS
+}
+
+// TLS is the member's client TLS: its certificate and, for
+// client-certificate authentication, the authority that signs its
+// clients' certificates.
+type TLS struct {
+	// CertFile is the PEM file of the member's server certificate; it
+	// needs KeyFile. Empty (with KeyFile empty) serves plain http.
+	CertFile string
+	// KeyFile is the PEM file of CertFile's private key.
+	KeyFile string
+	// TrustedCAFile is the PEM file of the authority that signs client
+	// certificates; it needs ClientCertAuth.
+	TrustedCAFile string
+	// ClientCertAuth refuses clients without a certificate signed by
+	// TrustedCAFile. With auth enabled, etcd takes the certificate's
+	// common name as the user name.
+	ClientCertAuth bool
+}
+
+// Enabled reports whether the member serves TLS.
+func (t TLS) Enabled() bool { return t.CertFile != "" }
+
+func (t TLS) validate(pkg string) error {
+	switch {
+	case t.CertFile != "" && t.KeyFile == "":
+		return config.Errorf(pkg, "ClientTLS.KeyFile", "is required with CertFile")
+	case t.KeyFile != "" && t.CertFile == "":
+		return config.Errorf(pkg, "ClientTLS.CertFile", "is required with KeyFile")
+	case t.ClientCertAuth && t.TrustedCAFile == "":
+		return config.Errorf(pkg, "ClientTLS.TrustedCAFile", "is required with ClientCertAuth")
+	case t.TrustedCAFile != "" && !t.ClientCertAuth:
+		return config.Errorf(pkg, "ClientTLS.ClientCertAuth", "must be set with TrustedCAFile")
+	case (t.TrustedCAFile != "" || t.ClientCertAuth) && t.CertFile == "":
+		return config.Errorf(pkg, "ClientTLS.CertFile", "is required with client-certificate authentication")
+	}
+	for _, f := range []struct{ field, path string }{
+		{"ClientTLS.CertFile", t.CertFile}, {"ClientTLS.KeyFile", t.KeyFile}, {"ClientTLS.TrustedCAFile", t.TrustedCAFile},
+	} {
+		if f.path == "" {
+			continue
+		}
+		fh, err := os.Open(f.path)
+		if err != nil {
+			return config.Errorf(pkg, f.field, "cannot read %q: %w", f.path, err)
+		}
+		fh.Close()
+	}
+	return nil
 }
 
 // Validate checks the config; its errors are *config.FieldError.
@@ -84,7 +138,7 @@ func (c *Config) Validate() error {
 	case c.HistoryRetention < 0:
 		return config.Errorf(pkg, "HistoryRetention", "%s is negative", c.HistoryRetention)
 	}
-	return nil
+	return c.ClientTLS.validate(pkg)
 }
 
 // withDefaults fills in the defaults of unset fields.
@@ -133,6 +187,15 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		ec.AutoCompactionRetention = cfg.HistoryRetention.String()
 	}
 	cu := url.URL{Scheme: "http", Host: clientAddr}
+	if cfg.ClientTLS.Enabled() {
+		cu.Scheme = "https"
+		ec.ClientTLSInfo = transport.TLSInfo{
+			CertFile:       cfg.ClientTLS.CertFile,
+			KeyFile:        cfg.ClientTLS.KeyFile,
+			TrustedCAFile:  cfg.ClientTLS.TrustedCAFile,
+			ClientCertAuth: cfg.ClientTLS.ClientCertAuth,
+		}
+	}
 	pu := url.URL{Scheme: "http", Host: peerAddr}
 	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
 	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
@@ -158,7 +221,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	return &Server{etcd: e, endpoints: []string{cu.String()}}, nil
 }
 
-// Endpoints are the client URLs of the member.
+// Endpoints are the client URLs of the member: https:// ones when
+// Config.ClientTLS is set.
 func (s *Server) Endpoints() []string { return s.endpoints }
 
 // Close stops the member cleanly. It is safe to call more than once.

@@ -263,10 +263,14 @@ func (s *Submitter) sendGroup(g []*submission) {
 	requeue, err := s.send(ctx, g)
 	release()
 	if err != nil {
+		// Errors etcd returns before applying anything: each member is
+		// sent again alone, so that one member's cause (a name the
+		// client's etcd user may not write, a batch too large to share a
+		// transaction) does not fail the others.
 		notApplied := errors.Is(err, errFailedUnread) ||
 			etcderr.IsLeaseNotFound(err) || errors.Is(err, rpctypes.ErrTooManyOps) ||
 			errors.Is(err, rpctypes.ErrRequestTooLarge) || errors.Is(err, rpctypes.ErrDuplicateKey) ||
-			status.Code(err) == codes.ResourceExhausted
+			errors.Is(err, rpctypes.ErrPermissionDenied) || status.Code(err) == codes.ResourceExhausted
 		for _, c := range g {
 			if notApplied {
 				c.alone = true

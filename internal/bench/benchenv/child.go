@@ -41,9 +41,18 @@ func (e *Env) StartChild(id string) (*Child, error) {
 		"--memcached", strings.Join(e.cfg.Memcached, ","), "--node-id", id,
 		"--lease-ttl", e.cfg.LeaseTTL.String(), "--log-level", "info",
 	}
+	args = append(args, e.securityArgs()...)
 	cmd, err := e.serveCommand(args)
 	if err != nil {
 		return nil, err
+	}
+	if pw := e.childPassword(); pw != "" {
+		// Through the environment, not the command line, which any user
+		// of the machine can read.
+		if cmd.Env == nil {
+			cmd.Env = os.Environ()
+		}
+		cmd.Env = append(cmd.Env, passwordEnv+"="+pw)
 	}
 	c := &Child{id: id, cmd: cmd, done: make(chan struct{}), out: &tailBuffer{max: 16 << 10}}
 	cmd.Stdout, cmd.Stderr = c.out, c.out
@@ -211,4 +220,35 @@ func (b *tailBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// passwordEnv is the variable `coordinator serve` reads --password from.
+const passwordEnv = "COORDINATOR_PASSWORD"
+
+// securityArgs are the flags that give a child node the run's TLS files
+// and etcd user; the password goes through passwordEnv.
+func (e *Env) securityArgs() []string {
+	if e.Embedded {
+		return nil
+	}
+	sec := e.cfg.Security
+	var args []string
+	for _, f := range []struct{ flag, v string }{
+		{"--cacert", sec.CACert}, {"--cert", sec.Cert}, {"--key", sec.Key}, {"--user", sec.Username},
+	} {
+		if f.v != "" {
+			args = append(args, f.flag, f.v)
+		}
+	}
+	if sec.InsecureSkipTLSVerify {
+		args = append(args, "--insecure-skip-tls-verify")
+	}
+	return args
+}
+
+func (e *Env) childPassword() string {
+	if e.Embedded {
+		return ""
+	}
+	return e.cfg.Security.Password
 }

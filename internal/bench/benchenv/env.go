@@ -20,10 +20,10 @@ import (
 
 	"github.com/bradfitz/gomemcache/memcache"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/coordinator-dev/coordinator/pkg/client"
 	"github.com/coordinator-dev/coordinator/pkg/embedded"
+	"github.com/coordinator-dev/coordinator/pkg/etcdconn"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 )
 
@@ -58,6 +58,10 @@ type Config struct {
 	LeaseTTL time.Duration
 	// DialTimeout bounds connecting to etcd.
 	DialTimeout time.Duration
+	// Security holds the TLS files and the etcd user of every connection
+	// to Endpoints, the child nodes' included; unused with the embedded
+	// etcd.
+	Security etcdconn.Security
 	// Serve returns the command that runs one node as a child process, given
 	// the arguments of `coordinator serve`. Nil runs this executable
 	// (os.Executable) with them.
@@ -166,19 +170,11 @@ func (e *Env) open(ctx context.Context) error {
 
 // dial connects to etcd and checks it answers.
 func (e *Env) dial(ctx context.Context) (*clientv3.Client, error) {
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints: e.Endpoints, DialTimeout: e.cfg.DialTimeout, Context: ctx, Logger: zap.NewNop(),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("connect to etcd at %s: %w", strings.Join(e.Endpoints, ","), err)
+	c := etcdconn.Config{Endpoints: e.Endpoints, DialTimeout: e.cfg.DialTimeout}
+	if !e.Embedded {
+		c.Security = e.cfg.Security
 	}
-	sctx, cancel := context.WithTimeout(ctx, e.cfg.DialTimeout)
-	defer cancel()
-	if _, err := cli.Get(sctx, "health"); err != nil {
-		cli.Close()
-		return nil, fmt.Errorf("etcd at %s does not answer: %w", strings.Join(e.Endpoints, ","), err)
-	}
-	return cli, nil
+	return etcdconn.Dial(ctx, c)
 }
 
 func newMemcache(servers []string, idle int) *memcache.Client {
