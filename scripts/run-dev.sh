@@ -3,6 +3,9 @@
 # ./coordinator.etcd on 127.0.0.1:2379 and memcached on 127.0.0.1:11211.
 # memcached is installed when missing and started when nothing listens on
 # 11211; a memcached this script started is stopped (by its pid) on exit.
+# The node serves /metrics, /healthz and /readyz on http://127.0.0.1:9090
+# (--http-listen; pass another --http-listen to move it).
+# The caller API (gRPC and HTTP/JSON) listens on 127.0.0.1:8080 (--api-listen).
 # Extra arguments go to `coordinator serve`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +31,7 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/11211) 2>/dev/null; then
 else
   echo "using the memcached already listening on 127.0.0.1:11211" >&2
 fi
-bin/coordinator serve "$@" &
+bin/coordinator serve --http-listen 127.0.0.1:9090 --api-listen 127.0.0.1:8080 "$@" &
 node_pid=$!
 trap 'kill -TERM $node_pid 2>/dev/null; wait $node_pid; cleanup' INT TERM
 wait $node_pid

@@ -103,7 +103,8 @@ type applier struct {
 
 // pending is one batch record read from etcd.
 type pending struct {
-	mark  bool // the takeover mark, not a batch: everything before it was read
+	mark  bool  // the takeover mark, not a batch: everything before it was read
+	seen  int64 // when it was read, unix nanoseconds
 	key   string
 	tok   tokenseq.Token // the transaction's revision, the record's index
 	value []byte
@@ -139,11 +140,14 @@ func run(ctx context.Context, cfg Config, lead *election.Leadership, st *followS
 		return fmt.Errorf("applier: term %d does not fit memcached's flags", lead.Term)
 	}
 	a := &applier{cfg: cfg, lead: lead, term: uint32(lead.Term), log: cfg.Logger, stats: cfg.Stats}
+	a.stats.Running.Store(true)
+	defer a.stats.Running.Store(false)
 	wm, _, err := tokenseq.Watermark(ctx, cfg.Etcd, cfg.Layout)
 	if err != nil {
 		return err
 	}
 	a.wm = wm
+	a.stats.Watermark.Store(wm.Revision)
 	mark, err := a.putTakeoverMark(ctx)
 	if err != nil {
 		return err
@@ -160,6 +164,7 @@ func (a *applier) putTakeoverMark(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("applier: write takeover mark: %w", err)
 	}
+	a.stats.seeRevision(resp.Header.Revision)
 	if !resp.Succeeded {
 		return 0, ErrNotLeader
 	}
@@ -177,6 +182,8 @@ func (a *applier) putTakeoverMark(ctx context.Context) (int64, error) {
 // (newest operation per key, every write before the first commit).
 func (a *applier) follow(ctx context.Context, mark int64, st *followState) error {
 	in := newInbox(a.cfg.MaxInboxBatches)
+	in.stats = a.stats
+	defer in.unpublish()
 	pctx, cancel := context.WithCancel(ctx)
 	pumped := make(chan struct{})
 	go func() {
@@ -188,7 +195,7 @@ func (a *applier) follow(ctx context.Context, mark int64, st *followState) error
 		in.close()
 		<-pumped
 	}()
-	head, err := takeHead(ctx, in)
+	head, takes, err := takeHead(ctx, in)
 	if err != nil {
 		return err
 	}
@@ -198,6 +205,7 @@ func (a *applier) follow(ctx context.Context, mark int64, st *followState) error
 			return err
 		}
 	}
+	in.done(takes)
 	// From here on, a round's commit runs while the next round is written:
 	// at most two rounds are written and not committed, which is what the
 	// replay head covers (ReplayHeadBatches).
@@ -214,6 +222,7 @@ func (a *applier) follow(ctx context.Context, mark int64, st *followState) error
 		}
 		chunk = slices.DeleteFunc(chunk, func(it pending) bool { return it.mark })
 		if len(chunk) == 0 {
+			in.done(1)
 			continue
 		}
 		quarantine, err := a.writeRound(ctx, chunk, newestPerKey(chunk))
@@ -228,7 +237,13 @@ func (a *applier) follow(ctx context.Context, mark int64, st *followState) error
 			}
 		}
 		committing = make(chan error, 1)
-		go func(done chan<- error) { done <- a.commitRound(ctx, chunk, quarantine) }(committing)
+		go func(done chan<- error) {
+			err := a.commitRound(ctx, chunk, quarantine)
+			if err == nil {
+				in.done(1)
+			}
+			done <- err
+		}(committing)
 	}
 }
 
@@ -237,15 +252,16 @@ func (a *applier) follow(ctx context.Context, mark int64, st *followState) error
 // covers whatever a predecessor may have written past the watermark; see
 // the package documentation. The head counts valid batches only: records
 // set aside write nothing, and one at the watermark may be handed over
-// again (see applied).
-func takeHead(ctx context.Context, in *inbox) ([]pending, error) {
+// again (see applied). It returns the head and how many takes it took.
+func takeHead(ctx context.Context, in *inbox) ([]pending, int, error) {
 	var head []pending
-	valid := 0
+	valid, takes := 0, 0
 	for caughtUp := false; !caughtUp && valid < ReplayHeadBatches; {
 		chunk, err := in.take(ctx, ReplayHeadBatches-valid)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
+		takes++
 		for _, it := range chunk {
 			if it.mark {
 				caughtUp = true
@@ -257,13 +273,13 @@ func takeHead(ctx context.Context, in *inbox) ([]pending, error) {
 			}
 		}
 	}
-	return head, nil
+	return head, takes, nil
 }
 
 // decode turns a stored record into a pending batch, marking it bad when it
 // cannot be decoded or does not match its key.
 func (a *applier) decode(key string, rev int64, value []byte) pending {
-	p := pending{key: key, tok: tokenseq.Token{Revision: rev}, value: value}
+	p := pending{key: key, tok: tokenseq.Token{Revision: rev}, value: value, seen: readTime()}
 	// A record too broken to carry an index is ordered at index zero.
 	p.tok.Index, _ = ops.RecordIndex(value)
 	bk, err := a.cfg.Layout.ParseBatch(key)
@@ -320,6 +336,7 @@ func (a *applier) apply(ctx context.Context, items []pending, newest map[string]
 // (its own write, or the newer write on its key that replaced it) is not in
 // memcached yet.
 func (a *applier) writeRound(ctx context.Context, items []pending, newest map[string]opPos) ([]*QuarantineRecord, error) {
+	start := time.Now()
 	quarantine := make([]*QuarantineRecord, len(items))
 	var writes []plannedWrite
 	groups := laneGroups(items)
@@ -345,6 +362,10 @@ func (a *applier) writeRound(ctx context.Context, items []pending, newest map[st
 	if err != nil {
 		return nil, err
 	}
+	a.stats.Rounds.Add(1)
+	if a.cfg.Hooks.Round != nil {
+		a.cfg.Hooks.Round(len(items), time.Since(start))
+	}
 	for n, why := range rejected {
 		q := quarantineRecord(items[n], strings.Join(why, "; "))
 		quarantine[n] = &q
@@ -355,6 +376,14 @@ func (a *applier) writeRound(ctx context.Context, items []pending, newest map[st
 // commitRound commits the watermark and removes items (written by
 // writeRound), in order, in transactions of at most MaxTxnOps operations.
 func (a *applier) commitRound(ctx context.Context, items []pending, quarantine []*QuarantineRecord) error {
+	start, batches := time.Now(), len(items)
+	if hook := a.cfg.Hooks.Commit; hook != nil {
+		defer func() {
+			if len(items) == 0 {
+				hook(batches, time.Since(start))
+			}
+		}()
+	}
 	for len(items) > 0 {
 		n, txnOps := 0, 1 // the watermark put
 		for n < len(items) {
@@ -380,6 +409,9 @@ func (a *applier) commitRound(ctx context.Context, items []pending, quarantine [
 // returned). A transient failure is not finished: the write must be made
 // again.
 func (a *applier) settled(w Write, err error) (bool, error) {
+	if err != nil && a.cfg.Hooks.MemcachedError != nil {
+		a.cfg.Hooks.MemcachedError(err)
+	}
 	switch {
 	case err == nil:
 		a.stats.Applied.Add(1)
@@ -388,6 +420,7 @@ func (a *applier) settled(w Write, err error) (bool, error) {
 		}
 		return true, nil
 	case errors.Is(err, memfence.ErrFenced):
+		a.stats.Fenced.Add(1)
 		a.log.Warn("write fenced: a newer leader wrote this key", "key", w.Op.Key, "term", w.Term, "err", err)
 		return true, err
 	case errors.Is(err, memfence.ErrRejected):
@@ -453,10 +486,12 @@ func (a *applier) commit(ctx context.Context, items []pending, quarantine []*Qua
 	if err != nil {
 		return fmt.Errorf("applier: commit watermark %s: %w", wm, err)
 	}
+	a.stats.seeRevision(resp.Header.Revision)
 	if !resp.Succeeded {
 		return ErrNotLeader
 	}
 	a.wm = wm
+	a.stats.Watermark.Store(wm.Revision)
 	a.stats.Commits.Add(1)
 	a.stats.Batches.Add(uint64(len(items)))
 	for _, q := range setAside {

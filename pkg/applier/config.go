@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -138,6 +139,17 @@ type Hooks struct {
 	// what ends the watch, if the response does (ErrHistoryCompacted when
 	// etcd has compacted the history the watch reads).
 	WatchResponse func(events, held int, err error)
+	// Round runs after a round's writes are all made: batches is how many
+	// batches the round holds, took how long writing them took.
+	Round func(batches int, took time.Duration)
+	// Commit runs after a round is committed: batches is how many batches
+	// the commit removed, took how long its transactions took.
+	Commit func(batches int, took time.Duration)
+	// MemcachedError runs for every memcached write or read that failed,
+	// with its error: memfence.ErrFenced, memfence.ErrRejected,
+	// memfence.ErrContended, a context error, or a transient failure (a
+	// timeout, a refused connection). It runs on the failure path only.
+	MemcachedError func(err error)
 }
 
 // Write is one operation as the applier writes it.
@@ -180,4 +192,40 @@ type Stats struct {
 	// StandbyCounts counts the times a standby that fell behind counted
 	// the pending batches to learn whether it could follow again.
 	StandbyCounts atomic.Uint64
+	// StandbyBehind is true while the node's standby has fallen behind
+	// (more batches pending than it holds) and has not yet found the
+	// backlog small enough to follow again.
+	StandbyBehind atomic.Bool
+
+	// Rounds counts the rounds written to memcached.
+	Rounds atomic.Uint64
+	// Fenced counts the writes memcached refused because a newer leader
+	// had written the key (memfence.ErrFenced): a former leader stopped.
+	Fenced atomic.Uint64
+	// Running is true while the applier runs (the node leads and applies).
+	Running atomic.Bool
+	// Watermark is the revision of the applied watermark as the node last
+	// read or committed it (as leader or standby).
+	Watermark atomic.Int64
+	// EtcdRevision is the highest etcd revision the applier or the standby
+	// has seen in a response.
+	EtcdRevision atomic.Int64
+	// PendingBatches and PendingOps are the batches, and their operations,
+	// the leader has read and not committed yet; zero on a standby.
+	PendingBatches atomic.Int64
+	PendingOps     atomic.Int64
+	// OldestPending is when the oldest of those batches was read by this
+	// node (unix nanoseconds; a standby's read counts), zero when there is
+	// none.
+	OldestPending atomic.Int64
+}
+
+// seeRevision records that etcd answered at revision rev.
+func (s *Stats) seeRevision(rev int64) {
+	for {
+		cur := s.EtcdRevision.Load()
+		if rev <= cur || s.EtcdRevision.CompareAndSwap(cur, rev) {
+			return
+		}
+	}
 }

@@ -79,6 +79,7 @@ func (s *Standby) Stop() {
 	s.cancel()
 	<-s.done
 	s.cfg.Stats.StandbyHeld.Store(0) // handed over, or dropped
+	s.cfg.Stats.StandbyBehind.Store(false)
 }
 
 // Run stops the standby and runs the applier as Run does, starting from
@@ -109,6 +110,9 @@ func (s *Standby) run(ctx context.Context) {
 		s.cfg.Stats.StandbyHeld.Store(0)
 		s.cfg.Logger.Debug("standby stopped following; will try again", "err", err)
 		behind := errors.Is(err, errStandbyBehind)
+		if behind {
+			s.cfg.Stats.StandbyBehind.Store(true)
+		}
 		for {
 			wait := time.NewTimer(backoff.Next())
 			select {
@@ -122,6 +126,7 @@ func (s *Standby) run(ctx context.Context) {
 				return
 			}
 			if !behind || s.backlogFits(ctx) {
+				s.cfg.Stats.StandbyBehind.Store(false)
 				break
 			}
 		}
@@ -151,7 +156,8 @@ func (s *Standby) follow(ctx context.Context) (bool, error) {
 	// takeover mark and the batches, in one order (and the election's keys,
 	// which sort between them and are skipped).
 	st.watch.wch = watchPending(wctx, s.cfg, layout.Applied(), st.next)
-	a := &applier{cfg: s.cfg, log: s.cfg.Logger}
+	a := &applier{cfg: s.cfg, log: s.cfg.Logger, stats: s.cfg.Stats}
+	a.stats.Watermark.Store(wm.Revision)
 	for {
 		select {
 		case reply := <-s.req:
@@ -169,6 +175,7 @@ func (s *Standby) follow(ctx context.Context) (bool, error) {
 				cancel()
 				return false, err
 			}
+			a.stats.seeRevision(wr.Header.Revision)
 			if len(wr.Events) == 0 {
 				continue
 			}
@@ -202,6 +209,7 @@ func (a *applier) absorb(st *followState, evs []*clientv3.Event) error {
 			continue
 		}
 		st.wm = wm
+		a.stats.Watermark.Store(wm.Revision)
 		n := 0
 		for n < len(st.items) && applied(wm, st.items[n]) {
 			n++

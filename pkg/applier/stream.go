@@ -174,6 +174,7 @@ func (a *applier) stream(ctx context.Context, f feed, next int64, rest []*client
 				a.watchResponse(wr, held, err)
 				return next, held, err
 			}
+			a.stats.seeRevision(wr.Header.Revision)
 			if len(wr.Events) == 0 {
 				continue
 			}

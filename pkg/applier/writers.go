@@ -135,6 +135,9 @@ func (a *applier) readAhead(ctx context.Context, writes []plannedWrite) *memfenc
 	}
 	snap, err := a.cfg.Memcached.Read(ctx, keys)
 	if err != nil {
+		if a.cfg.Hooks.MemcachedError != nil {
+			a.cfg.Hooks.MemcachedError(err)
+		}
 		return nil
 	}
 	return snap

@@ -67,6 +67,9 @@ type Config struct {
 	LeaseTTL time.Duration
 	// Logger receives state changes; nil means slog.Default().
 	Logger *slog.Logger
+	// Observer, when set, is kept up to date with the node's campaign
+	// state, term and lease (metrics, health checks).
+	Observer *Observer
 }
 
 // Validate checks the config; its errors are *config.FieldError.
@@ -169,8 +172,11 @@ func runOnce(ctx context.Context, cfg Config, lead func(*Leadership) error) erro
 	if err != nil {
 		return fmt.Errorf("grant lease: %w", err)
 	}
-	kept := &keptLease{cli: cli, id: grant.ID, ttl: cfg.LeaseTTL}
+	obs := cfg.Observer
+	kept := &keptLease{cli: cli, id: grant.ID, ttl: cfg.LeaseTTL, obs: obs}
 	kept.deadline.Store(sent.Add(time.Duration(grant.TTL) * time.Second).UnixNano())
+	obs.renewed(sent, kept.deadline.Load())
+	defer obs.sessionEnded()
 
 	sessCtx, cancelSess := context.WithCancelCause(ctx)
 	defer cancelSess(nil)
@@ -180,6 +186,7 @@ func runOnce(ctx context.Context, cfg Config, lead func(*Leadership) error) erro
 		return fmt.Errorf("session: %w", err)
 	}
 	defer revokeLease(cli, grant.ID)
+	obs.setState(StateCampaigning)
 
 	// Keep our own deadline: renew every TTL/3 and record the send time.
 	go kept.keep(sessCtx, cancelSess)
@@ -213,7 +220,9 @@ func runOnce(ctx context.Context, cfg Config, lead func(*Leadership) error) erro
 
 	l := &Leadership{Term: term, NodeID: cfg.NodeID, Key: key, Rev: rev, ctx: leadCtx, deadline: &kept.deadline}
 	cfg.Logger.Info("became leader", "node", cfg.NodeID, "term", term)
+	obs.lead(term)
 	err = lead(l)
+	obs.setState(StateCampaigning) // until the session ends, below
 	cause := context.Cause(leadCtx)
 	cfg.Logger.Info("leadership ended", "node", cfg.NodeID, "term", term, "err", err, "cause", cause)
 	if ctx.Err() == nil && err == nil && cause != nil {
@@ -248,6 +257,7 @@ type keptLease struct {
 	id       clientv3.LeaseID
 	ttl      time.Duration
 	deadline atomic.Int64 // unix nanoseconds
+	obs      *Observer    // may be nil
 }
 
 // keep renews the lease every ttl/3 and moves the local deadline to send
@@ -284,6 +294,7 @@ func (k *keptLease) keep(ctx context.Context, cancel context.CancelCauseFunc) {
 			continue // transient: the deadline decides
 		}
 		k.deadline.Store(sent.Add(time.Duration(resp.TTL) * time.Second).UnixNano())
+		k.obs.renewed(sent, k.deadline.Load())
 	}
 }
 

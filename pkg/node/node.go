@@ -17,9 +17,13 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/applier"
 	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/election"
+	"github.com/coordinator-dev/coordinator/pkg/hashring"
+	"github.com/coordinator-dev/coordinator/pkg/health"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 	"github.com/coordinator-dev/coordinator/pkg/memfence"
+	"github.com/coordinator-dev/coordinator/pkg/monitor"
 	"github.com/coordinator-dev/coordinator/pkg/ops"
+	"github.com/coordinator-dev/coordinator/pkg/topology"
 )
 
 // DefaultMemcached is the memcached address used when none is given.
@@ -36,9 +40,15 @@ type Config struct {
 	// LeaseTTL is the election lease TTL (see election.Config.LeaseTTL);
 	// zero means election.DefaultLeaseTTL.
 	LeaseTTL time.Duration
-	// Memcached lists memcached servers (host:port); keys are spread over
-	// them by gomemcache's hashing. Empty means DefaultMemcached.
+	// Memcached lists memcached servers ("host:port", or "host:port=weight"
+	// under ketama), in order; keys are spread over them by Distribution.
+	// Empty means DefaultMemcached. They and Distribution must match the
+	// namespace's topology in etcd (written by the first node on a
+	// namespace without one), or Run returns a *topology.MismatchError.
 	Memcached []string
+	// Distribution spreads keys over Memcached (see pkg/hashring); "" means
+	// hashring.DefaultDistribution (modula, gomemcache's).
+	Distribution hashring.Distribution
 	// MemcachedTimeout bounds each exchange with memcached; zero means
 	// memfence.DefaultTimeout.
 	MemcachedTimeout time.Duration
@@ -57,8 +67,27 @@ type Config struct {
 	Logger *slog.Logger
 	// Stats, when set, counts the applier's work.
 	Stats *applier.Stats
+	// MemcachedStats, when set, counts what the leader notices of its
+	// memcached servers (restarts; see memfence.Stats).
+	MemcachedStats *memfence.Stats
+	// RestartCheckInterval is how often the leader reads every memcached
+	// server's stats to notice one that restarted (and lost its items);
+	// zero means DefaultRestartCheckInterval.
+	RestartCheckInterval time.Duration
 	// Hooks observe the applier's writes (tests, tracing).
 	Hooks applier.Hooks
+	// Election, when set, is kept up to date with the node's campaign
+	// state, term and lease; Run makes one when it is nil.
+	Election *election.Observer
+	// Monitor, when set, serves the node's metrics, health and readiness
+	// over HTTP while Run runs (see package monitor); its Gatherer and
+	// Checks are the node's own (package metrics, package health) unless
+	// set.
+	Monitor *monitor.Config
+	// Health holds the thresholds of the checks Monitor serves
+	// (MemcachedGrace, ProbeInterval, ProbeTimeout, EtcdWindow, whose zero
+	// here means LeaseTTL); the node fills in the rest.
+	Health health.Config
 }
 
 // Validate checks the config; its errors are *config.FieldError. The
@@ -78,6 +107,18 @@ func (c *Config) Validate() error {
 		return config.Errorf(pkg, "WriteConcurrency", "%d is negative", c.WriteConcurrency)
 	case c.MaxInboxBatches < 0:
 		return config.Errorf(pkg, "MaxInboxBatches", "%d is negative", c.MaxInboxBatches)
+	case c.RestartCheckInterval < 0:
+		return config.Errorf(pkg, "RestartCheckInterval", "%s is negative", c.RestartCheckInterval)
+	}
+	if len(c.Memcached) > 0 {
+		if _, err := c.localTopology(); err != nil {
+			return err
+		}
+	} else if _, err := hashring.ParseDistribution(string(c.Distribution)); err != nil {
+		return config.Errorf(pkg, "Distribution", "%w", err)
+	}
+	if err := c.validateObserving(); err != nil {
+		return err
 	}
 	ecfg := c.election()
 	return ecfg.Validate()
@@ -97,17 +138,38 @@ func (c Config) withDefaults() Config {
 
 // election is the election's config.
 func (c *Config) election() election.Config {
-	return election.Config{Etcd: c.Etcd, Layout: c.Layout, NodeID: c.NodeID, LeaseTTL: c.LeaseTTL, Logger: c.Logger}
+	return election.Config{Etcd: c.Etcd, Layout: c.Layout, NodeID: c.NodeID, LeaseTTL: c.LeaseTTL, Logger: c.Logger, Observer: c.Election}
 }
 
 // Run runs the node until ctx ends. It returns a *config.FieldError for an
-// invalid cfg.
+// invalid cfg, and a *topology.MismatchError (matching
+// topology.ErrMismatch) without leading when the node's memcached servers
+// differ from the namespace's topology, at start or when it wins.
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	cfg = cfg.withDefaults()
-	mw, err := memfence.New(memfence.Config{Servers: cfg.Memcached, Timeout: cfg.MemcachedTimeout})
+	cfg, stopObserving, err := startObserving(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer stopObserving()
+	local, err := cfg.localTopology()
+	if err != nil {
+		return err
+	}
+	ring, err := hashring.New(local.Ring())
+	if err != nil {
+		return err
+	}
+	if _, err := ensureTopology(ctx, cfg.Etcd, cfg.Layout, local, cfg.Logger); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	mw, err := memfence.New(memfence.Config{Selector: ring, Timeout: cfg.MemcachedTimeout, Stats: cfg.MemcachedStats})
 	if err != nil {
 		return err
 	}
@@ -121,11 +183,33 @@ func Run(ctx context.Context, cfg Config) error {
 	// that it holds them when it wins (see applier.Standby).
 	standby := applier.StartStandby(ctx, acfg)
 	defer func() { standby.Stop() }()
-	return election.Run(ctx, cfg.election(), func(l *election.Leadership) error {
+	// A topology that no longer matches when the node wins, or changes
+	// while it leads, ends Run: the node would otherwise win, refuse and
+	// win again, keeping nodes that match from leading.
+	runCtx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	refuse := func(err error) {
+		cfg.Logger.Error("refusing to lead: memcached topology", "err", err)
+		stop(err)
+	}
+	err = election.Run(runCtx, cfg.election(), func(l *election.Leadership) error {
+		rev, err := checkTopology(l.Context(), cfg.Etcd, cfg.Layout, local)
+		if errors.Is(err, topology.ErrMismatch) {
+			refuse(err)
+			return err
+		} else if err != nil {
+			return err
+		}
 		first := standby
 		defer func() { standby = applier.StartStandby(ctx, acfg) }()
+		defer watchTopology(l.Context(), cfg.Etcd, cfg.Layout, local, rev, cfg.Logger, refuse)()
+		defer watchRestarts(l.Context(), mw, cfg.RestartCheckInterval, cfg.Logger)()
 		return lead(l, acfg, first, cfg.Logger)
 	})
+	if cause := context.Cause(runCtx); errors.Is(cause, topology.ErrMismatch) {
+		return cause
+	}
+	return err
 }
 
 // lead runs the applier for as long as the leadership lasts, starting from
