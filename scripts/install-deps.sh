@@ -4,7 +4,7 @@
 # callers and readers written in other languages. Go modules are fetched by
 # the go command.
 set -euo pipefail
-PACKAGES=(memcached)
+PACKAGES=(memcached python3-pylibmc python3-pymemcache)
 missing=()
 for p in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

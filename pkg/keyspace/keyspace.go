@@ -10,6 +10,7 @@
 //	<root>/<namespace>/election/                   etcd concurrency election
 //	<root>/<namespace>/quarantine/<rev>.<idx>-<h>  records set aside as undecodable or unappliable
 //	<root>/<namespace>/receipts/<name>/<inc>/<id>  a submission's receipt, under the caller's lease
+//	<root>/<namespace>/topology                    the memcached servers, distribution and epoch (JSON; see pkg/topology)
 //
 // The incarnation is zero-padded so that a name's batches sort by incarnation.
 //
@@ -166,6 +167,10 @@ func (l Layout) Receipt(name string, inc int64, id string) string {
 
 // Applied is the key of the applied watermark.
 func (l Layout) Applied() string { return l.prefix + "applied" }
+
+// Topology is the key of the namespace's memcached topology: its servers,
+// their distribution and its epoch, as pkg/topology stores them.
+func (l Layout) Topology() string { return l.prefix + "topology" }
 
 // Term is the key whose version is the leadership term.
 func (l Layout) Term() string { return l.prefix + "term" }

@@ -65,3 +65,19 @@ func TestNamespacesDoNotOverlap(t *testing.T) {
 		t.Fatalf("PrefixEnd = %q", got)
 	}
 }
+
+func TestTopologyKeyIsOutsideEveryRange(t *testing.T) {
+	l := MustNew("ns")
+	k := l.Topology()
+	if k != "/coordinator/ns/topology" {
+		t.Fatalf("Topology() = %q", k)
+	}
+	for _, p := range []string{l.RegPrefix(), l.OpsPrefix(), l.ReceiptsPrefix(), l.QuarantinePrefix(), l.Election() + "/"} {
+		if strings.HasPrefix(k, p) {
+			t.Fatalf("%q is under %q", k, p)
+		}
+	}
+	if k >= l.TakeoverMark() && k < l.OpsEnd() {
+		t.Fatalf("%q is inside the watched range of batches", k)
+	}
+}

@@ -58,22 +58,31 @@ const (
 type Config struct {
 	// Servers are the memcached servers (host:port, or the path of a unix
 	// socket); each key goes to one of them, picked as memcache.ServerList
-	// does. At least one is required.
+	// does. Either Servers or Selector is required, not both.
 	Servers []string
+	// Selector picks each key's server (a *hashring.Ring, say); every read
+	// and write of a key goes to the server it picks. It must be safe for
+	// concurrent use.
+	Selector memcache.ServerSelector
 	// Timeout bounds each network exchange (a command and its reply, or one
 	// pipeline); zero means DefaultTimeout.
 	Timeout time.Duration
 	// MaxIdleConns is the number of idle connections kept per server;
 	// zero means DefaultMaxIdleConns.
 	MaxIdleConns int
+	// Stats, when set, counts what the Writer notices of its servers
+	// (restarts, see CheckRestarts).
+	Stats *Stats
 }
 
 // Validate checks the config; its errors are *config.FieldError. A server
 // address that does not resolve is reported by New.
 func (c *Config) Validate() error {
 	switch {
-	case len(c.Servers) == 0:
+	case len(c.Servers) == 0 && c.Selector == nil:
 		return config.Errorf("memfence", "Servers", "none given: %w", memcache.ErrNoServers)
+	case len(c.Servers) > 0 && c.Selector != nil:
+		return config.Errorf("memfence", "Servers", "%q given with a Selector: give one of them", c.Servers)
 	case slices.Contains(c.Servers, ""):
 		return config.Errorf("memfence", "Servers", "%q holds an empty address", c.Servers)
 	case c.Timeout < 0:
@@ -94,24 +103,31 @@ func (c Config) withDefaults() Config {
 // Writer writes fenced items. It is safe for concurrent use.
 type Writer struct {
 	mc      *memcache.Client
-	servers *memcache.ServerList
+	servers memcache.ServerSelector
 	pipes   *connPool
+	stats   *Stats
+	watch   restartWatch
 }
 
-// New returns a Writer over cfg.Servers. It returns a *config.FieldError
-// for an invalid cfg, or a server address that does not resolve.
+// New returns a Writer over cfg.Servers or cfg.Selector. It returns a
+// *config.FieldError for an invalid cfg, or a server address that does not
+// resolve.
 func New(cfg Config) (*Writer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	ss := new(memcache.ServerList)
-	if err := ss.SetServers(cfg.Servers...); err != nil {
-		return nil, config.Errorf("memfence", "Servers", "%q: %w", cfg.Servers, err)
+	ss := cfg.Selector
+	if ss == nil {
+		sl := new(memcache.ServerList)
+		if err := sl.SetServers(cfg.Servers...); err != nil {
+			return nil, config.Errorf("memfence", "Servers", "%q: %w", cfg.Servers, err)
+		}
+		ss = sl
 	}
 	mc := memcache.NewFromSelector(ss)
 	mc.Timeout, mc.MaxIdleConns = cfg.Timeout, cfg.MaxIdleConns
-	return &Writer{mc: mc, servers: ss, pipes: newConnPool(cfg.Timeout, cfg.MaxIdleConns)}, nil
+	return &Writer{mc: mc, servers: ss, pipes: newConnPool(cfg.Timeout, cfg.MaxIdleConns), stats: cfg.Stats}, nil
 }
 
 // Close closes the Writer's idle connections.
