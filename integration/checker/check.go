@@ -2,6 +2,7 @@ package checker
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -102,6 +103,11 @@ type Stats struct {
 	// history when it was read, else from the acknowledged tokens).
 	SharedTxns int `json:"shared_txns"`
 	MaxGroup   int `json:"max_group"`
+	// Overlap is the most faults in place at one moment (a fault is in
+	// place from At to Healed; one with no Healed is a moment only).
+	Overlap int `json:"overlap"`
+	// Kinds are the fault kinds injected, sorted, each once.
+	Kinds []string `json:"kinds,omitempty"`
 }
 
 // Report is the result of Check.
@@ -128,10 +134,57 @@ func (r Report) Summary() string {
 	s := r.Stats
 	return fmt.Sprintf("ops=%d calls=%d ok=%d refused=%d unknown=%d (accepted %d) indexed=%d "+
 		"shared-txns=%d max-group=%d incarnations=%d reads=%d applied-waits=%d drains=%d faults=%d "+
-		"wipes=%d violations=%d delete-windows=%d",
+		"wipes=%d violations=%d delete-windows=%d overlap=%d kinds=%s",
 		s.Ops, s.Calls, s.OK, s.Refused, s.Unknown, s.UnknownAccepted, s.Indexed,
 		s.SharedTxns, s.MaxGroup, s.Incarnations, s.Reads, s.Applied, s.Drains, s.Faults,
-		s.Wipes, len(r.Violations), len(r.DeleteWindows))
+		s.Wipes, len(r.Violations), len(r.DeleteWindows), s.Overlap, kinds(s.Kinds))
+}
+
+// kinds formats fault kinds for the summary: a comma list without spaces
+// ("kill -9" is "kill-9"), "-" for none.
+func kinds(ks []string) string {
+	if len(ks) == 0 {
+		return "-"
+	}
+	out := make([]string, len(ks))
+	for i, k := range ks {
+		out[i] = strings.ReplaceAll(k, " ", "")
+	}
+	return strings.Join(out, ",")
+}
+
+// faultStats returns the most faults in place at once and the kinds.
+func faultStats(fs []Fault) (int, []string) {
+	type edge struct {
+		at    int64
+		delta int
+	}
+	var edges []edge
+	seen := map[string]bool{}
+	var ks []string
+	for _, f := range fs {
+		if !seen[f.Kind] {
+			seen[f.Kind] = true
+			ks = append(ks, f.Kind)
+		}
+		end := max(f.Healed, f.At)
+		edges = append(edges, edge{f.At, 1}, edge{end, -1})
+	}
+	// At one instant injections come before heals, so a fault that is a
+	// moment only still counts.
+	sort.Slice(edges, func(i, j int) bool {
+		if edges[i].at != edges[j].at {
+			return edges[i].at < edges[j].at
+		}
+		return edges[i].delta > edges[j].delta
+	})
+	cur, peak := 0, 0
+	for _, e := range edges {
+		cur += e.delta
+		peak = max(peak, cur)
+	}
+	sort.Strings(ks)
+	return peak, ks
 }
 
 // Count returns how many violations break rule.
@@ -189,6 +242,7 @@ func Check(h *History) Report {
 		// requires of its key, so they share one sweep over the reads.
 		func() { c.checkKnownApplied(c.requireG2Order, c.requireG8Applied, c.requireG7Drain) },
 		c.checkG8Watermark,
+		c.checkLeaks,
 	} {
 		rule()
 	}

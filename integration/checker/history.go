@@ -187,5 +187,8 @@ type History struct {
 	Registrations []Registration `json:"registrations,omitempty"`
 	Faults        []Fault        `json:"faults,omitempty"`
 	Wipes         []Wipe         `json:"wipes,omitempty"`
-	Final         Final          `json:"final"`
+	// Soak is what a soak run sampled of every process once a minute (see
+	// RuleLeak).
+	Soak  []Sample `json:"soak,omitempty"`
+	Final Final    `json:"final"`
 }

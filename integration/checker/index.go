@@ -93,6 +93,7 @@ func (c *checker) index() {
 	st := &c.rep.Stats
 	st.Calls, st.Reads, st.Applied, st.Drains, st.Faults, st.Wipes =
 		len(h.Calls), len(h.Reads), len(h.Applied), len(h.Drains), len(h.Faults), len(h.Wipes)
+	st.Overlap, st.Kinds = faultStats(h.Faults)
 	for i := range h.Final.Accepted {
 		a := &h.Final.Accepted[i]
 		c.stored[a.ID] = a

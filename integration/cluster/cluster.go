@@ -4,9 +4,13 @@
 // serve` processes built from this repository.
 //
 // Every coordinator node talks to etcd through its own TCP proxy in front of
-// one member (node i to member i) and to memcached through its own proxy, so
+// one member (node i to member i) and to memcached through a proxy that
+// tells the nodes apart (each node has its share, Node.MemcachedLink), so
 // a test can cut one node off from etcd while it still reaches memcached
-// (the zombie leader), or kill exactly the member the leader talks to. Any
+// (the zombie leader), or kill exactly the member the leader talks to.
+// Members reach each other through a proxy in front of each member's peer
+// port (peers.go), so a member can be cut off from the others, or one
+// direction between two members cut, while clients still reach it. Any
 // process can be killed (SIGKILL), paused (SIGSTOP), resumed and restarted.
 // Everything the cluster starts is stopped by pid when the test ends, pass
 // or fail.
@@ -15,9 +19,11 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,8 +39,9 @@ import (
 type Config struct {
 	// Members is the number of etcd members; default 3.
 	Members int
-	// Nodes is the number of coordinator nodes; default 3. Node i talks to
-	// member i mod Members.
+	// Nodes is the number of coordinator nodes; default 3, negative for
+	// none (an etcd cluster and memcached alone). Node i talks to member i
+	// mod Members.
 	Nodes int
 	// LeaseTTL is the nodes' --lease-ttl; default 2s.
 	LeaseTTL time.Duration
@@ -42,6 +49,9 @@ type Config struct {
 	Namespace string
 	// StartTimeout bounds the start of each process; default 2 minutes.
 	StartTimeout time.Duration
+	// Monitor starts every node with --http-listen on a free port
+	// (Node.MonitorAddr), for its /metrics.
+	Monitor bool
 }
 
 func (c *Config) defaults() {
@@ -68,6 +78,8 @@ type Cluster struct {
 	Members []*Member
 	// Memcached is the memcached process; readers use its address directly.
 	Memcached *testenv.Memcached
+	// MemcachedProxy is the proxy every node reaches memcached through.
+	MemcachedProxy *proxy.Proxy
 	// Nodes are the coordinator nodes.
 	Nodes []*Node
 	// Namespace and Layout are the coordinator's namespace.
@@ -78,6 +90,9 @@ type Cluster struct {
 
 	t   testing.TB
 	cfg Config
+	// procMu guards the members' Proc fields while they start: the peer
+	// proxies read them to name a connection's dialler.
+	procMu sync.Mutex
 }
 
 // Member is one etcd member process.
@@ -86,7 +101,10 @@ type Member struct {
 	// ClientAddr and PeerAddr are host:port; they stay across restarts.
 	ClientAddr string
 	PeerAddr   string
-	Proc       *harness.Process
+	// PeerLink is the proxy in front of PeerAddr; the member advertises its
+	// address, so every other member reaches this one through it.
+	PeerLink *proxy.Proxy
+	Proc     *harness.Process
 }
 
 // Endpoint is the member's client URL.
@@ -97,9 +115,13 @@ type Node struct {
 	*harness.Node
 	// Member is the etcd member the node talks to.
 	Member *Member
-	// EtcdLink and MemcachedLink are the node's proxies.
-	EtcdLink      *proxy.Proxy
-	MemcachedLink *proxy.Proxy
+	// EtcdLink is the node's proxy to its member.
+	EtcdLink *proxy.Proxy
+	// MemcachedLink is the node's share of the memcached proxy.
+	MemcachedLink proxy.Client
+	// MonitorAddr is the node's --http-listen address with
+	// Config.Monitor, "" without.
+	MonitorAddr string
 }
 
 // Start starts a cluster and waits until every process serves and a
@@ -116,9 +138,16 @@ func Start(ctx context.Context, t testing.TB, cfg Config) *Cluster {
 		}
 		t.Logf("etcd cluster did not start (attempt %d): %v", attempt+1, err)
 		for _, m := range c.Members {
-			m.Proc.Kill()
+			if m.Proc != nil {
+				m.Proc.Kill()
+			}
+			if m.PeerLink != nil {
+				m.PeerLink.Close()
+			}
 		}
+		c.procMu.Lock()
 		c.Members = nil
+		c.procMu.Unlock()
 	}
 	if err != nil {
 		t.Fatalf("start etcd cluster: %v", err)
@@ -137,26 +166,43 @@ func Start(ctx context.Context, t testing.TB, cfg Config) *Cluster {
 	}
 
 	c.Memcached = testenv.StartMemcached(t)
+	// The nodes share one memcached address (the namespace's topology in
+	// etcd names the servers every node must use), so they share one proxy;
+	// it tells the nodes apart by the process that dialled.
+	mp, err := proxy.Start(proxy.Config{Target: c.Memcached.Addr, Identify: c.nodeDialler})
+	if err != nil {
+		t.Fatalf("memcached proxy: %v", err)
+	}
+	t.Cleanup(func() { mp.Close() })
+	c.MemcachedProxy = mp
 	for i := range cfg.Nodes {
 		m := c.Members[i%len(c.Members)]
 		el, err := proxy.New("127.0.0.1:0", m.ClientAddr)
 		if err != nil {
 			t.Fatalf("etcd proxy: %v", err)
 		}
-		ml, err := proxy.New("127.0.0.1:0", c.Memcached.Addr)
-		if err != nil {
-			el.Close()
-			t.Fatalf("memcached proxy: %v", err)
+		t.Cleanup(func() { el.Close() })
+		id := "node" + strconv.Itoa(i)
+		var extra []string
+		var mon string
+		if cfg.Monitor {
+			mon = "127.0.0.1:" + strconv.Itoa(harness.FreePort(t))
+			extra = append(extra, "--http-listen", mon)
 		}
-		t.Cleanup(func() { el.Close(); ml.Close() })
 		hn := harness.StartNode(t, harness.NodeOptions{
-			ID:        "node" + strconv.Itoa(i),
+			ID:        id,
 			Endpoints: []string{"http://" + el.Addr()},
-			Memcached: ml.Addr(),
+			Memcached: mp.Addr(),
 			Namespace: cfg.Namespace,
 			LeaseTTL:  cfg.LeaseTTL,
+			Extra:     extra,
 		})
-		c.Nodes = append(c.Nodes, &Node{Node: hn, Member: m, EtcdLink: el, MemcachedLink: ml})
+		c.procMu.Lock()
+		c.Nodes = append(c.Nodes, &Node{Node: hn, Member: m, EtcdLink: el, MemcachedLink: mp.Client(id), MonitorAddr: mon})
+		c.procMu.Unlock()
+	}
+	if len(c.Nodes) == 0 {
+		return c
 	}
 	if _, err := c.WaitLeader(ctx, nil); err != nil {
 		t.Fatalf("no coordinator leader: %v", err)
@@ -167,22 +213,59 @@ func Start(ctx context.Context, t testing.TB, cfg Config) *Cluster {
 func (c *Cluster) startMembers(ctx context.Context, bin string) error {
 	n := c.cfg.Members
 	var peers []string
-	for i := range n {
-		m := &Member{
-			Name:       "m" + strconv.Itoa(i),
-			ClientAddr: "127.0.0.1:" + strconv.Itoa(harness.FreePort(c.t)),
-			PeerAddr:   "127.0.0.1:" + strconv.Itoa(harness.FreePort(c.t)),
+	// The members' ports stay bound until every peer proxy listens, so no
+	// proxy's free port is one of them.
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			l.Close()
 		}
-		c.Members = append(c.Members, m)
-		peers = append(peers, m.Name+"=http://"+m.PeerAddr)
+	}()
+	hold := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			c.t.Fatalf("free port: %v", err)
+		}
+		held = append(held, l)
+		return l.Addr().String()
 	}
+	for i := range n {
+		m := &Member{Name: "m" + strconv.Itoa(i), ClientAddr: hold(), PeerAddr: hold()}
+		c.procMu.Lock()
+		c.Members = append(c.Members, m)
+		c.procMu.Unlock()
+	}
+	for _, m := range c.Members {
+		pl, err := c.newPeerLink(m)
+		if err != nil {
+			for _, o := range c.Members {
+				if o.PeerLink != nil {
+					o.PeerLink.Close()
+				}
+			}
+			c.procMu.Lock()
+			c.Members = nil
+			c.procMu.Unlock()
+			return fmt.Errorf("peer proxy: %w", err)
+		}
+		c.t.Cleanup(func() { pl.Close() })
+		m.PeerLink = pl
+		peers = append(peers, m.Name+"=http://"+pl.Addr())
+	}
+	for _, l := range held {
+		l.Close()
+	}
+	held = nil
 	dir := c.t.TempDir()
 	for _, m := range c.Members {
-		m.Proc = harness.Start(c.t, "etcd-"+m.Name, bin,
+		proc := harness.Start(c.t, "etcd-"+m.Name, bin,
 			"-name", m.Name, "-data-dir", filepath.Join(dir, m.Name),
-			"-client", m.ClientAddr, "-peer", m.PeerAddr,
+			"-client", m.ClientAddr, "-peer", m.PeerAddr, "-advertise-peer", m.PeerLink.Addr(),
 			"-initial-cluster", strings.Join(peers, ","),
 			"-start-timeout", c.cfg.StartTimeout.String())
+		c.procMu.Lock()
+		m.Proc = proc
+		c.procMu.Unlock()
 	}
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.StartTimeout)
 	defer cancel()

@@ -53,3 +53,6 @@ func (c *Cluster) Leader(ctx context.Context) (*Node, election.Status, error) {
 func (c *Cluster) WaitNewLeader(ctx context.Context, old string, term uint64) (election.Status, error) {
 	return c.WaitLeader(ctx, func(st election.Status) bool { return st.Leader != old && st.Term > term })
 }
+
+// LeaseTTL is the nodes' lease TTL.
+func (c *Cluster) LeaseTTL() time.Duration { return c.cfg.LeaseTTL }

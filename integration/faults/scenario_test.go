@@ -49,6 +49,9 @@ type scenario struct {
 	// callerLink is the proxy caller w0 reaches etcd through, when asked.
 	callerLink *proxy.Proxy
 
+	// soak samples the processes in a soak run; nil otherwise.
+	soak *soaker
+
 	mu       sync.Mutex
 	open     map[int]bool // faults not healed yet
 	mcDown   int64        // when memcached went down; -1 while it runs
@@ -65,6 +68,8 @@ type setup struct {
 	timeout time.Duration
 	// maxPending is workload.Config.MaxPending; zero means no bound.
 	maxPending int
+	// monitor starts the nodes with their HTTP monitor (for /metrics).
+	monitor bool
 }
 
 // start starts a cluster and a workload and waits until the workload is
@@ -86,7 +91,7 @@ func start(t *testing.T, name string, o setup) *scenario {
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	t.Cleanup(cancel)
 	s := &scenario{t: t, name: name, ctx: ctx, began: time.Now(), open: map[int]bool{}, mcDown: -1}
-	s.c = cluster.Start(ctx, t, cluster.Config{})
+	s.c = cluster.Start(ctx, t, cluster.Config{Monitor: o.monitor})
 	var eps []string
 	for _, m := range s.c.Members {
 		eps = append(eps, m.Endpoint())
@@ -298,7 +303,12 @@ func (s *scenario) healAll() {
 	for _, n := range s.c.Nodes {
 		n.EtcdLink.Heal()
 		n.MemcachedLink.Heal()
+		n.EtcdLink.SetShape(proxy.Both, proxy.Shape{})
 	}
+	s.c.MemcachedProxy.Heal()
+	s.c.MemcachedProxy.SetShape(proxy.Both, proxy.Shape{})
+	s.c.HealPeers()
+	s.c.ShapePeers(proxy.Shape{})
 	if s.callerLink != nil {
 		s.callerLink.Heal()
 	}
@@ -365,6 +375,15 @@ func (s *scenario) finish() checker.Report {
 		s.fatalf("read final state: %v", err)
 	}
 	h := s.rec.History(final)
+	if s.soak != nil {
+		h.Soak = s.soak.finish()
+		for _, line := range checker.SoakCurves(h.Soak) {
+			s.say("SOAK %s", line)
+		}
+		if s.soak.threadsOnly {
+			s.say("SOAK some node has no /metrics; its OS threads are recorded in place of its goroutines")
+		}
+	}
 	rep := checker.Check(h)
 	s.t.Logf("leader changes: %s", s.takeovers())
 	for _, n := range s.c.Nodes {

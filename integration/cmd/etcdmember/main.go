@@ -8,6 +8,9 @@
 //	    -client 127.0.0.1:23790 -peer 127.0.0.1:23800 \
 //	    -initial-cluster m0=http://127.0.0.1:23800,m1=http://127.0.0.1:23801,m2=http://127.0.0.1:23802
 //
+// With -advertise-peer the member listens for its peers on -peer but tells
+// them to dial another address: a proxy the test can cut.
+//
 // A member restarted on the same data directory rejoins with the state it
 // had; the -initial-cluster flag is then ignored, as etcd does.
 package main
@@ -35,6 +38,7 @@ func run() int {
 	dir := fs.String("data-dir", "", "data directory (required)")
 	client := fs.String("client", "", "client listen address host:port (required)")
 	peer := fs.String("peer", "", "peer listen address host:port (required)")
+	advPeer := fs.String("advertise-peer", "", "peer address host:port the other members dial (a proxy in front of -peer, say); default -peer")
 	initial := fs.String("initial-cluster", "", "initial cluster: name=http://host:port,... (required)")
 	token := fs.String("initial-cluster-token", "faults", "initial cluster token")
 	tick := fs.Uint("heartbeat-ms", 100, "heartbeat interval in milliseconds")
@@ -65,8 +69,12 @@ func run() int {
 	cfg.AutoCompactionRetention = "0"
 	cu := url.URL{Scheme: "http", Host: *client}
 	pu := url.URL{Scheme: "http", Host: *peer}
+	apu := pu
+	if *advPeer != "" {
+		apu.Host = *advPeer
+	}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{apu}
 
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {

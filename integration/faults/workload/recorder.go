@@ -109,3 +109,17 @@ func (r *Recorder) History(final checker.Final) *checker.History {
 	h.Final = final
 	return &h
 }
+
+// FromWall puts a Unix time in nanoseconds (a time another process took)
+// on the recorder's clock.
+func (r *Recorder) FromWall(unixNano int64) int64 {
+	return unixNano - r.start.UnixNano()
+}
+
+// AddCallerLog records what a caller in another process printed.
+func (r *Recorder) AddCallerLog(l CallerLog) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.h.Registrations = append(r.h.Registrations, l.Registrations...)
+	r.h.Calls = append(r.h.Calls, l.Calls...)
+}

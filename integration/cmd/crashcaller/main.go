@@ -1,0 +1,105 @@
+// Command crashcaller is a caller in its own OS process, for the fault
+// suite's caller-crash scenario: it registers a name through pkg/client and
+// submits small batches of sets and deletes until it is killed, printing
+// on stdout, as JSON lines (workload.CallerLine), its registration, every
+// submission just before it is made, and every outcome. A test kills it
+// with SIGKILL and feeds what it printed into the history; a submission
+// whose outcome it never printed is an unknown outcome.
+//
+//	crashcaller -endpoints http://127.0.0.1:2379 -namespace faults \
+//	    -name cx -keys k0,k1,k2 -ttl 2s
+//
+// Values name their operation (name.incarnation.seq.index), as the
+// workload's do.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coordinator-dev/coordinator/integration/checker"
+	"github.com/coordinator-dev/coordinator/integration/faults/workload"
+	"github.com/coordinator-dev/coordinator/pkg/client"
+	"github.com/coordinator-dev/coordinator/pkg/ops"
+)
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	fs := flag.NewFlagSet("crashcaller", flag.ContinueOnError)
+	endpoints := fs.String("endpoints", "", "etcd endpoints, comma separated (required)")
+	namespace := fs.String("namespace", "", "coordinator namespace (required)")
+	name := fs.String("name", "", "registration name (required)")
+	keys := fs.String("keys", "", "keys, comma separated (required)")
+	ttl := fs.Duration("ttl", 2*time.Second, "lease TTL")
+	pause := fs.Duration("pause", 50*time.Millisecond, "pause between submissions")
+	seed := fs.Int64("seed", 1, "seed of the batches")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return 2
+	}
+	if *endpoints == "" || *namespace == "" || *name == "" || *keys == "" || fs.NArg() != 0 {
+		fmt.Fprintln(os.Stderr, "usage: crashcaller -endpoints URLS -namespace NS -name NAME -keys K1,K2,...")
+		return 2
+	}
+	ks := strings.Split(*keys, ",")
+	cli, err := client.New(client.Config{Endpoints: strings.Split(*endpoints, ","), Namespace: *namespace})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "crashcaller: %v\n", err)
+		return 1
+	}
+	defer cli.Close()
+	out := json.NewEncoder(os.Stdout)
+	start := time.Now().UnixNano()
+	rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	c, err := cli.Register(rctx, *name, client.RegisterConfig{TTL: *ttl})
+	cancel()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "crashcaller: register: %v\n", err)
+		return 1
+	}
+	inc := c.Incarnation()
+	_ = out.Encode(workload.CallerLine{Event: "registered", Name: *name, Incarnation: inc, Start: start, End: time.Now().UnixNano()})
+	rng := rand.New(rand.NewSource(*seed))
+	for seq := 1; ; seq++ {
+		id := *name + ".1." + strconv.Itoa(seq)
+		var batch []ops.Op
+		var rec []checker.Op
+		for i := range 1 + rng.Intn(2) {
+			key := ks[rng.Intn(len(ks))]
+			if rng.Intn(4) == 0 {
+				batch = append(batch, ops.Delete(key))
+				rec = append(rec, checker.Op{Kind: checker.KindDelete, Key: key})
+				continue
+			}
+			v := id + "." + strconv.Itoa(i)
+			batch = append(batch, ops.Set(key, []byte(v), 0))
+			rec = append(rec, checker.Op{Kind: checker.KindSet, Key: key, Value: v})
+		}
+		_ = out.Encode(workload.CallerLine{Event: "call", Name: *name, Incarnation: inc, ID: id, Ops: rec, Start: time.Now().UnixNano()})
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		tok, err := c.SubmitWithID(ctx, id, batch...)
+		cancel()
+		l := workload.CallerLine{Event: "result", ID: id, End: time.Now().UnixNano()}
+		switch {
+		case err == nil:
+			l.Result, l.Token = checker.OK, checker.Token{Revision: tok.Revision, Index: tok.Index}
+		case errors.Is(err, client.ErrSuperseded) || errors.Is(err, client.ErrExpired):
+			l.Result, l.Err = checker.Refused, err.Error()
+		default:
+			l.Result, l.Err = checker.Unknown, err.Error()
+		}
+		_ = out.Encode(l)
+		if l.Result == checker.Refused {
+			return 1
+		}
+		time.Sleep(*pause)
+	}
+}
