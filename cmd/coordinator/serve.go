@@ -3,8 +3,10 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,6 +15,8 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/applier"
 	"github.com/coordinator-dev/coordinator/pkg/embedded"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
+	"github.com/coordinator-dev/coordinator/pkg/logging"
+	"github.com/coordinator-dev/coordinator/pkg/monitor"
 	"github.com/coordinator-dev/coordinator/pkg/node"
 	"github.com/coordinator-dev/coordinator/pkg/ops"
 )
@@ -22,11 +26,16 @@ type serveOptions struct {
 	embedListen  string
 	embedHistory time.Duration
 	memcached    string
+	distribution distributionFlag
 	nodeID       string
 	leaseTTL     time.Duration
 	maxItemBytes int
 	writers      int
 	logLevel     string
+	logFormat    string
+	httpListen   string
+	enablePprof  bool
+	api          apiOptions
 }
 
 func newServeCommand(g *globalOptions) *cobra.Command {
@@ -48,7 +57,13 @@ follower takes over without waiting for the lease to expire.`,
 
   # production: three of these, one per machine
   coordinator serve --endpoints https://etcd-1:2379,https://etcd-2:2379,https://etcd-3:2379 \
-      --memcached mc-1:11211,mc-2:11211 --node-id $(hostname)`,
+      --cacert /etc/coordinator/etcd-ca.pem \
+      --cert /etc/coordinator/node.pem --key /etc/coordinator/node-key.pem \
+      --memcached mc-1:11211,mc-2:11211,mc-3:11211 --memcached-distribution ketama \
+      --node-id $(hostname -s) --http-listen :9090 --log-format json
+
+  # the same, from an environment file (every flag has a COORDINATOR_ variable)
+  set -a; . /etc/coordinator/coordinator.env; set +a; coordinator serve`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runServe(cmd, g, o)
@@ -63,6 +78,8 @@ follower takes over without waiting for the lease to expire.`,
 			"(only without --endpoints); a leader taking over after a longer outage "+
 			"reads pending batches all at once")
 	f.StringVar(&o.memcached, "memcached", node.DefaultMemcached, "memcached servers, host:port, comma separated")
+	f.Var(&o.distribution, "memcached-distribution", "how keys are spread over --memcached: modula (gomemcache's) "+
+		"or ketama (libmemcached's weighted ketama; host:port=weight sets a weight); it must match the namespace's topology")
 	f.StringVar(&o.nodeID, "node-id", defaultNodeID(), "this node's name in the election")
 	f.DurationVar(&o.leaseTTL, "lease-ttl", 5*time.Second,
 		"leadership lease TTL: a dead leader is replaced within about this long")
@@ -73,6 +90,12 @@ follower takes over without waiting for the lease to expire.`,
 			"at most one per registration name; each name's writes stay in token order, "+
 			"1 keeps token order across names too")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.StringVar(&o.logFormat, "log-format", logging.FormatText,
+		"log format: text (key=value lines) or json (one object per line); the etcd client's warnings are written the same way")
+	f.StringVar(&o.httpListen, "http-listen", "",
+		"host:port to serve /metrics (Prometheus), /healthz and /readyz on; empty serves nothing")
+	f.BoolVar(&o.enablePprof, "enable-pprof", false, "also serve Go's profiler under /debug/pprof/ (needs --http-listen)")
+	o.api.addFlags(f)
 	return cmd
 }
 
@@ -107,6 +130,33 @@ func (o *serveOptions) validate() error {
 	if err := lvl.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return usagef("--log-level: %w", err)
 	}
+	if err := o.api.validate(); err != nil {
+		return err
+	}
+	lcfg := logging.Config{Format: o.logFormat}
+	if err := lcfg.Validate(); err != nil {
+		return usageMsg(fmt.Sprintf("--log-format must be %s or %s, not %q", logging.FormatText, logging.FormatJSON, o.logFormat), err)
+	}
+	if o.httpListen != "" {
+		if err := validateListen(o.httpListen); err != nil {
+			return usagef("--http-listen: %w", err)
+		}
+	} else if o.enablePprof {
+		return usagef("--enable-pprof needs --http-listen")
+	}
+	return nil
+}
+
+// validateListen checks a host:port to listen on; the host may be empty
+// (every interface), the port must be a number (0 picks a free one).
+func validateListen(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+		return fmt.Errorf("port %q of %q is not a number from 0 to 65535", port, addr)
+	}
 	return nil
 }
 
@@ -119,7 +169,11 @@ func runServe(cmd *cobra.Command, g *globalOptions, o *serveOptions) error {
 	}
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(o.logLevel))
-	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: lvl}))
+	handler, err := logging.NewHandler(logging.Config{Format: o.logFormat, Level: lvl, Output: cmd.ErrOrStderr()})
+	if err != nil {
+		return err
+	}
+	log := slog.New(handler)
 	ctx := cmd.Context()
 
 	if !cmd.Flags().Changed("endpoints") && !cmd.Root().PersistentFlags().Changed("endpoints") {
@@ -143,6 +197,9 @@ func runServe(cmd *cobra.Command, g *globalOptions, o *serveOptions) error {
 		g.endpoints = strings.Join(srv.Endpoints(), ",")
 		log.Info("embedded etcd listening", "endpoints", g.endpoints, "data_dir", dir)
 	}
+	// The etcd client's own warnings (lost connections, retries) go to the
+	// node's log.
+	g.etcdLogger = logging.Zap(handler.WithAttrs([]slog.Attr{slog.String("component", "etcd-client")}), slog.LevelWarn)
 	cli, err := g.etcdClient(ctx)
 	if err != nil {
 		return err
@@ -151,16 +208,29 @@ func runServe(cmd *cobra.Command, g *globalOptions, o *serveOptions) error {
 	layout := keyspace.MustNew(g.namespace)
 	log.Info("node starting", "node", o.nodeID, "namespace", g.namespace, "etcd", g.endpoints,
 		"memcached", o.memcached, "lease_ttl", o.leaseTTL, "write_concurrency", o.writers)
+	stopAPI, err := o.api.start(ctx, cli, g.namespace, ops.Limits{MaxItemBytes: o.maxItemBytes}, log)
+	if err != nil {
+		return err
+	}
+	defer stopAPI()
 	err = node.Run(ctx, node.Config{
 		Etcd: cli, Layout: layout, NodeID: o.nodeID, LeaseTTL: o.leaseTTL,
-		Memcached: splitList(o.memcached), Limits: ops.Limits{MaxItemBytes: o.maxItemBytes},
-		WriteConcurrency: o.writers, Logger: log,
+		Memcached: splitList(o.memcached), Distribution: o.distribution.value(), Limits: ops.Limits{MaxItemBytes: o.maxItemBytes},
+		WriteConcurrency: o.writers, Logger: log, Monitor: o.monitor(),
 	})
 	log.Info("node stopped", "node", o.nodeID)
 	if err != nil && ctx.Err() == nil {
 		return err
 	}
 	return nil
+}
+
+// monitor is the node's HTTP monitor, nil without --http-listen.
+func (o *serveOptions) monitor() *monitor.Config {
+	if o.httpListen == "" {
+		return nil
+	}
+	return &monitor.Config{Addr: o.httpListen, EnablePprof: o.enablePprof}
 }
 
 func splitList(s string) []string {

@@ -1,0 +1,138 @@
+package api
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	pb "github.com/coordinator-dev/coordinator/api/coordinator/v1"
+	"github.com/coordinator-dev/coordinator/integration/harness"
+	"github.com/coordinator-dev/coordinator/internal/testcerts"
+	"github.com/coordinator-dev/coordinator/internal/testenv"
+	"github.com/coordinator-dev/coordinator/pkg/apiserver"
+)
+
+// serveNode starts `coordinator serve` against etcd with the API on a free
+// port and returns the node and the API's address.
+func serveNode(t *testing.T, id string, endpoints []string, mcAddr string, extra ...string) (*harness.Node, string) {
+	t.Helper()
+	addr := "127.0.0.1:" + strconv.Itoa(harness.FreePort(t))
+	n := harness.StartNode(t, harness.NodeOptions{
+		ID: id, Endpoints: endpoints, Memcached: mcAddr, Extra: append([]string{"--api-listen", addr}, extra...),
+	})
+	ctx := testenv.Ctx(t, 60*time.Second)
+	if err := n.WaitOutput(ctx, "caller API listening"); err != nil {
+		t.Fatalf("node %s: %v\n%s", id, err, n.Output())
+	}
+	return n, addr
+}
+
+// A caller streaming through node A while A is killed (kill -9 of a real
+// serve process) carries on through node B with the same incarnation, and
+// nothing acknowledged is lost.
+func TestServeAPIAndKilledNode(t *testing.T) {
+	srv, _ := testenv.Etcd(t)
+	mc := testenv.StartMemcached(t)
+	a, addrA := serveNode(t, "a", srv.Endpoints(), mc.Addr)
+	_, addrB := serveNode(t, "b", srv.Endpoints(), mc.Addr)
+	moveScenario(t, mc.Addr, grpcClient(t, addrA, nil), grpcClient(t, addrB, nil), a.Kill)
+}
+
+// serve's API flags: TLS with client certificates, and per-name
+// authorization by the certificate's subject.
+func TestServeAPIWithMutualTLSAuthorizesNames(t *testing.T) {
+	srv, _ := testenv.Etcd(t)
+	mc := testenv.StartMemcached(t)
+	ca := testcerts.NewCA(t, "api")
+	server, agent := ca.Server("node"), ca.Client("agent-a")
+	_, addr := serveNode(t, "a", srv.Endpoints(), mc.Addr,
+		"--api-cert", server.CertFile, "--api-key", server.KeyFile, "--api-client-ca", ca.CertFile)
+	ctx := testenv.Ctx(t, 60*time.Second)
+
+	pool := x509.NewCertPool()
+	pem, err := os.ReadFile(ca.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.AppendCertsFromPEM(pem)
+	cert, err := tls.LoadX509KeyPair(agent.CertFile, agent.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientTLS := &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	api := grpcClient(t, addr, clientTLS)
+
+	reg := register(t, ctx, api, "agent-a", nil)
+	_, err = api.Register(ctx, &pb.RegisterRequest{Name: "agent-b"})
+	wantRefused(t, "register a name the certificate does not allow", err, codes.PermissionDenied, apiserver.ReasonPermissionDenied)
+	_, err = api.Submit(ctx, &pb.SubmitRequest{Name: "agent-b", Incarnation: reg.Incarnation, Ops: []*pb.Op{setOp("tls", "b")}})
+	wantRefused(t, "submit as another name", err, codes.PermissionDenied, apiserver.ReasonPermissionDenied)
+	r, err := api.Submit(ctx, &pb.SubmitRequest{Name: "agent-a", Incarnation: reg.Incarnation, Ops: []*pb.Op{setOp("tls", "a")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.WaitApplied(ctx, &pb.WaitAppliedRequest{Token: r.Token}); err != nil {
+		t.Fatal(err)
+	}
+	if v := readKey(t, mc.Addr, "tls"); v != "a" {
+		t.Fatalf("tls = %q, want a", v)
+	}
+
+	// HTTPS with the same certificate: the same rules, as HTTP statuses.
+	tr := &http.Transport{TLSClientConfig: clientTLS}
+	t.Cleanup(tr.CloseIdleConnections)
+	hc := &http.Client{Transport: tr}
+	postTLS := func(c *http.Client, body string) (int, string, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+"/v1/register", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+	if code, body, err := postTLS(hc, `{"name":"agent-b"}`); err != nil || code != http.StatusForbidden || !strings.Contains(body, apiserver.ReasonPermissionDenied) {
+		t.Fatalf("HTTPS register agent-b: %d %s %v", code, body, err)
+	}
+	if code, body, err := postTLS(hc, `{"name":"agent-a","ttl_seconds":5}`); err != nil || code != http.StatusOK {
+		t.Fatalf("HTTPS register agent-a: %d %s %v", code, body, err)
+	}
+	// Without a client certificate the handshake fails.
+	bare := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	t.Cleanup(bare.CloseIdleConnections)
+	if code, body, err := postTLS(&http.Client{Transport: bare}, `{"name":"agent-a"}`); err == nil {
+		t.Fatalf("HTTPS without a client certificate answered: %d %s", code, body)
+	}
+}
+
+// Misused API flags are usage errors: exit status 2, a message naming the
+// flag, and no node started.
+func TestServeAPIFlagMisuse(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--api-cert", "c.pem", "--api-key", "k.pem"}, "--api-listen"},
+		{[]string{"--api-listen", "127.0.0.1:0", "--api-cert", "c.pem"}, "--api-key"},
+		{[]string{"--api-listen", "127.0.0.1:0", "--api-client-ca", "ca.pem"}, "--api-client-ca"},
+		{[]string{"--api-listen", "nowhere"}, "--api-listen"},
+		{[]string{"--api-listen", "127.0.0.1:99999"}, "--api-listen"},
+	} {
+		_, stderr, code := harness.Run(t, nil, append([]string{"serve", "--endpoints", "http://127.0.0.1:1"}, tc.args...)...)
+		if code != 2 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("serve %v: exit %d, stderr %q; want exit 2 naming %s", tc.args, code, stderr, tc.want)
+		}
+	}
+}

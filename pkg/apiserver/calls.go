@@ -1,0 +1,491 @@
+package apiserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+
+	pb "github.com/coordinator-dev/coordinator/api/coordinator/v1"
+	"github.com/coordinator-dev/coordinator/internal/retry"
+	"github.com/coordinator-dev/coordinator/pkg/keyspace"
+	"github.com/coordinator-dev/coordinator/pkg/ops"
+	"github.com/coordinator-dev/coordinator/pkg/registry"
+	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
+)
+
+// MaxTTLSeconds bounds a registration's lease TTL.
+const MaxTTLSeconds = 24 * 60 * 60
+
+// DefaultOpsLimit is the most operations Ops lists when the request's
+// limit is zero.
+const DefaultOpsLimit = 1000
+
+// regRecord is a registration's value in etcd, as pkg/registry writes and
+// reads it.
+type regRecord struct {
+	registry.Holder
+	TTLSeconds int64 `json:"ttl_seconds"`
+}
+
+// Register grants a lease and writes the registration under it. The lease
+// is the caller's to keep alive (KeepAlive, KeepAliveOnce).
+func (s *Server) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
+	name := req.GetName()
+	if err := keyspace.ValidateName(name); err != nil {
+		return nil, invalid("name: %v", err)
+	}
+	if err := s.authorize(ctx, name); err != nil {
+		return nil, err
+	}
+	ttl := int64(req.GetTtlSeconds())
+	switch {
+	case ttl == 0:
+		ttl = int64(registry.DefaultTTL / time.Second)
+	case ttl < 1 || ttl > MaxTTLSeconds:
+		return nil, invalid("ttl_seconds: %d is not within 1..%d", ttl, MaxTTLSeconds)
+	}
+	holder := registry.Holder{Host: req.GetHolderHost(), PID: int(req.GetHolderPid()), Started: time.Now().UTC().Truncate(time.Millisecond)}
+	if holder.Host == "" {
+		holder.Host = remoteHost(ctx)
+	}
+	val, err := json.Marshal(regRecord{Holder: holder, TTLSeconds: ttl})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	grant, err := s.cli.Grant(ctx, ttl)
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("grant lease: %w", err))
+	}
+	rev, err := s.putRegistration(ctx, name, string(val), grant.ID, req.GetIfAbsent())
+	if err == nil && req.GetWaitDrained() {
+		err = s.waitDrained(ctx, name, rev, grant.ID)
+	}
+	if err != nil {
+		s.revoke(ctx, grant.ID)
+		return nil, toStatus(err)
+	}
+	return &pb.RegisterResponse{Incarnation: rev, LeaseId: int64(grant.ID), TtlSeconds: int32(grant.TTL)}, nil
+}
+
+// putRegistration writes name's registration under lease and returns its
+// revision, the incarnation. With ifAbsent, a live registration is
+// registry.ErrNameHeld.
+func (s *Server) putRegistration(ctx context.Context, name, val string, lease clientv3.LeaseID, ifAbsent bool) (int64, error) {
+	key := s.layout.Reg(name)
+	put := clientv3.OpPut(key, val, clientv3.WithLease(lease))
+	if !ifAbsent {
+		resp, err := s.cli.Do(ctx, put)
+		if err != nil {
+			return 0, fmt.Errorf("register %q: %w", name, err)
+		}
+		return resp.Put().Header.Revision, nil
+	}
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(put).
+		Else(clientv3.OpGet(key)).
+		Commit()
+	if err != nil {
+		return 0, fmt.Errorf("register %q: %w", name, err)
+	}
+	if !resp.Succeeded {
+		held := "a live incarnation"
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+			held = fmt.Sprintf("incarnation %d", kvs[0].ModRevision)
+		}
+		return 0, fmt.Errorf("%w: %q is held by %s", registry.ErrNameHeld, name, held)
+	}
+	return resp.Header.Revision, nil
+}
+
+// waitDrained waits for the drain barrier of incarnation inc, keeping its
+// lease alive meanwhile: the caller cannot keep alive a lease it has not
+// been told of yet.
+func (s *Server) waitDrained(ctx context.Context, name string, inc int64, lease clientv3.LeaseID) error {
+	kctx, cancel := context.WithCancel(ctx)
+	ka, err := s.cli.KeepAlive(kctx, lease)
+	if err != nil {
+		cancel()
+		return err
+	}
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for range ka {
+		}
+	}()
+	err = s.reg.WaitDrained(ctx, name, inc)
+	cancel()
+	<-drained
+	return err
+}
+
+// revoke revokes lease, also when ctx has ended.
+func (s *Server) revoke(ctx context.Context, lease clientv3.LeaseID) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), registry.CleanupTimeout)
+	defer cancel()
+	_, _ = s.cli.Revoke(rctx, lease)
+}
+
+// remoteHost is the caller's network address, without the port.
+func remoteHost(ctx context.Context) string {
+	addr := ""
+	if ci, ok := callerInfoFrom(ctx); ok {
+		addr = ci.addr
+	} else if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		addr = p.Addr.String()
+	}
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
+}
+
+// check verifies that incarnation inc of name is current and lives under
+// lease. It returns the revision the registration was read at.
+func (s *Server) check(ctx context.Context, name string, inc, lease int64) (int64, error) {
+	if err := keyspace.ValidateName(name); err != nil {
+		return 0, invalid("name: %v", err)
+	}
+	if err := s.authorize(ctx, name); err != nil {
+		return 0, err
+	}
+	if inc <= 0 || lease == 0 {
+		return 0, invalid("incarnation and lease_id are required")
+	}
+	resp, err := s.cli.Get(ctx, s.layout.Reg(name))
+	if err != nil {
+		return 0, toStatus(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, expired(name, inc)
+	}
+	kv := resp.Kvs[0]
+	switch {
+	case kv.ModRevision > inc:
+		return 0, superseded(name, inc, kv.ModRevision)
+	case kv.ModRevision < inc:
+		return 0, expired(name, inc)
+	case kv.Lease != lease:
+		return 0, invalid("lease_id %d is not the lease of %q incarnation %d", lease, name, inc)
+	}
+	return resp.Header.Revision, nil
+}
+
+// KeepAlive keeps the lease alive while the stream lasts; see the proto.
+func (s *Server) KeepAlive(req *pb.KeepAliveRequest, stream pb.Coordinator_KeepAliveServer) error {
+	ctx := stream.Context()
+	name, inc, lease := req.GetName(), req.GetIncarnation(), req.GetLeaseId()
+	if s.isStopping() {
+		return statusError(codes.Unavailable, ReasonUnavailable, "node is stopping", nil)
+	}
+	rev, err := s.check(ctx, name, inc, lease)
+	if err != nil {
+		return err
+	}
+	kctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ka, err := s.cli.KeepAlive(kctx, clientv3.LeaseID(lease))
+	if err != nil {
+		return toStatus(err)
+	}
+	// A newer registration, or the end of this one, ends the stream at once.
+	changed := s.cli.Watch(clientv3.WithRequireLeader(kctx), s.layout.Reg(name), clientv3.WithRev(rev+1))
+	defer func() {
+		cancel()
+		for range ka {
+		}
+		for range changed {
+		}
+	}()
+	for {
+		select {
+		case <-s.stopping:
+			return statusError(codes.Unavailable, ReasonUnavailable, "node is stopping; keep the lease alive through another node", nil)
+		case <-ctx.Done():
+			if !s.isStopping() {
+				s.revoke(ctx, clientv3.LeaseID(lease))
+			}
+			return ctx.Err()
+		case r, ok := <-ka:
+			if !ok {
+				if ctx.Err() != nil {
+					continue
+				}
+				return s.ended(ctx, name, inc)
+			}
+			if err := stream.Send(&pb.KeepAliveResponse{TtlSeconds: int32(r.TTL)}); err != nil {
+				continue // the stream's context ends with it
+			}
+		case wr, ok := <-changed:
+			if !ok || wr.Err() != nil {
+				if ctx.Err() != nil {
+					continue
+				}
+				// The watch broke (etcd leader lost): watch again from where
+				// the registration was last seen current.
+				if rev, err = s.check(ctx, name, inc, lease); err != nil {
+					return err
+				}
+				changed = s.cli.Watch(clientv3.WithRequireLeader(kctx), s.layout.Reg(name), clientv3.WithRev(rev+1))
+				continue
+			}
+			if len(wr.Events) > 0 {
+				return s.ended(ctx, name, inc)
+			}
+		}
+	}
+}
+
+// isStopping reports whether Close was called.
+func (s *Server) isStopping() bool {
+	select {
+	case <-s.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
+// ended is the status of an incarnation found no longer current.
+func (s *Server) ended(ctx context.Context, name string, inc int64) error {
+	resp, err := s.cli.Get(ctx, s.layout.Reg(name))
+	if err != nil {
+		return toStatus(err)
+	}
+	if len(resp.Kvs) > 0 && resp.Kvs[0].ModRevision > inc {
+		return superseded(name, inc, resp.Kvs[0].ModRevision)
+	}
+	return expired(name, inc)
+}
+
+// KeepAliveOnce renews the lease once.
+func (s *Server) KeepAliveOnce(ctx context.Context, req *pb.KeepAliveRequest) (*pb.KeepAliveResponse, error) {
+	if _, err := s.check(ctx, req.GetName(), req.GetIncarnation(), req.GetLeaseId()); err != nil {
+		return nil, err
+	}
+	resp, err := s.cli.KeepAliveOnce(ctx, clientv3.LeaseID(req.GetLeaseId()))
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return nil, expired(req.GetName(), req.GetIncarnation())
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.KeepAliveResponse{TtlSeconds: int32(resp.TTL)}, nil
+}
+
+// Unregister revokes the incarnation's lease; an incarnation that has
+// expired already is not an error.
+func (s *Server) Unregister(ctx context.Context, req *pb.UnregisterRequest) (*pb.UnregisterResponse, error) {
+	_, err := s.check(ctx, req.GetName(), req.GetIncarnation(), req.GetLeaseId())
+	switch ReasonOf(err) {
+	case "":
+	case ReasonExpired:
+		return &pb.UnregisterResponse{}, nil
+	default:
+		return nil, err
+	}
+	if _, err := s.cli.Revoke(ctx, clientv3.LeaseID(req.GetLeaseId())); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return nil, toStatus(err)
+	}
+	return &pb.UnregisterResponse{}, nil
+}
+
+// batchOf converts the request's operations; its errors are INVALID.
+func batchOf(in []*pb.Op) ([]ops.Op, error) {
+	if len(in) == 0 {
+		return nil, invalid("%v", ops.ErrEmptyBatch)
+	}
+	out := make([]ops.Op, 0, len(in))
+	for i, o := range in {
+		switch {
+		case o.GetSet() != nil:
+			set := o.GetSet()
+			if set.GetData() == nil {
+				return nil, invalid("ops[%d]: set needs a value or a text", i)
+			}
+			value := set.GetValue()
+			if _, ok := set.GetData().(*pb.SetOp_Text); ok {
+				value = []byte(set.GetText())
+			}
+			if value == nil {
+				value = []byte{}
+			}
+			out = append(out, ops.Set(set.GetKey(), value, time.Duration(set.GetExpirationSeconds())*time.Second))
+		case o.GetDelete() != nil:
+			out = append(out, ops.Delete(o.GetDelete().GetKey()))
+		default:
+			return nil, invalid("ops[%d]: neither set nor delete", i)
+		}
+	}
+	return out, nil
+}
+
+// Submit stores one batch under the incarnation; see the proto.
+func (s *Server) Submit(ctx context.Context, req *pb.SubmitRequest) (*pb.SubmitResponse, error) {
+	name := req.GetName()
+	if err := keyspace.ValidateName(name); err != nil {
+		return nil, invalid("name: %v", err)
+	}
+	if err := s.authorize(ctx, name); err != nil {
+		return nil, err
+	}
+	if req.GetIncarnation() <= 0 {
+		return nil, invalid("incarnation is required")
+	}
+	batch, err := batchOf(req.GetOps())
+	if err != nil {
+		return nil, err
+	}
+	if err := ops.ValidateBatch(batch, s.sub.Limits()); err != nil {
+		return nil, toStatus(err)
+	}
+	id := req.GetBatchId()
+	if id == "" {
+		id = tokenseq.NewBatchID()
+	} else if err := keyspace.ValidateName(id); err != nil {
+		return nil, invalid("batch_id: %v", err)
+	}
+	treq := tokenseq.Request{
+		Name: name, Incarnation: req.GetIncarnation(), ID: id, Ops: batch, Lease: clientv3.LeaseID(req.GetLeaseId()),
+	}
+	tok, err := s.sub.SubmitRequest(ctx, treq)
+	if err != nil && outcomeUnknown(err) {
+		tok, err = s.settle(ctx, treq, err)
+	}
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.SubmitResponse{Token: tok.String(), BatchId: id}, nil
+}
+
+// outcomeUnknown reports whether a submission's error leaves open whether
+// the batch was stored.
+func outcomeUnknown(err error) bool {
+	switch {
+	case errors.As(err, new(*tokenseq.RefusedError)), errors.Is(err, ops.ErrInvalid),
+		errors.Is(err, keyspace.ErrInvalidName), errors.Is(err, tokenseq.ErrVoided),
+		errors.Is(err, rpctypes.ErrPermissionDenied):
+		return false
+	}
+	return true
+}
+
+// settle looks up a submission whose reply was lost, as pkg/client's
+// session does: it retries lookups that fail to reach etcd until ctx ends.
+func (s *Server) settle(ctx context.Context, req tokenseq.Request, cause error) (tokenseq.Token, error) {
+	if errors.Is(cause, rpctypes.ErrLeaseNotFound) {
+		// The receipt's lease is gone: the transaction was refused whole.
+		return tokenseq.Zero, expired(req.Name, req.Incarnation)
+	}
+	backoff := retry.Backoff{Min: 20 * time.Millisecond, Max: time.Second}
+	for {
+		tok, err := s.sub.Lookup(ctx, req)
+		switch {
+		case err == nil:
+			return tok, nil
+		case errors.Is(err, tokenseq.ErrNotAccepted), errors.Is(err, tokenseq.ErrOutcomeUnknown):
+			return tokenseq.Zero, fmt.Errorf("%w (submission: %v)", err, cause)
+		}
+		if !retry.Sleep(ctx, backoff.Next()) {
+			return tokenseq.Zero, fmt.Errorf("%w: batch %s: %v (submission: %v)", tokenseq.ErrOutcomeUnknown, req.ID, err, cause)
+		}
+	}
+}
+
+// ForgetReceipts deletes receipts of the incarnation's batches.
+func (s *Server) ForgetReceipts(ctx context.Context, req *pb.ForgetReceiptsRequest) (*pb.ForgetReceiptsResponse, error) {
+	name := req.GetName()
+	if err := keyspace.ValidateName(name); err != nil {
+		return nil, invalid("name: %v", err)
+	}
+	if err := s.authorize(ctx, name); err != nil {
+		return nil, err
+	}
+	for i, id := range req.GetBatchIds() {
+		if err := keyspace.ValidateName(id); err != nil {
+			return nil, invalid("batch_ids[%d]: %v", i, err)
+		}
+	}
+	if err := s.sub.DeleteReceipts(ctx, name, req.GetIncarnation(), req.GetBatchIds()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.ForgetReceiptsResponse{}, nil
+}
+
+// WaitApplied waits until the token is applied.
+func (s *Server) WaitApplied(ctx context.Context, req *pb.WaitAppliedRequest) (*pb.WaitAppliedResponse, error) {
+	tok, err := tokenseq.ParseToken(req.GetToken())
+	if err != nil || tok.IsZero() {
+		return nil, invalid("token: %q is not a token (REVISION or REVISION.INDEX)", req.GetToken())
+	}
+	if ms := req.GetTimeoutMs(); ms > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(ms)*time.Millisecond)
+		defer cancel()
+	}
+	if err := s.applied.Wait(ctx, tok); err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.WaitAppliedResponse{}, nil
+}
+
+// Status summarises the namespace (pkg/inspect).
+func (s *Server) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
+	st, err := s.insp.Status(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.StatusResponse{
+		Namespace: st.Namespace, Leader: st.Leader, Term: st.Term, Applied: st.Applied.String(),
+		PendingBatches: int64(st.PendingBatches), PendingOps: int64(st.PendingOps),
+		Registrations: int64(st.Registrations), Quarantined: st.Quarantined,
+	}, nil
+}
+
+// Registrations lists the registrations view (pkg/inspect).
+func (s *Server) Registrations(ctx context.Context, _ *pb.RegistrationsRequest) (*pb.RegistrationsResponse, error) {
+	views, err := s.insp.Registrations(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &pb.RegistrationsResponse{Registrations: make([]*pb.Registration, 0, len(views))}
+	for _, v := range views {
+		out.Registrations = append(out.Registrations, &pb.Registration{
+			Name: v.Name, Incarnation: v.Incarnation, Status: v.Status, Pending: int64(v.Pending),
+			HolderHost: v.Holder.Host, HolderPid: int32(v.Holder.PID), TtlLeftSeconds: int64(v.TTLLeft / time.Second),
+		})
+	}
+	return out, nil
+}
+
+// Ops lists the first pending operations (pkg/inspect).
+func (s *Server) Ops(ctx context.Context, req *pb.OpsRequest) (*pb.OpsResponse, error) {
+	limit := int(req.GetLimit())
+	switch {
+	case limit < 0:
+		return nil, invalid("limit: %d is negative", limit)
+	case limit == 0:
+		limit = DefaultOpsLimit
+	}
+	page, err := s.insp.PendingOpsFirst(ctx, limit)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &pb.OpsResponse{Total: int64(page.Total), Undecodable: page.Undecodable, Ops: make([]*pb.PendingOp, 0, len(page.Ops))}
+	for _, o := range page.Ops {
+		out.Ops = append(out.Ops, &pb.PendingOp{
+			Token: o.Token.String(), Index: int32(o.Index), Name: o.Name, Incarnation: o.Incarnation,
+			Op: o.Op, Key: o.Key, ValueBytes: int64(o.ValueBytes),
+		})
+	}
+	return out, nil
+}
