@@ -31,6 +31,8 @@ type benchOptions struct {
 	leaseTTL       time.Duration
 	failoverRounds int
 	repeat         int
+	processes      int
+	procConc       int
 	cpuProfile     string
 }
 
@@ -47,12 +49,13 @@ gets+cas. Each scenario prints the ratio ours/baseline.
 
 Without --endpoints, bench starts its own embedded etcd in a temporary
 directory on a free port. Either way it runs its own coordinator nodes (in
-process, and as child processes of this executable for failover and memory)
-in a namespace of its own, bench-<random>, and deletes that namespace's keys
-from etcd and memcached when it ends. It writes to memcached under keys
-prefixed with that namespace.
+process, and as child processes of this executable for failover and memory;
+multi-process runs its callers as child processes too, and the API they
+submit through in process) in a namespace of its own, bench-<random>, and
+deletes that namespace's keys from etcd and memcached when it ends. It
+writes to memcached under keys prefixed with that namespace.
 
-Scenarios (--scenarios, comma separated; memory is opt-in):
+Scenarios (--scenarios, comma separated; memory and multi-process are opt-in):
   submit      accepted submissions/s and latency at each --concurrency,
               vs etcd put and etcd txn (compare + put)
   end-to-end  submitted → applied in memcached, ops/s and latency at
@@ -66,6 +69,11 @@ Scenarios (--scenarios, comma separated; memory is opt-in):
   memory      a node's peak RSS draining --memory-backlog/10 and
               --memory-backlog operations, and its RSS with --registrations
               registrations
+  multi-process
+              --processes caller processes (child processes of this
+              executable) of --process-concurrency goroutines each,
+              submitting through a node's API and directly to etcd, vs
+              etcd put from as many processes
 
 Progress goes to stderr; the report to stdout (-o json for machines).`,
 		Example: `  # everything cheap, on an embedded etcd and a local memcached
@@ -76,7 +84,10 @@ Progress goes to stderr; the report to stdout (-o json for machines).`,
       --scenarios submit,end-to-end --duration 2s -o json
 
   # the leader's memory while draining a million operations
-  coordinator bench --scenarios memory`,
+  coordinator bench --scenarios memory
+
+  # 64 caller processes through one node's API, direct, and raw puts
+  coordinator bench --scenarios multi-process --processes 64`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runBench(cmd, g, o)
@@ -100,9 +111,28 @@ Progress goes to stderr; the report to stdout (-o json for machines).`,
 	f.IntVar(&o.repeat, "repeat", 1, "runs of each comparison of submit, end-to-end and peer, "+
 		"in reverse order every other run; tables show the median run, "+
 		"ratios the median of the runs' ratios (at most 20)")
+	f.IntVar(&o.processes, "processes", 64, "caller processes of the multi-process scenario (at most 1024)")
+	f.IntVar(&o.procConc, "process-concurrency", 4,
+		"goroutines submitting in each caller process of the multi-process scenario (at most 256)")
 	f.StringVar(&o.cpuProfile, "cpuprofile", "",
 		"write a CPU profile of this process (clients, in-process node and embedded etcd) to this file")
+	cmd.AddCommand(newBenchWorkerCommand())
 	return cmd
+}
+
+// newBenchWorkerCommand is a caller process of the multi-process scenario,
+// which bench runs as its own child: it talks with bench in JSON on its
+// stdin and stdout and is no command for people.
+func newBenchWorkerCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:    "worker",
+		Short:  "A caller process of bench's multi-process scenario (run by bench itself)",
+		Hidden: true,
+		Args:   noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return bench.WorkerMain(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout())
+		},
+	}
 }
 
 func joinInts(xs []int) string {
@@ -123,7 +153,7 @@ func (o *benchOptions) config(cmd *cobra.Command, g *globalOptions) (bench.Confi
 		Duration: o.duration, Keys: o.keys, Names: o.names, Backlog: o.backlog,
 		MemoryBacklog: o.memoryBacklog, Registrations: o.registrations,
 		LeaseTTL: o.leaseTTL, FailoverRounds: o.failoverRounds, Repeat: o.repeat, DialTimeout: g.dialTimeout,
-		Progress: cmd.ErrOrStderr(),
+		Processes: o.processes, ProcessConcurrency: o.procConc, Progress: cmd.ErrOrStderr(),
 	}
 	if cmd.Flags().Changed("endpoints") || cmd.Root().PersistentFlags().Changed("endpoints") {
 		cfg.Endpoints = g.endpointList()
@@ -152,6 +182,9 @@ func (o *benchOptions) config(cmd *cobra.Command, g *globalOptions) (bench.Confi
 		o.registrations < 1 || o.failoverRounds < 1 || o.repeat < 1 {
 		return cfg, usagef("--value-size, --keys, --names, --backlog, --memory-backlog, " +
 			"--registrations, --failover-rounds and --repeat must be at least 1")
+	}
+	if o.processes < 1 || o.procConc < 1 {
+		return cfg, usagef("--processes and --process-concurrency must be at least 1")
 	}
 	return cfg, nil
 }

@@ -21,6 +21,9 @@
 //     and after a kill -9 of the leader.
 //   - memory: a node's resident memory while draining a backlog and with
 //     many registrations (opt-in).
+//   - multi-process: many caller processes submitting through a node's
+//     API and directly to etcd, against raw etcd puts from as many
+//     processes (opt-in).
 //
 // A scenario is a method of runner; what the scenarios share (etcd,
 // memcached, the namespace and its callers, the nodes they start, the
@@ -44,6 +47,9 @@ const (
 	ScenarioDrain    = "drain"
 	ScenarioFailover = "failover"
 	ScenarioMemory   = "memory"
+	// ScenarioMultiProcess runs its callers as child processes
+	// (WorkerMain).
+	ScenarioMultiProcess = "multi-process"
 )
 
 // Concurrency levels of the scenarios other than submit.
@@ -55,10 +61,11 @@ const (
 )
 
 // AllScenarios lists every scenario in the order they run.
-var AllScenarios = []string{ScenarioSubmit, ScenarioEndToEnd, ScenarioPeer, ScenarioDrain, ScenarioFailover, ScenarioMemory}
+var AllScenarios = []string{ScenarioSubmit, ScenarioEndToEnd, ScenarioPeer, ScenarioDrain, ScenarioFailover, ScenarioMemory, ScenarioMultiProcess}
 
 // DefaultScenarios are the scenarios run when none are named: all but
-// memory, which takes long and is opt-in.
+// memory, which takes long, and multi-process, which starts many
+// processes; both are opt-in.
 var DefaultScenarios = []string{ScenarioSubmit, ScenarioEndToEnd, ScenarioPeer, ScenarioDrain, ScenarioFailover}
 
 // DefaultConcurrency is the default list of concurrency levels of submit.
@@ -125,6 +132,8 @@ func (r *runner) runScenario(ctx context.Context, name string) (*ScenarioReport,
 		return r.runFailover(ctx)
 	case ScenarioMemory:
 		return r.runMemory(ctx)
+	case ScenarioMultiProcess:
+		return r.runMultiProcess(ctx)
 	}
 	return nil, fmt.Errorf("unknown scenario %q", name)
 }

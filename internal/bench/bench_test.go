@@ -27,14 +27,25 @@ import (
 )
 
 // nodeEnv makes the test binary act as `coordinator serve` when it is run
-// as a node by the failover and memory scenarios.
-const nodeEnv = "COORDINATOR_BENCH_TEST_NODE"
+// as a node by the failover and memory scenarios, and workerEnv as a
+// caller process of the multi-process scenario.
+const (
+	nodeEnv   = "COORDINATOR_BENCH_TEST_NODE"
+	workerEnv = "COORDINATOR_BENCH_TEST_WORKER"
+)
 
 func TestMain(m *testing.M) {
 	if os.Getenv(nodeEnv) == "1" {
 		os.Exit(serveMain(os.Args[1:]))
 	}
-	os.Exit(m.Run())
+	if os.Getenv(workerEnv) == "1" {
+		if err := bench.WorkerMain(context.Background(), os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	testenv.Main(m)
 }
 
 // serveMain is a minimal `coordinator serve --endpoints ...`: the flags the
@@ -86,13 +97,27 @@ func serveChild(t *testing.T) func(args []string) *exec.Cmd {
 	}
 }
 
+// workerChild runs this test binary as a caller process.
+func workerChild(t *testing.T) func() *exec.Cmd {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func() *exec.Cmd {
+		cmd := exec.Command(exe)
+		cmd.Env = append(os.Environ(), workerEnv+"=1")
+		return cmd
+	}
+}
+
 // tinyConfig is a run of scenarios small enough for CI.
 func tinyConfig(t *testing.T, endpoints []string, mc string, progress *testenv.SyncBuffer, scenarios []string) bench.Config {
 	return bench.Config{
 		Endpoints: endpoints, Memcached: []string{mc}, Scenarios: scenarios,
 		Concurrency: []int{1, 4}, Duration: 100 * time.Millisecond, Keys: 50, Names: 4,
 		Backlog: 200, MemoryBacklog: 200, Registrations: 200, LeaseTTL: 2 * time.Second, FailoverRounds: 1, Repeat: 2,
-		Serve: serveChild(t), Progress: progress,
+		Processes: 4, ProcessConcurrency: 2,
+		Serve: serveChild(t), Worker: workerChild(t), Progress: progress,
 	}
 }
 
@@ -116,6 +141,14 @@ func TestRunMemory(t *testing.T) {
 	runAndCheck(t, []string{bench.ScenarioMemory}, 1)
 }
 
+// Multi-process runs its callers as child processes (this test binary
+// acting as `coordinator bench worker`), through the API, directly and as
+// raw puts.
+func TestRunMultiProcess(t *testing.T) {
+	t.Parallel()
+	runAndCheck(t, []string{bench.ScenarioMultiProcess}, 2)
+}
+
 // runAndCheck runs scenarios against a real etcd and memcached and checks
 // the report has each of them, with positive rates, times and sizes, every
 // ratio computed, the targets they bear on evaluated, and that no key,
@@ -137,9 +170,11 @@ func runAndCheck(t *testing.T, scenarios []string, wantTargets int) {
 	}
 	wantRatios := map[string]int{
 		bench.ScenarioSubmit: 6, bench.ScenarioEndToEnd: 6, bench.ScenarioPeer: 2,
-		bench.ScenarioDrain: 1, bench.ScenarioFailover: 0, bench.ScenarioMemory: 1,
+		bench.ScenarioDrain: 1, bench.ScenarioFailover: 0, bench.ScenarioMemory: 1, bench.ScenarioMultiProcess: 4,
 	}
-	repeated := map[string]bool{bench.ScenarioSubmit: true, bench.ScenarioEndToEnd: true, bench.ScenarioPeer: true}
+	repeated := map[string]bool{
+		bench.ScenarioSubmit: true, bench.ScenarioEndToEnd: true, bench.ScenarioPeer: true, bench.ScenarioMultiProcess: true,
+	}
 	var names []string
 	for _, s := range rep.Scenarios {
 		names = append(names, s.Name)
@@ -227,11 +262,40 @@ func TestBadConfigIsRefusedBeforeAnythingStarts(t *testing.T) {
 		{Keys: -1},
 		{Repeat: -1},
 		{Repeat: 21},
+		{Processes: -1},
+		{Processes: 1025},
+		{ProcessConcurrency: 257},
 	} {
 		// No etcd runs at these endpoints: the config must be refused first.
 		cfg.Endpoints = []string{"http://127.0.0.1:1"}
 		if _, err := bench.Run(ctx, cfg); !errors.Is(err, config.ErrBadConfig) {
 			t.Errorf("%+v: got %v, want ErrBadConfig", cfg, err)
 		}
+	}
+}
+
+// A caller process that dies before it is ready fails the scenario with
+// its story, rather than hanging the run, and the run still cleans up.
+func TestRunMultiProcessFailsOnADeadCallerProcess(t *testing.T) {
+	t.Parallel()
+	srv, cli := testenv.Etcd(t)
+	mc := testenv.StartMemcached(t)
+	ctx := testenv.Ctx(t, time.Minute)
+	progress := &testenv.SyncBuffer{}
+	cfg := tinyConfig(t, srv.Endpoints(), mc.Addr, progress, []string{bench.ScenarioMultiProcess})
+	cfg.Worker = func() *exec.Cmd { return exec.Command("sh", "-c", "echo no spec for me >&2; exit 3") }
+	rep, err := bench.Run(ctx, cfg)
+	if err == nil || !strings.Contains(err.Error(), "caller process") || !strings.Contains(err.Error(), "no spec for me") {
+		t.Fatalf("run: %v, want the caller process's failure with its stderr", err)
+	}
+	if rep == nil || len(rep.Scenarios) != 1 || len(rep.Scenarios[0].Measurements) != 0 {
+		t.Fatalf("report %+v", rep)
+	}
+	resp, err := cli.Get(ctx, keyspace.Root+rep.Namespace+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Count != 0 {
+		t.Errorf("%d keys left under the run's namespace", resp.Count)
 	}
 }

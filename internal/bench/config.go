@@ -18,6 +18,10 @@ const (
 	maxBacklog       = 1_000_000
 	defaultRegs      = 100_000
 	defaultRounds    = 3
+	defaultProcesses = 64
+	defaultProcConc  = 4
+	maxProcesses     = 1024
+	maxProcConc      = 256
 )
 
 // Config configures a run. Zero values take the defaults noted.
@@ -64,12 +68,23 @@ type Config struct {
 	// median of the runs' ratios, which steadies them on a noisy machine.
 	// Default 1, at most 20.
 	Repeat int
+	// Processes is the number of caller processes of the multi-process
+	// scenario; default 64, at most 1024.
+	Processes int
+	// ProcessConcurrency is the number of goroutines submitting in each
+	// caller process of the multi-process scenario; default 4, at most 256.
+	ProcessConcurrency int
 	// DialTimeout bounds connecting to etcd; default 5s.
 	DialTimeout time.Duration
 	// Serve returns the command that runs one coordinator node as a child
 	// process, given the arguments of `coordinator serve` (starting with
 	// "serve"). Nil runs this executable (os.Executable) with them.
 	Serve func(args []string) *exec.Cmd
+	// Worker returns the command that runs one caller process of the
+	// multi-process scenario: a process that calls WorkerMain with its
+	// stdin and stdout. Nil runs this executable (os.Executable) with the
+	// arguments `bench worker`, the coordinator CLI's hidden subcommand.
+	Worker func() *exec.Cmd
 	// Progress receives one line per step; nil discards it.
 	Progress io.Writer
 }
@@ -121,6 +136,12 @@ func (c Config) filled() Config {
 	if c.Repeat == 0 {
 		c.Repeat = 1
 	}
+	if c.Processes == 0 {
+		c.Processes = defaultProcesses
+	}
+	if c.ProcessConcurrency == 0 {
+		c.ProcessConcurrency = defaultProcConc
+	}
 	if c.DialTimeout == 0 {
 		c.DialTimeout = 5 * time.Second
 	}
@@ -168,6 +189,10 @@ func (c Config) validate() error {
 		return config.Errorf("bench", "FailoverRounds", "%d is not between 1 and 100", c.FailoverRounds)
 	case c.Repeat < 1 || c.Repeat > maxRepeat:
 		return config.Errorf("bench", "Repeat", "%d is not between 1 and %d", c.Repeat, maxRepeat)
+	case c.Processes < 1 || c.Processes > maxProcesses:
+		return config.Errorf("bench", "Processes", "%d is not between 1 and %d", c.Processes, maxProcesses)
+	case c.ProcessConcurrency < 1 || c.ProcessConcurrency > maxProcConc:
+		return config.Errorf("bench", "ProcessConcurrency", "%d is not between 1 and %d", c.ProcessConcurrency, maxProcConc)
 	}
 	return nil
 }
@@ -176,6 +201,6 @@ func (c Config) validate() error {
 func (c Config) envConfig() benchenv.Config {
 	return benchenv.Config{
 		Endpoints: c.Endpoints, Memcached: c.Memcached, Names: c.Names, Keys: c.Keys, ValueSize: c.ValueSize,
-		LeaseTTL: c.LeaseTTL, DialTimeout: c.DialTimeout, Security: c.Security, Serve: c.Serve, Progress: c.Progress,
+		LeaseTTL: c.LeaseTTL, DialTimeout: c.DialTimeout, Security: c.Security, Serve: c.Serve, Worker: c.Worker, Progress: c.Progress,
 	}
 }

@@ -54,6 +54,9 @@ type Settings struct {
 	LeaseTTLSec    float64  `json:"lease_ttl_sec"`
 	FailoverRounds int      `json:"failover_rounds"`
 	Repeat         int      `json:"repeat"`
+	// Processes and ProcessConcurrency shape the multi-process scenario.
+	Processes          int `json:"processes"`
+	ProcessConcurrency int `json:"process_concurrency"`
 }
 
 func settingsOf(c Config) Settings {
@@ -61,7 +64,7 @@ func settingsOf(c Config) Settings {
 		Scenarios: c.Scenarios, Concurrency: c.Concurrency, ValueSize: c.ValueSize,
 		DurationSec: c.Duration.Seconds(), Keys: c.Keys, Names: c.Names, Backlog: c.Backlog, MemoryBacklog: c.MemoryBacklog,
 		Registrations: c.Registrations, LeaseTTLSec: c.LeaseTTL.Seconds(), FailoverRounds: c.FailoverRounds,
-		Repeat: c.Repeat,
+		Repeat: c.Repeat, Processes: c.Processes, ProcessConcurrency: c.ProcessConcurrency,
 	}
 }
 
@@ -129,6 +132,10 @@ const (
 	ratioPeerLeader        = "ours/lease-leader ops/s"
 	ratioDrainGetsCas      = "drain/gets+cas ops/s"
 	ratioMemoryBacklog     = "peak RSS: backlog N / backlog N/10"
+	ratioProcAPIPut        = "api/etcd-put ops/s"
+	ratioProcAPIP99        = "api p99 / etcd-put p99"
+	ratioProcDirectPut     = "direct/etcd-put ops/s"
+	ratioProcDirectP99     = "direct p99 / etcd-put p99"
 )
 
 // ratio returns a/b, or zero when b is zero (the baseline measured
@@ -233,7 +240,25 @@ func evaluateTargets(r *Report, cfg Config) []Target {
 		ts = append(ts, Target{Name: "leader peak RSS not growing with backlog", Want: "≤ 1.25×",
 			Got: fmt.Sprintf("%.2f×", x.Value), Met: x.Value <= 1.25})
 	}
+	if x, ok := findRatio(r, ScenarioMultiProcess, ratioProcAPIPut, 0); ok {
+		ts = append(ts, Target{Name: "multi-process: API submit/s vs etcd put/s", Want: "≥ 2×",
+			Got: gotProcRatio(x, cfg), Met: x.Value >= 2})
+	}
+	if x, ok := findRatio(r, ScenarioMultiProcess, ratioProcAPIP99, 0); ok {
+		ts = append(ts, Target{Name: "multi-process: API submit p99 vs etcd put p99", Want: "≤ 3×",
+			Got: gotProcRatio(x, cfg), Met: x.Value <= 3})
+	}
 	return ts
+}
+
+// gotProcRatio is how a target of the multi-process scenario shows the
+// ratio it read: with the processes, the shape the target names.
+func gotProcRatio(x Ratio, cfg Config) string {
+	s := fmt.Sprintf("%.2f× (%d processes × %d)", x.Value, cfg.Processes, cfg.ProcessConcurrency)
+	if len(x.Runs) > 1 {
+		s = fmt.Sprintf("%.2f× (%d processes × %d, median of %d)", x.Value, cfg.Processes, cfg.ProcessConcurrency, len(x.Runs))
+	}
+	return s
 }
 
 // gotRatio is how a target shows the ratio it read.

@@ -17,10 +17,13 @@ const scratchDir = "~bench/"
 // and a new leader catching up would be sent all of them.
 func (e *Env) Scratch(name string) string { return e.Layout.Prefix() + scratchDir + name }
 
+// RawPrefix begins the Scratch names of the raw etcd put baseline's keys.
+const RawPrefix = "raw/"
+
 // RawKey is the etcd key of operation i of worker w of a baseline that
 // writes etcd directly.
 func (e *Env) RawKey(w, i int) string {
-	return e.Scratch("raw/" + strconv.Itoa((w*7919+i*31)%e.cfg.Keys))
+	return e.Scratch(RawPrefix + strconv.Itoa(KeyIndex(w, i, e.cfg.Keys)))
 }
 
 // EtcdPut is the raw etcd put baseline: operation i of worker w puts Value

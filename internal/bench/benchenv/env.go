@@ -66,6 +66,9 @@ type Config struct {
 	// the arguments of `coordinator serve`. Nil runs this executable
 	// (os.Executable) with them.
 	Serve func(args []string) *exec.Cmd
+	// Worker returns the command that runs one caller process (see
+	// StartWorker). Nil runs this executable with WorkerArgs.
+	Worker func() *exec.Cmd
 	// Progress receives one line per step.
 	Progress io.Writer
 }
@@ -168,6 +171,10 @@ func (e *Env) open(ctx context.Context) error {
 	return nil
 }
 
+// Dial opens a connection of its own to the run's etcd, with the run's
+// security settings; the caller closes it.
+func (e *Env) Dial(ctx context.Context) (*clientv3.Client, error) { return e.dial(ctx) }
+
 // dial connects to etcd and checks it answers.
 func (e *Env) dial(ctx context.Context) (*clientv3.Client, error) {
 	c := etcdconn.Config{Endpoints: e.Endpoints, DialTimeout: e.cfg.DialTimeout}
@@ -246,12 +253,17 @@ func (e *Env) Progressf(format string, args ...any) {
 // "k" is the coordinator's key space (Keys), "mutex", "lead" and "gc" the
 // baselines' (the etcd mutex, the lease leader, gets+cas).
 func (e *Env) Key(fam string, w, i int) string {
-	n := (w*7919 + i*31) % e.cfg.Keys
+	n := KeyIndex(w, i, e.cfg.Keys)
 	if fam == "k" {
 		return e.Keys[n]
 	}
 	return fmt.Sprintf("%s:%s%d", e.Namespace, fam, n)
 }
+
+// KeyIndex is the index in a key space of keys keys of operation i of
+// worker w: consecutive operations of one worker, and the workers, spread
+// over the key space.
+func KeyIndex(w, i, keys int) int { return (w*7919 + i*31) % keys }
 
 // Caller returns the caller worker w submits under.
 func (e *Env) Caller(w int) *client.Caller { return e.Callers[w%len(e.Callers)] }
