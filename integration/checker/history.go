@@ -18,6 +18,8 @@
 // Times are nanoseconds since the history's start on one monotonic clock.
 package checker
 
+import "slices"
+
 // Result is the outcome of a submission as the caller saw it.
 type Result string
 
@@ -120,11 +122,19 @@ type Fault struct {
 	Detail string `json:"detail,omitempty"`
 }
 
-// Wipe records memcached losing every item: it went down at Down and was
-// serving again, empty, at Up.
+// Wipe records a memcached server losing every item: it went down at Down
+// and was serving again, empty, at Up. Keys, when set, are the keys that
+// server held (one server of a pool); none means every key (the only
+// server).
 type Wipe struct {
-	Down int64 `json:"down"`
-	Up   int64 `json:"up"`
+	Down int64    `json:"down"`
+	Up   int64    `json:"up"`
+	Keys []string `json:"keys,omitempty"`
+}
+
+// covers reports whether the wipe lost key.
+func (w Wipe) covers(key string) bool {
+	return len(w.Keys) == 0 || slices.Contains(w.Keys, key)
 }
 
 // Accepted is a batch etcd accepted, read from its key history: Token is

@@ -329,10 +329,11 @@ func (c *checker) maybeDelete(key string, t int64) bool {
 	return false
 }
 
-// wiped reports whether memcached lost its items between from and to.
-func (c *checker) wiped(from, to int64) bool {
+// wiped reports whether the memcached server of key lost its items
+// between from and to.
+func (c *checker) wiped(key string, from, to int64) bool {
 	for _, w := range c.h.Wipes {
-		if w.Down < to && w.Up > from {
+		if w.Down < to && w.Up > from && w.covers(key) {
 			return true
 		}
 	}

@@ -162,7 +162,7 @@ func (c *checker) checkRequirement(r *Read, q requirement) {
 		return
 	}
 	if need.op.Kind == KindDelete || c.deleteAfter(r.Key, need.pos, r.End) != nil ||
-		c.maybeDelete(r.Key, r.End) || c.wiped(need.call.Start, r.End) {
+		c.maybeDelete(r.Key, r.End) || c.wiped(r.Key, need.call.Start, r.End) {
 		return
 	}
 	c.violate(q.rule, r.Key, "absent|"+need.call.ID,

@@ -74,7 +74,7 @@ func (c *checker) backToAbsent(r *Read, st *readerState) {
 	// A memcached restart explains a miss without telling what was
 	// applied, so it is tried first; a delete explains it only as
 	// "at least that delete was applied".
-	if c.wiped(st.at, r.End) {
+	if c.wiped(r.Key, st.at, r.End) {
 		st.wiped = true
 		return
 	}
@@ -136,7 +136,7 @@ func (c *checker) staleAgainst(r *Read, others *topTwo) {
 			r.Reader, ref, ms(r.Start), who, newest.ref, ms(newest.at))
 		return
 	}
-	if c.deleteAfter(r.Key, newest.pos, r.End) != nil || c.maybeDelete(r.Key, r.End) || c.wiped(newest.at, r.End) {
+	if c.deleteAfter(r.Key, newest.pos, r.End) != nil || c.maybeDelete(r.Key, r.End) || c.wiped(r.Key, newest.at, r.End) {
 		return
 	}
 	c.violate(RuleStale, r.Key, "absent|"+newest.ref.call.ID,

@@ -135,7 +135,7 @@ func (c *checker) checkG3FinalState() {
 		if alt {
 			continue
 		}
-		if !item.Found && want != nil && c.wiped(want.call.Start, math.MaxInt64) {
+		if !item.Found && want != nil && c.wiped(k, want.call.Start, math.MaxInt64) {
 			c.rep.Notes = append(c.rep.Notes, fmt.Sprintf("key %s: final %s was lost when memcached restarted", k, want))
 			continue
 		}

@@ -79,6 +79,27 @@ func TestMemcachedRestartExplainsMisses(t *testing.T) {
 	}
 }
 
+// A restart of one server of a pool loses that server's keys only: it
+// explains a miss of its keys, not of a key on another server.
+func TestPoolServerRestartLosesOnlyItsKeys(t *testing.T) {
+	h := small()
+	h.Reads = []Read{read("r1", "a", 135, "w.2"), read("r1", "a", 200, "")}
+	h.Wipes = []Wipe{{Down: 180, Up: 190, Keys: []string{"a"}}}
+	h.Final.Memcached = map[string]Item{"b": {Found: true, Value: "w.3"}}
+	rep := Check(h)
+	if !rep.OK() {
+		t.Fatalf("misses after the restart of the key's server reported:\n%s", rep.Describe(0))
+	}
+	if len(rep.Notes) == 0 {
+		t.Fatalf("value lost to the restart not noted")
+	}
+	// The restart of another server explains nothing about a.
+	h.Wipes = []Wipe{{Down: 180, Up: 190, Keys: []string{"b"}}}
+	if rep := Check(h); rep.Count(RuleBack) == 0 || rep.Count(RuleFinal) == 0 {
+		t.Fatalf("value lost on a server that did not restart not flagged:\n%s", rep.Describe(0))
+	}
+}
+
 // A miss after a memcached restart says nothing about which delete was
 // applied: an older pending set may still land after it.
 func TestMissAfterRestartIsNotADelete(t *testing.T) {

@@ -1,11 +1,15 @@
 // Package cluster runs a whole coordinator deployment on loopback for fault
 // tests: a 3-member etcd cluster whose members are separate OS processes
-// (integration/cmd/etcdmember), one memcached process, and 3 `coordinator
-// serve` processes built from this repository.
+// (integration/cmd/etcdmember), one memcached process or a pool of them
+// (Config.Pool), and 3 `coordinator serve` processes built from this
+// repository. With Config.TLS the members serve their clients over TLS and
+// ask for client certificates (certs.go); with Config.API the nodes serve
+// their caller API.
 //
 // Every coordinator node talks to etcd through its own TCP proxy in front of
-// one member (node i to member i) and to memcached through a proxy that
-// tells the nodes apart (each node has its share, Node.MemcachedLink), so
+// one member (node i to member i) and to each memcached server through a
+// proxy that tells the nodes apart (each node has its share,
+// Node.MemcachedLinks), so
 // a test can cut one node off from etcd while it still reaches memcached
 // (the zombie leader), or kill exactly the member the leader talks to.
 // Members reach each other through a proxy in front of each member's peer
@@ -21,6 +25,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,6 +37,7 @@ import (
 	"github.com/coordinator-dev/coordinator/integration/cluster/proxy"
 	"github.com/coordinator-dev/coordinator/integration/harness"
 	"github.com/coordinator-dev/coordinator/internal/testenv"
+	"github.com/coordinator-dev/coordinator/pkg/hashring"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 )
 
@@ -52,6 +58,19 @@ type Config struct {
 	// Monitor starts every node with --http-listen on a free port
 	// (Node.MonitorAddr), for its /metrics.
 	Monitor bool
+	// Pool is the number of memcached servers; default 1. With more than
+	// one, every server has a proxy of its own, shared by the nodes, and
+	// the nodes write with --memcached-distribution ketama over the
+	// proxies' addresses (Cluster.Ring).
+	Pool int
+	// TLS makes the etcd members serve their clients over TLS and refuse
+	// clients without a certificate of the cluster's authority
+	// (Cluster.Certs); the nodes and Cluster.Client connect with
+	// certificates of it.
+	TLS bool
+	// API starts every node with --api-listen on a free port
+	// (Node.APIAddr), its caller API; a node restarted keeps the port.
+	API bool
 }
 
 func (c *Config) defaults() {
@@ -70,16 +89,28 @@ func (c *Config) defaults() {
 	if c.StartTimeout == 0 {
 		c.StartTimeout = 2 * time.Minute
 	}
+	if c.Pool == 0 {
+		c.Pool = 1
+	}
 }
 
 // Cluster is a running deployment.
 type Cluster struct {
 	// Members are the etcd members.
 	Members []*Member
-	// Memcached is the memcached process; readers use its address directly.
+	// Memcached is the first memcached server (the only one without a
+	// pool); readers use its address directly.
 	Memcached *testenv.Memcached
-	// MemcachedProxy is the proxy every node reaches memcached through.
+	// MemcachedProxy is the proxy every node reaches Memcached through.
 	MemcachedProxy *proxy.Proxy
+	// Pool is every memcached server with its proxy, in the order the
+	// nodes are given them; Pool[0] is Memcached and MemcachedProxy.
+	Pool []*PoolServer
+	// Ring is the deployment's distribution: the one the nodes write with,
+	// over the proxies' addresses (what the nodes are given).
+	Ring *hashring.Ring
+	// Certs is the TLS material with Config.TLS, nil without.
+	Certs *Certs
 	// Nodes are the coordinator nodes.
 	Nodes []*Node
 	// Namespace and Layout are the coordinator's namespace.
@@ -95,6 +126,13 @@ type Cluster struct {
 	procMu sync.Mutex
 }
 
+// PoolServer is one memcached server of the deployment and the proxy the
+// nodes reach it through.
+type PoolServer struct {
+	Memcached *testenv.Memcached
+	Proxy     *proxy.Proxy
+}
+
 // Member is one etcd member process.
 type Member struct {
 	Name string
@@ -105,10 +143,20 @@ type Member struct {
 	// address, so every other member reaches this one through it.
 	PeerLink *proxy.Proxy
 	Proc     *harness.Process
+	// TLS is whether the member serves its clients over TLS.
+	TLS bool
 }
 
 // Endpoint is the member's client URL.
-func (m *Member) Endpoint() string { return "http://" + m.ClientAddr }
+func (m *Member) Endpoint() string { return scheme(m.TLS) + m.ClientAddr }
+
+// scheme is the URL scheme of an etcd client endpoint.
+func scheme(tls bool) string {
+	if tls {
+		return "https://"
+	}
+	return "http://"
+}
 
 // Node is one coordinator node process with its links.
 type Node struct {
@@ -119,9 +167,15 @@ type Node struct {
 	EtcdLink *proxy.Proxy
 	// MemcachedLink is the node's share of the memcached proxy.
 	MemcachedLink proxy.Client
+	// MemcachedLinks are the node's shares of every pool server's proxy,
+	// in pool order; MemcachedLinks[0] is MemcachedLink.
+	MemcachedLinks []proxy.Client
 	// MonitorAddr is the node's --http-listen address with
 	// Config.Monitor, "" without.
 	MonitorAddr string
+	// APIAddr is the node's --api-listen address with Config.API, ""
+	// without.
+	APIAddr string
 }
 
 // Start starts a cluster and waits until every process serves and a
@@ -130,6 +184,9 @@ func Start(ctx context.Context, t testing.TB, cfg Config) *Cluster {
 	t.Helper()
 	cfg.defaults()
 	c := &Cluster{t: t, cfg: cfg, Namespace: cfg.Namespace, Layout: keyspace.MustNew(cfg.Namespace)}
+	if cfg.TLS {
+		c.Certs = newCerts(t)
+	}
 	bin := EtcdMemberBinary(t)
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -156,7 +213,7 @@ func Start(ctx context.Context, t testing.TB, cfg Config) *Cluster {
 	for i, m := range c.Members {
 		eps[i] = m.Endpoint()
 	}
-	c.Client, err = clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
+	c.Client, err = c.etcdClient(eps, c.Certs.root())
 	if err != nil {
 		t.Fatalf("etcd client: %v", err)
 	}
@@ -165,16 +222,15 @@ func Start(ctx context.Context, t testing.TB, cfg Config) *Cluster {
 		t.Fatalf("etcd cluster: %v", err)
 	}
 
-	c.Memcached = testenv.StartMemcached(t)
-	// The nodes share one memcached address (the namespace's topology in
-	// etcd names the servers every node must use), so they share one proxy;
-	// it tells the nodes apart by the process that dialled.
-	mp, err := proxy.Start(proxy.Config{Target: c.Memcached.Addr, Identify: c.nodeDialler})
-	if err != nil {
-		t.Fatalf("memcached proxy: %v", err)
+	c.startPool()
+	servers := make([]string, len(c.Pool))
+	for i, ps := range c.Pool {
+		servers[i] = ps.Proxy.Addr()
 	}
-	t.Cleanup(func() { mp.Close() })
-	c.MemcachedProxy = mp
+	var mcFlags []string
+	if len(c.Pool) > 1 {
+		mcFlags = []string{"--memcached-distribution", string(c.Ring.Distribution())}
+	}
 	for i := range cfg.Nodes {
 		m := c.Members[i%len(c.Members)]
 		el, err := proxy.New("127.0.0.1:0", m.ClientAddr)
@@ -183,22 +239,32 @@ func Start(ctx context.Context, t testing.TB, cfg Config) *Cluster {
 		}
 		t.Cleanup(func() { el.Close() })
 		id := "node" + strconv.Itoa(i)
-		var extra []string
+		extra := append(slices.Clone(mcFlags), c.Certs.Flags(c.Certs.node())...)
 		var mon string
 		if cfg.Monitor {
 			mon = "127.0.0.1:" + strconv.Itoa(harness.FreePort(t))
 			extra = append(extra, "--http-listen", mon)
 		}
+		var api string
+		if cfg.API {
+			api = "127.0.0.1:" + strconv.Itoa(harness.FreePort(t))
+			extra = append(extra, "--api-listen", api)
+		}
 		hn := harness.StartNode(t, harness.NodeOptions{
 			ID:        id,
-			Endpoints: []string{"http://" + el.Addr()},
-			Memcached: mp.Addr(),
+			Endpoints: []string{scheme(cfg.TLS) + el.Addr()},
+			Memcached: strings.Join(servers, ","),
 			Namespace: cfg.Namespace,
 			LeaseTTL:  cfg.LeaseTTL,
 			Extra:     extra,
 		})
+		n := &Node{Node: hn, Member: m, EtcdLink: el, MonitorAddr: mon, APIAddr: api}
+		for _, ps := range c.Pool {
+			n.MemcachedLinks = append(n.MemcachedLinks, ps.Proxy.Client(id))
+		}
+		n.MemcachedLink = n.MemcachedLinks[0]
 		c.procMu.Lock()
-		c.Nodes = append(c.Nodes, &Node{Node: hn, Member: m, EtcdLink: el, MemcachedLink: mp.Client(id), MonitorAddr: mon})
+		c.Nodes = append(c.Nodes, n)
 		c.procMu.Unlock()
 	}
 	if len(c.Nodes) == 0 {
@@ -208,6 +274,37 @@ func Start(ctx context.Context, t testing.TB, cfg Config) *Cluster {
 		t.Fatalf("no coordinator leader: %v", err)
 	}
 	return c
+}
+
+// startPool starts the memcached servers, each behind a proxy of its own,
+// and the ring over the proxies' addresses.
+func (c *Cluster) startPool() {
+	t := c.t
+	servers := make([]hashring.Server, c.cfg.Pool)
+	for i := range c.cfg.Pool {
+		mc := testenv.StartMemcached(t)
+		// Every node of a namespace must be given the same servers (the
+		// namespace's topology in etcd names them), so the nodes share
+		// each server's proxy; it tells the nodes apart by the process
+		// that dialled.
+		mp, err := proxy.Start(proxy.Config{Target: mc.Addr, Identify: c.nodeDialler})
+		if err != nil {
+			t.Fatalf("memcached proxy: %v", err)
+		}
+		t.Cleanup(func() { mp.Close() })
+		c.Pool = append(c.Pool, &PoolServer{Memcached: mc, Proxy: mp})
+		servers[i] = hashring.Server{Addr: mp.Addr()}
+	}
+	c.Memcached, c.MemcachedProxy = c.Pool[0].Memcached, c.Pool[0].Proxy
+	dist := hashring.Modula
+	if len(servers) > 1 {
+		dist = hashring.Ketama
+	}
+	ring, err := hashring.New(hashring.Config{Distribution: dist, Servers: servers})
+	if err != nil {
+		t.Fatalf("memcached ring: %v", err)
+	}
+	c.Ring = ring
 }
 
 func (c *Cluster) startMembers(ctx context.Context, bin string) error {
@@ -230,7 +327,7 @@ func (c *Cluster) startMembers(ctx context.Context, bin string) error {
 		return l.Addr().String()
 	}
 	for i := range n {
-		m := &Member{Name: "m" + strconv.Itoa(i), ClientAddr: hold(), PeerAddr: hold()}
+		m := &Member{Name: "m" + strconv.Itoa(i), ClientAddr: hold(), PeerAddr: hold(), TLS: c.cfg.TLS}
 		c.procMu.Lock()
 		c.Members = append(c.Members, m)
 		c.procMu.Unlock()
@@ -258,11 +355,15 @@ func (c *Cluster) startMembers(ctx context.Context, bin string) error {
 	held = nil
 	dir := c.t.TempDir()
 	for _, m := range c.Members {
-		proc := harness.Start(c.t, "etcd-"+m.Name, bin,
-			"-name", m.Name, "-data-dir", filepath.Join(dir, m.Name),
+		args := []string{"-name", m.Name, "-data-dir", filepath.Join(dir, m.Name),
 			"-client", m.ClientAddr, "-peer", m.PeerAddr, "-advertise-peer", m.PeerLink.Addr(),
 			"-initial-cluster", strings.Join(peers, ","),
-			"-start-timeout", c.cfg.StartTimeout.String())
+			"-start-timeout", c.cfg.StartTimeout.String()}
+		if c.Certs != nil {
+			args = append(args, "-cert-file", c.Certs.Server.CertFile, "-key-file", c.Certs.Server.KeyFile,
+				"-trusted-ca-file", c.Certs.CA.CertFile, "-client-cert-auth")
+		}
+		proc := harness.Start(c.t, "etcd-"+m.Name, bin, args...)
 		c.procMu.Lock()
 		m.Proc = proc
 		c.procMu.Unlock()

@@ -75,7 +75,11 @@ func checkerToken(tok tokenseq.Token) checker.Token {
 // change, term and watermark of the namespace.
 func (c *Cluster) FinalState(ctx context.Context, keys []string) (checker.Final, error) {
 	f := checker.Final{Memcached: map[string]checker.Item{}}
-	mc := memcache.New(c.Memcached.Addr)
+	sel, err := c.ReadSelector()
+	if err != nil {
+		return f, err
+	}
+	mc := memcache.NewFromSelector(sel)
 	mc.Timeout = 2 * time.Second
 	defer mc.Close()
 	for _, k := range keys {

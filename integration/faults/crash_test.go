@@ -21,7 +21,8 @@ import (
 // in flight is an unknown outcome, settled by etcd's history: the test
 // holds that request in a proxy and delivers it after the kill.
 func TestCallerKill9(t *testing.T) {
-	s := start(t, "caller-kill-9", setup{})
+	// The crashcaller takes no certificates.
+	s := start(t, "caller-kill-9", setup{plain: true})
 	bin := harness.Build(t, "github.com/coordinator-dev/coordinator/integration/cmd/crashcaller", false)
 	// The caller reaches etcd through a proxy, so that the test can hold
 	// its last submission in flight when it kills it.

@@ -10,7 +10,11 @@ import (
 	"github.com/coordinator-dev/coordinator/integration/cluster"
 )
 
-var flagOverlap = flag.Int("faults.overlap", 3, "most faults TestRandomFaults holds at once; 1 injects one at a time")
+var (
+	flagOverlap = flag.Int("faults.overlap", 3, "most faults TestRandomFaults holds at once; 1 injects one at a time")
+	flagAPI     = flag.Bool("faults.api", false, "TestRandomFaults: caller w3 submits through the caller API of the node that leads at the start")
+	flagPool    = flag.Int("faults.pool", 1, "memcached servers of every scenario's deployment (but those that set their own); with more than one, TestRandomFaults restarts one server at a time")
+)
 
 // Fault classes: faults of one class never overlap each other, so two
 // faults never act on the same process (one killing what the other
@@ -94,9 +98,13 @@ var randomFaults = []randomFault{
 	{"cut-node-memcached", classNode, func(s *scenario, rng *rand.Rand) {
 		n := anyNode(s, rng)
 		i := s.fault("blackhole", n.ID+"->memcached", "")
-		n.MemcachedLink.Blackhole()
+		for _, l := range n.MemcachedLinks {
+			l.Blackhole()
+		}
 		s.hold(between(rng, 200*time.Millisecond, 3*time.Second))
-		n.MemcachedLink.Heal()
+		for _, l := range n.MemcachedLinks {
+			l.Heal()
+		}
 		s.healed(i)
 	}},
 	{"stop-node", classNode, func(s *scenario, rng *rand.Rand) {
@@ -153,9 +161,14 @@ var randomFaults = []randomFault{
 		s.healPeers(i)
 	}},
 	{"restart-memcached", classMemcached, func(s *scenario, rng *rand.Rand) {
-		i := s.stopMemcached()
+		// With a pool, one server of it.
+		p := 0
+		if len(s.c.Pool) > 1 {
+			p = rng.Intn(len(s.c.Pool))
+		}
+		i := s.stopPoolServer(p)
 		s.hold(between(rng, 100*time.Millisecond, 3*time.Second))
-		s.startMemcached(i)
+		s.startPoolServer(p, i)
 	}},
 	{"slow-etcd", classSlow, func(s *scenario, rng *rand.Rand) {
 		i := s.slowEtcdOn()
@@ -209,12 +222,12 @@ func TestRandomFaults(t *testing.T) {
 	if *flagSoak {
 		name = "soak"
 	}
-	s := start(t, name, setup{seed: seed, callerLink: true, timeout: dur + 8*time.Minute, monitor: *flagSoak})
+	s := start(t, name, setup{seed: seed, callerLink: true, timeout: dur + 8*time.Minute, monitor: *flagSoak, apiCaller: *flagAPI})
 	if *flagSoak {
 		s.soak = s.startSoak(*flagSoakEvery)
 	}
-	s.say("FAULTS random: seed=%d duration=%s overlap=%d (replay: go test -race -run TestRandomFaults ./integration/faults -faults.seed=%d -faults.duration=%s -faults.overlap=%d)",
-		seed, dur, overlap, seed, dur, overlap)
+	s.say("FAULTS random: seed=%d duration=%s overlap=%d pool=%d api=%t (replay: go test -race -run TestRandomFaults ./integration/faults -faults.seed=%d -faults.duration=%s -faults.overlap=%d -faults.pool=%d -faults.api=%t)",
+		seed, dur, overlap, len(s.c.Pool), *flagAPI, seed, dur, overlap, len(s.c.Pool), *flagAPI)
 	rng := rand.New(rand.NewSource(seed))
 	deadline := time.Now().Add(dur)
 	for time.Now().Before(deadline) {

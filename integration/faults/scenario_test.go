@@ -25,6 +25,7 @@ var (
 	flagSeed     = flag.Int64("faults.seed", 0, "seed of TestRandomFaults; 0 picks one from the clock")
 	flagDuration = flag.Duration("faults.duration", 20*time.Second, "how long TestRandomFaults injects faults")
 	flagKeep     = flag.Bool("faults.keep", false, "save every history as JSON, not only those with a violation")
+	flagTLS      = flag.Bool("faults.tls", false, "run etcd with TLS and client-certificate authentication, except in scenarios that need it plain")
 )
 
 // recoverTimeout bounds every wait for the cluster to get somewhere (a new
@@ -35,6 +36,10 @@ var (
 	keys  = []string{"k0", "k1", "k2", "k3", "k4", "k5"}
 	names = []string{"w0", "w1", "w2", "w3"}
 )
+
+// apiName is the caller that submits through a node's API with
+// setup.apiCaller.
+const apiName = "w3"
 
 // scenario is one fault test: a cluster, a recorded workload, and the
 // faults injected so far.
@@ -48,13 +53,16 @@ type scenario struct {
 	began time.Time
 	// callerLink is the proxy caller w0 reaches etcd through, when asked.
 	callerLink *proxy.Proxy
+	// apiNode is the node whose API caller apiName submits through, when
+	// asked.
+	apiNode *cluster.Node
 
 	// soak samples the processes in a soak run; nil otherwise.
 	soak *soaker
 
 	mu       sync.Mutex
-	open     map[int]bool // faults not healed yet
-	mcDown   int64        // when memcached went down; -1 while it runs
+	open     map[int]bool  // faults not healed yet
+	mcDown   map[int]int64 // when each memcached server that is down went down, by pool index
 	finished bool
 }
 
@@ -70,6 +78,18 @@ type setup struct {
 	maxPending int
 	// monitor starts the nodes with their HTTP monitor (for /metrics).
 	monitor bool
+	// pool is the number of memcached servers (cluster.Config.Pool);
+	// zero means -faults.pool.
+	pool int
+	// tls runs etcd with TLS and client certificates (cluster.Config.TLS)
+	// whatever -faults.tls says.
+	tls bool
+	// plain runs etcd without TLS whatever -faults.tls says (a scenario
+	// with a process that cannot take certificates).
+	plain bool
+	// apiCaller makes caller apiName submit through the caller API of the
+	// node that leads when the workload starts (scenario.apiNode).
+	apiCaller bool
 }
 
 // start starts a cluster and a workload and waits until the workload is
@@ -90,15 +110,25 @@ func start(t *testing.T, name string, o setup) *scenario {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	t.Cleanup(cancel)
-	s := &scenario{t: t, name: name, ctx: ctx, began: time.Now(), open: map[int]bool{}, mcDown: -1}
-	s.c = cluster.Start(ctx, t, cluster.Config{Monitor: o.monitor})
+	s := &scenario{t: t, name: name, ctx: ctx, began: time.Now(), open: map[int]bool{}, mcDown: map[int]int64{}}
+	tls := o.tls || (*flagTLS && !o.plain)
+	pool := o.pool
+	if pool == 0 {
+		pool = *flagPool
+	}
+	s.c = cluster.Start(ctx, t, cluster.Config{Monitor: o.monitor, Pool: pool, TLS: tls, API: o.apiCaller})
+	sel, err := s.c.ReadSelector()
+	if err != nil {
+		t.Fatalf("memcached selector: %v", err)
+	}
 	var eps []string
 	for _, m := range s.c.Members {
 		eps = append(eps, m.Endpoint())
 	}
 	cfg := workload.Config{
-		Endpoints: eps, Namespace: s.c.Namespace, Memcached: s.c.Memcached.Addr,
-		Names: names, Keys: keys, Seed: o.seed, MaxPending: max(o.maxPending, 0),
+		Endpoints: eps, Namespace: s.c.Namespace, Selector: sel,
+		Security: s.c.CallerSecurity(),
+		Names:    names, Keys: keys, Seed: o.seed, MaxPending: max(o.maxPending, 0),
 	}
 	if o.callerLink {
 		p, err := proxy.New("127.0.0.1:0", s.c.Members[0].ClientAddr)
@@ -107,7 +137,17 @@ func start(t *testing.T, name string, o setup) *scenario {
 		}
 		t.Cleanup(func() { p.Close() })
 		s.callerLink = p
-		cfg.EndpointsFor = map[string][]string{"w0": {"http://" + p.Addr()}}
+		cfg.EndpointsFor = map[string][]string{"w0": {s.c.ClientURL(p.Addr())}}
+	}
+	if o.apiCaller {
+		lctx, lcancel := s.timeout()
+		n, _, err := s.c.Leader(lctx)
+		lcancel()
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+		s.apiNode = n
+		cfg.APIFor = map[string]string{apiName: n.APIAddr}
 	}
 	s.rec = workload.NewRecorder(name, o.seed, keys)
 	w, err := workload.Start(cfg, s.rec)
@@ -277,23 +317,53 @@ func (s *scenario) restartMember(m *cluster.Member, i int) {
 	s.healed(i)
 }
 
-func (s *scenario) stopMemcached() int {
+func (s *scenario) stopMemcached() int { return s.stopPoolServer(0) }
+
+func (s *scenario) startMemcached(i int) { s.startPoolServer(0, i) }
+
+// stopPoolServer kills memcached server p of the pool.
+func (s *scenario) stopPoolServer(p int) int {
 	s.mu.Lock()
-	s.mcDown = s.rec.Now()
+	s.mcDown[p] = s.rec.Now()
 	s.mu.Unlock()
-	i := s.fault("kill -9", "memcached", "")
-	s.c.Memcached.Stop()
+	target := "memcached"
+	if len(s.c.Pool) > 1 {
+		target = fmt.Sprintf("memcached %d/%d", p, len(s.c.Pool))
+	}
+	i := s.fault("kill -9", target, "")
+	s.c.Pool[p].Memcached.Stop()
 	return i
 }
 
-func (s *scenario) startMemcached(i int) {
-	s.c.Memcached.Start()
-	s.mu.Lock()
-	down := s.mcDown
-	s.mcDown = -1
-	s.mu.Unlock()
-	s.rec.Wipe(down, s.rec.Now())
+// startPoolServer starts memcached server p again, empty, and records
+// fault i healed.
+func (s *scenario) startPoolServer(p, i int) {
+	s.restartPoolServer(p)
 	s.healed(i)
+}
+
+// restartPoolServer starts memcached server p again if it is down and
+// records what it lost: every key with a single server, its own keys in a
+// pool.
+func (s *scenario) restartPoolServer(p int) {
+	s.mu.Lock()
+	down, ok := s.mcDown[p]
+	delete(s.mcDown, p)
+	s.mu.Unlock()
+	if !ok {
+		return
+	}
+	s.c.Pool[p].Memcached.Start()
+	var lost []string
+	if len(s.c.Pool) > 1 {
+		lost = s.c.ServerKeys(p, keys)
+		if len(lost) == 0 {
+			// The server held none of the keys; an empty list would
+			// mean every key.
+			return
+		}
+	}
+	s.rec.Wipe(down, s.rec.Now(), lost)
 }
 
 // healAll undoes every fault still in place: links healed, paused
@@ -302,11 +372,15 @@ func (s *scenario) healAll() {
 	s.t.Helper()
 	for _, n := range s.c.Nodes {
 		n.EtcdLink.Heal()
-		n.MemcachedLink.Heal()
+		for _, l := range n.MemcachedLinks {
+			l.Heal()
+		}
 		n.EtcdLink.SetShape(proxy.Both, proxy.Shape{})
 	}
-	s.c.MemcachedProxy.Heal()
-	s.c.MemcachedProxy.SetShape(proxy.Both, proxy.Shape{})
+	for _, ps := range s.c.Pool {
+		ps.Proxy.Heal()
+		ps.Proxy.SetShape(proxy.Both, proxy.Shape{})
+	}
 	s.c.HealPeers()
 	s.c.ShapePeers(proxy.Shape{})
 	if s.callerLink != nil {
@@ -330,15 +404,8 @@ func (s *scenario) healAll() {
 			}
 		}
 	}
-	s.mu.Lock()
-	down := s.mcDown
-	s.mu.Unlock()
-	if down >= 0 {
-		s.c.Memcached.Start()
-		s.rec.Wipe(down, s.rec.Now())
-		s.mu.Lock()
-		s.mcDown = -1
-		s.mu.Unlock()
+	for p := range s.c.Pool {
+		s.restartPoolServer(p)
 	}
 	s.mu.Lock()
 	var open []int

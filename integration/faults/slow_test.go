@@ -37,12 +37,16 @@ func (s *scenario) slowEtcdOff(i int) {
 
 func (s *scenario) slowMemcachedOn() int {
 	i := s.fault("slow", "memcached", "+20ms±10ms and 256KiB/s each way on the nodes' link")
-	s.c.MemcachedProxy.SetShape(proxy.Both, slowMemcached)
+	for _, ps := range s.c.Pool {
+		ps.Proxy.SetShape(proxy.Both, slowMemcached)
+	}
 	return i
 }
 
 func (s *scenario) slowMemcachedOff(i int) {
-	s.c.MemcachedProxy.SetShape(proxy.Both, proxy.Shape{})
+	for _, ps := range s.c.Pool {
+		ps.Proxy.SetShape(proxy.Both, proxy.Shape{})
+	}
 	s.healed(i)
 }
 

@@ -11,6 +11,11 @@
 // With -advertise-peer the member listens for its peers on -peer but tells
 // them to dial another address: a proxy the test can cut.
 //
+// With -cert-file and -key-file the member serves its clients over TLS
+// (https://); -trusted-ca-file with -client-cert-auth also refuses clients
+// without a certificate signed by that authority. The peer links stay
+// plain: the fault tests cut them in a TCP proxy.
+//
 // A member restarted on the same data directory rejoins with the state it
 // had; the -initial-cluster flag is then ignored, as etcd does.
 package main
@@ -25,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
@@ -44,12 +50,20 @@ func run() int {
 	tick := fs.Uint("heartbeat-ms", 100, "heartbeat interval in milliseconds")
 	election := fs.Uint("election-ms", 1000, "election timeout in milliseconds")
 	logLevel := fs.String("log-level", "error", "etcd log level")
+	certFile := fs.String("cert-file", "", "client TLS: the member's certificate (PEM)")
+	keyFile := fs.String("key-file", "", "client TLS: the member's key (PEM)")
+	trustedCA := fs.String("trusted-ca-file", "", "client TLS: the authority that signs client certificates (PEM)")
+	clientCertAuth := fs.Bool("client-cert-auth", false, "refuse clients without a certificate signed by -trusted-ca-file")
 	startTimeout := fs.Duration("start-timeout", 2*time.Minute, "how long to wait for the member to serve")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return 2
 	}
 	if *name == "" || *dir == "" || *client == "" || *peer == "" || *initial == "" || fs.NArg() != 0 {
 		fmt.Fprintln(os.Stderr, "usage: etcdmember -name N -data-dir D -client H:P -peer H:P -initial-cluster N=URL,...")
+		return 2
+	}
+	if (*certFile == "") != (*keyFile == "") || (*clientCertAuth != (*trustedCA != "")) || (*clientCertAuth && *certFile == "") {
+		fmt.Fprintln(os.Stderr, "etcdmember: -cert-file and -key-file go together; -client-cert-auth needs -trusted-ca-file and -cert-file")
 		return 2
 	}
 
@@ -68,6 +82,13 @@ func run() int {
 	// Tests read the whole key history back from revision 1.
 	cfg.AutoCompactionRetention = "0"
 	cu := url.URL{Scheme: "http", Host: *client}
+	if *certFile != "" {
+		cu.Scheme = "https"
+		cfg.ClientTLSInfo = transport.TLSInfo{
+			CertFile: *certFile, KeyFile: *keyFile,
+			TrustedCAFile: *trustedCA, ClientCertAuth: *clientCertAuth,
+		}
+	}
 	pu := url.URL{Scheme: "http", Host: *peer}
 	apu := pu
 	if *advPeer != "" {

@@ -2,15 +2,12 @@ package workload
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/bradfitz/gomemcache/memcache"
 
 	"github.com/coordinator-dev/coordinator/integration/checker"
 	"github.com/coordinator-dev/coordinator/pkg/client"
@@ -23,7 +20,7 @@ import (
 type worker struct {
 	w       *Workload
 	name    string
-	cli     *client.Client
+	cli     registrar
 	rng     *rand.Rand
 	forced  chan struct{}
 	inc     int            // local incarnation counter, part of every id
@@ -39,7 +36,7 @@ const maxWaits = 4
 func seq(n int64) string { return strconv.FormatInt(n, 10) }
 
 type incarnation struct {
-	caller *client.Caller
+	caller session
 	n      int
 }
 
@@ -182,7 +179,8 @@ func (k *worker) submit(inc *incarnation, rng *rand.Rand) (checker.Result, token
 	case err == nil:
 		c.Result, c.Token = checker.OK, checkerToken(tok)
 		k.w.acknowledged(tok)
-	case errors.Is(err, client.ErrSuperseded) || errors.Is(err, client.ErrExpired):
+		k.w.okFor[k.name].Add(1)
+	case refused(err):
 		c.Result, c.Err = checker.Refused, err.Error()
 		k.w.refused.Add(1)
 	default:
@@ -212,8 +210,7 @@ func (k *worker) waitAndRead(inc *incarnation, tok tokenseq.Token, batch []check
 		return
 	}
 	k.w.rec.Applied(checker.Applied{Token: checkerToken(tok), Start: start, End: end})
-	mc := memcache.New(k.w.cfg.Memcached)
-	mc.Timeout = time.Second
+	mc := k.w.memcachedClient(time.Second)
 	defer mc.Close()
 	for _, o := range batch {
 		if readKey(k.w.rec, mc, "rw-"+k.name+"-"+n, o.Key) {

@@ -14,8 +14,7 @@ import (
 // Stop.
 func (w *Workload) reader(name string, rng *rand.Rand) {
 	defer w.wg.Done()
-	mc := memcache.New(w.cfg.Memcached)
-	mc.Timeout = 500 * time.Millisecond
+	mc := w.memcachedClient(500 * time.Millisecond)
 	defer mc.Close()
 	for !w.stopped() {
 		key := w.cfg.Keys[rng.Intn(len(w.cfg.Keys))]

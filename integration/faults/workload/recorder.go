@@ -79,11 +79,13 @@ func (r *Recorder) Healed(i int) {
 	r.h.Faults[i].Healed = r.Now()
 }
 
-// Wipe records that memcached lost its items between down and up.
-func (r *Recorder) Wipe(down, up int64) {
+// Wipe records that a memcached server lost its items between down and
+// up: the items of keys, or every item when keys is empty (the only
+// server).
+func (r *Recorder) Wipe(down, up int64, keys []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.h.Wipes = append(r.h.Wipes, checker.Wipe{Down: down, Up: up})
+	r.h.Wipes = append(r.h.Wipes, checker.Wipe{Down: down, Up: up, Keys: keys})
 }
 
 // Faults is the number of faults recorded so far.

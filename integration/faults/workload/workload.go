@@ -11,7 +11,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bradfitz/gomemcache/memcache"
+
+	"github.com/coordinator-dev/coordinator/pkg/apiclient"
 	"github.com/coordinator-dev/coordinator/pkg/client"
+	"github.com/coordinator-dev/coordinator/pkg/etcdconn"
 	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
 )
 
@@ -25,10 +29,20 @@ type Config struct {
 	// submissions made at the same time share etcd transactions (group
 	// commit).
 	EndpointsFor map[string][]string
+	// APIFor makes some names submit through a node's caller API (the
+	// address of its --api-listen, through pkg/apiclient) rather than
+	// straight to etcd; each such name has a client of its own.
+	APIFor map[string]string
 	// Namespace is the coordinator namespace.
 	Namespace string
 	// Memcached is the address readers read from.
 	Memcached string
+	// Selector, when set, picks the server of each key readers read
+	// (memcache.NewFromSelector): a pool read with the deployment's
+	// distribution. Memcached is then unused.
+	Selector memcache.ServerSelector
+	// Security is the callers' TLS setting (client.Config.Security).
+	Security etcdconn.Security
 	// Names are the callers' registration names, one caller each; callers
 	// share a client (see EndpointsFor).
 	Names []string
@@ -100,6 +114,8 @@ type Workload struct {
 	wg         sync.WaitGroup
 
 	ok, refused, unknown, reads atomic.Int64
+	// okFor counts the acknowledged submissions of each name.
+	okFor map[string]*atomic.Int64
 	// indexed counts the acknowledged tokens with a non-zero index: the
 	// batch shared its transaction with another before it.
 	indexed atomic.Int64
@@ -109,7 +125,9 @@ type Workload struct {
 
 	mu      sync.Mutex
 	clients []*client.Client
-	forced  map[string]chan struct{} // names asked to restart
+	// apiClients are the clients of the names in APIFor.
+	apiClients []*apiclient.Client
+	forced     map[string]chan struct{} // names asked to restart
 
 	// The bound on pending submissions: acknowledged tokens not yet known
 	// applied, and the watermark last read.
@@ -124,19 +142,32 @@ func Start(cfg Config, rec *Recorder) (*Workload, error) {
 	if len(cfg.Names) == 0 || len(cfg.Keys) == 0 {
 		return nil, errors.New("workload: Names and Keys are required")
 	}
-	w := &Workload{cfg: cfg, rec: rec, began: time.Now(), stop: make(chan struct{}), forced: map[string]chan struct{}{}}
+	w := &Workload{cfg: cfg, rec: rec, began: time.Now(), stop: make(chan struct{}), forced: map[string]chan struct{}{}, okFor: map[string]*atomic.Int64{}}
+	for _, name := range cfg.Names {
+		w.okFor[name] = new(atomic.Int64)
+	}
 	w.stopCtx, w.cancelStop = context.WithCancel(context.Background())
 	rng := rand.New(rand.NewSource(cfg.Seed))
 	var shared *client.Client
 	for _, name := range cfg.Names {
-		var cli *client.Client
-		if eps, ok := cfg.EndpointsFor[name]; ok {
+		var cli registrar
+		if addr, ok := cfg.APIFor[name]; ok {
+			c, err := apiclient.New(apiclient.Config{Addr: addr})
+			if err != nil {
+				w.Stop()
+				return nil, fmt.Errorf("workload: API client for %s: %w", name, err)
+			}
+			w.mu.Lock()
+			w.apiClients = append(w.apiClients, c)
+			w.mu.Unlock()
+			cli = apiRegistrar{cli: c}
+		} else if eps, ok := cfg.EndpointsFor[name]; ok {
 			c, err := w.newClient(eps)
 			if err != nil {
 				w.Stop()
 				return nil, fmt.Errorf("workload: client for %s: %w", name, err)
 			}
-			cli = c
+			cli = etcdRegistrar{cli: c}
 		} else {
 			if shared == nil {
 				c, err := w.newClient(cfg.Endpoints)
@@ -146,7 +177,7 @@ func Start(cfg Config, rec *Recorder) (*Workload, error) {
 				}
 				shared = c
 			}
-			cli = shared
+			cli = etcdRegistrar{cli: shared}
 		}
 		w.forced[name] = make(chan struct{}, 1)
 		wk := &worker{w: w, name: name, cli: cli, rng: rand.New(rand.NewSource(rng.Int63())), forced: w.forced[name]}
@@ -171,7 +202,7 @@ func Start(cfg Config, rec *Recorder) (*Workload, error) {
 
 // newClient connects a client to eps; Stop closes it.
 func (w *Workload) newClient(eps []string) (*client.Client, error) {
-	cli, err := client.New(client.Config{Endpoints: eps, Namespace: w.cfg.Namespace})
+	cli, err := client.New(client.Config{Endpoints: eps, Namespace: w.cfg.Namespace, Security: w.cfg.Security})
 	if err != nil {
 		return nil, err
 	}
@@ -179,6 +210,18 @@ func (w *Workload) newClient(eps []string) (*client.Client, error) {
 	w.clients = append(w.clients, cli)
 	w.mu.Unlock()
 	return cli, nil
+}
+
+// memcachedClient is a client of the servers readers read.
+func (w *Workload) memcachedClient(timeout time.Duration) *memcache.Client {
+	var mc *memcache.Client
+	if w.cfg.Selector != nil {
+		mc = memcache.NewFromSelector(w.cfg.Selector)
+	} else {
+		mc = memcache.New(w.cfg.Memcached)
+	}
+	mc.Timeout = timeout
+	return mc
 }
 
 // acknowledged counts an acknowledged token.
@@ -212,6 +255,10 @@ func (w *Workload) Stop() {
 		c.Close()
 	}
 	w.clients = nil
+	for _, c := range w.apiClients {
+		c.Close()
+	}
+	w.apiClients = nil
 }
 
 // Restart asks the caller of name to restart (register again) before its
@@ -225,6 +272,14 @@ func (w *Workload) Restart(name string) {
 
 // OK counts the acknowledged submissions so far.
 func (w *Workload) OK() int64 { return w.ok.Load() }
+
+// OKFor counts the submissions of name acknowledged so far.
+func (w *Workload) OKFor(name string) int64 {
+	if c := w.okFor[name]; c != nil {
+		return c.Load()
+	}
+	return 0
+}
 
 // Refused counts the submissions refused as superseded or expired so far.
 func (w *Workload) Refused() int64 { return w.refused.Load() }
