@@ -285,6 +285,7 @@ func TestInspectionOutput(t *testing.T) {
 		want := map[string]any{
 			"namespace": "default", "leader": "", "term": 0.0, "applied": "0",
 			"pending_ops": 3.0, "pending_batches": 3.0, "registrations": 1.0, "quarantined": 0.0,
+			"memcached_restarts": 0.0,
 		}
 		for k, w := range want {
 			if out[k] != w {
@@ -299,7 +300,7 @@ func TestInspectionOutput(t *testing.T) {
 		if len(lines) != 2 || !strings.HasPrefix(lines[0], "NAMESPACE") {
 			t.Fatalf("want a header and a row:\n%s", r.stdout)
 		}
-		if got := strings.Fields(lines[1]); strings.Join(got, " ") != "default - 0 0 3 3 1 0" {
+		if got := strings.Fields(lines[1]); strings.Join(got, " ") != "default - 0 0 3 3 1 0 0 -" {
 			t.Errorf("status row = %q", lines[1])
 		}
 	})

@@ -27,6 +27,7 @@ type serveOptions struct {
 	embedHistory time.Duration
 	memcached    string
 	distribution distributionFlag
+	restore      bool
 	nodeID       string
 	leaseTTL     time.Duration
 	maxItemBytes int
@@ -80,6 +81,9 @@ follower takes over without waiting for the lease to expire.`,
 	f.StringVar(&o.memcached, "memcached", node.DefaultMemcached, "memcached servers, host:port, comma separated")
 	f.Var(&o.distribution, "memcached-distribution", "how keys are spread over --memcached: modula (gomemcache's) "+
 		"or ketama (libmemcached's weighted ketama; host:port=weight sets a weight); it must match the namespace's topology")
+	f.BoolVar(&o.restore, "restore-on-restart", false,
+		"keep the latest value of every key written in etcd (one etcd key per memcached key) and write a restarted "+
+			"memcached server's keys back from it; off, a restart is reported and its keys stay missing until written again")
 	f.StringVar(&o.nodeID, "node-id", defaultNodeID(), "this node's name in the election")
 	f.DurationVar(&o.leaseTTL, "lease-ttl", 5*time.Second,
 		"leadership lease TTL: a dead leader is replaced within about this long")
@@ -216,7 +220,7 @@ func runServe(cmd *cobra.Command, g *globalOptions, o *serveOptions) error {
 	err = node.Run(ctx, node.Config{
 		Etcd: cli, Layout: layout, NodeID: o.nodeID, LeaseTTL: o.leaseTTL,
 		Memcached: splitList(o.memcached), Distribution: o.distribution.value(), Limits: ops.Limits{MaxItemBytes: o.maxItemBytes},
-		WriteConcurrency: o.writers, Logger: log, Monitor: o.monitor(),
+		WriteConcurrency: o.writers, Logger: log, Monitor: o.monitor(), RestoreOnRestart: o.restore,
 	})
 	log.Info("node stopped", "node", o.nodeID)
 	if err != nil && ctx.Err() == nil {

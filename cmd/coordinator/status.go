@@ -2,6 +2,7 @@ package main
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -16,8 +17,11 @@ func newStatusCommand(g *globalOptions) *cobra.Command {
 		Long: `Show a summary of the namespace: the leader node (empty when none is
 elected), the leadership term, the applied watermark (the highest token such
 that it and every token before it are in memcached), the pending operations
-and batches, the number of live registrations, and the number of records the
-leader set aside as undecodable or unappliable (quarantined).`,
+and batches, the number of live registrations, the number of records the
+leader set aside as undecodable or unappliable (quarantined), and the
+memcached restarts the leaders found (a restarted server lost its items):
+how many, and the latest one as server@time (-o json adds its old and new
+pid and the term of the leader that found it).`,
 		Example: `  coordinator status
   coordinator status --endpoints http://etcd-1:2379 --namespace prod -o json
   coordinator status --watch`,
@@ -69,18 +73,38 @@ type statusView struct {
 	PendingBatches int    `json:"pending_batches"`
 	Registrations  int    `json:"registrations"`
 	Quarantined    int64  `json:"quarantined"`
+	// MemcachedRestarts and LastRestart are the memcached restarts the
+	// leaders recorded, and the latest of them (absent when none is).
+	MemcachedRestarts int64        `json:"memcached_restarts"`
+	LastRestart       *restartView `json:"last_restart,omitempty"`
+}
+
+// restartView is one memcached restart in status's output.
+type restartView struct {
+	Server string `json:"server"`
+	OldPid int    `json:"old_pid"`
+	NewPid int    `json:"new_pid"`
+	Time   string `json:"time"`
+	Term   uint64 `json:"term"`
 }
 
 func newStatusView(st inspect.Status) statusView {
-	return statusView{
+	v := statusView{
 		Namespace: st.Namespace, Leader: st.Leader, Term: st.Term, Applied: st.Applied.String(),
 		PendingOps: st.PendingOps, PendingBatches: st.PendingBatches,
 		Registrations: st.Registrations, Quarantined: st.Quarantined,
+		MemcachedRestarts: st.MemcachedRestarts,
 	}
+	if r := st.LastRestart; r.Server != "" {
+		v.LastRestart = &restartView{
+			Server: r.Server, OldPid: r.OldPid, NewPid: r.NewPid, Time: r.Time.UTC().Format(time.RFC3339), Term: r.Term,
+		}
+	}
+	return v
 }
 
 func (v statusView) header() []string {
-	return []string{"NAMESPACE", "LEADER", "TERM", "APPLIED", "PENDING OPS", "PENDING BATCHES", "REGISTRATIONS", "QUARANTINED"}
+	return []string{"NAMESPACE", "LEADER", "TERM", "APPLIED", "PENDING OPS", "PENDING BATCHES", "REGISTRATIONS", "QUARANTINED", "RESTARTS", "LAST RESTART"}
 }
 
 func (v statusView) rows() [][]string {
@@ -88,7 +112,16 @@ func (v statusView) rows() [][]string {
 		cell(v.Namespace), orDash(v.Leader), strconv.FormatUint(v.Term, 10), v.Applied,
 		strconv.Itoa(v.PendingOps), strconv.Itoa(v.PendingBatches),
 		strconv.Itoa(v.Registrations), strconv.FormatInt(v.Quarantined, 10),
+		strconv.FormatInt(v.MemcachedRestarts, 10), v.LastRestart.cell(),
 	}}
+}
+
+// cell is the restart in one table cell: "server@time", or "-".
+func (r *restartView) cell() string {
+	if r == nil {
+		return "-"
+	}
+	return r.Server + "@" + r.Time
 }
 
 // noArgs is cobra.NoArgs returning a usage error.

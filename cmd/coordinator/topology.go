@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"strconv"
 
 	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coordinator-dev/coordinator/pkg/hashring"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
@@ -40,9 +42,12 @@ func newTopologyCommand(g *globalOptions) *cobra.Command {
 		Short: "Show or change the namespace's memcached servers and distribution",
 		Long: `The topology is the namespace's pool of memcached servers, in order, with
 optional weights, the distribution that spreads keys over them (modula or
-ketama) and an epoch that grows with every change. It lives in etcd; every
-node's --memcached and --memcached-distribution must match it, or the node
-refuses to lead. The first node on a namespace without one writes its own.`,
+ketama) and an epoch that grows with every change. It lives in etcd; a node
+whose --memcached and --memcached-distribution match neither it nor the
+topology the leader writes with refuses to lead. The first node on a
+namespace without one writes its own. The leader takes a change between
+rounds: it moves the keys whose server changes, then writes with the new
+servers; the applied epoch is the epoch it writes with.`,
 		Args: noArgs,
 	}
 	cmd.AddCommand(newTopologyShowCommand(g), newTopologySetCommand(g))
@@ -61,11 +66,16 @@ func newTopologyShowCommand(g *globalOptions) *cobra.Command {
 				return err
 			}
 			defer cli.Close()
-			t, err := topology.Get(cmd.Context(), cli, keyspace.MustNew(g.namespace))
+			l := keyspace.MustNew(g.namespace)
+			t, err := topology.Get(cmd.Context(), cli, l)
 			if err != nil {
 				return err
 			}
-			return newPrinter(g.output, cmd.OutOrStdout()).print(newTopologyView(g.namespace, t))
+			v := newTopologyView(g.namespace, t)
+			if v.AppliedEpoch, err = appliedEpoch(cmd.Context(), cli, l, t); err != nil {
+				return err
+			}
+			return newPrinter(g.output, cmd.OutOrStdout()).print(v)
 		},
 	}
 }
@@ -80,10 +90,12 @@ func newTopologySetCommand(g *globalOptions) *cobra.Command {
 		Short: "Change the namespace's memcached topology",
 		Long: `Replace the namespace's topology with the given servers and distribution and
 bump its epoch. Every server must answer first; nothing is written otherwise.
-A leader whose servers differ stops leading and its node exits, and nodes
-with other servers refuse to lead: restart them with the new --memcached and
---memcached-distribution. Keys whose server changes are not
-moved: a reader of the new topology misses them until they are written again.`,
+The leader takes the change between rounds: it stops applying, copies each
+key whose server changes to its new server (a newer term already there
+wins), deletes it from the old one, records the epoch as applied and applies
+again with the new servers. Switch readers once "topology show" reports the
+new epoch as applied. Start new nodes with the new --memcached and
+--memcached-distribution.`,
 		Example: `  coordinator topology set --memcached mc-1:11211,mc-2:11211,mc-3:11211 --memcached-distribution ketama
   coordinator topology set --memcached mc-1:11211=2,mc-2:11211 --memcached-distribution ketama`,
 		Args: noArgs,
@@ -107,11 +119,16 @@ moved: a reader of the new topology misses them until they are written again.`,
 				return err
 			}
 			defer cli.Close()
-			t, err := topology.Set(cmd.Context(), cli, keyspace.MustNew(g.namespace), next)
+			l := keyspace.MustNew(g.namespace)
+			t, err := topology.Set(cmd.Context(), cli, l, next)
 			if err != nil {
 				return err
 			}
-			return newPrinter(g.output, cmd.OutOrStdout()).print(newTopologyView(g.namespace, t))
+			v := newTopologyView(g.namespace, t)
+			if v.AppliedEpoch, err = appliedEpoch(cmd.Context(), cli, l, t); err != nil {
+				return err
+			}
+			return newPrinter(g.output, cmd.OutOrStdout()).print(v)
 		},
 	}
 	cmd.Flags().StringVar(&servers, "memcached", "", "memcached servers, host:port or host:port=weight, comma separated, in order")
@@ -126,6 +143,20 @@ type topologyView struct {
 	Distribution string               `json:"distribution"`
 	Epoch        uint64               `json:"epoch"`
 	Servers      []topologyServerView `json:"servers"`
+	// AppliedEpoch is the epoch of the topology the leader writes with;
+	// below Epoch while it moves keys to Epoch's (or before any leader
+	// took it).
+	AppliedEpoch uint64 `json:"applied_epoch"`
+}
+
+// appliedEpoch is the epoch of the namespace's applied topology: t's on a
+// namespace where no leader recorded one.
+func appliedEpoch(ctx context.Context, cli *clientv3.Client, l keyspace.Layout, t topology.Topology) (uint64, error) {
+	a, found, err := topology.ReadApplied(ctx, cli, l)
+	if err != nil || !found {
+		return t.Epoch, err
+	}
+	return a.Applied.Epoch, nil
 }
 
 // topologyServerView is one server of a topologyView.
@@ -143,13 +174,13 @@ func newTopologyView(ns string, t topology.Topology) topologyView {
 }
 
 func (v topologyView) header() []string {
-	return []string{"POSITION", "SERVER", "WEIGHT", "DISTRIBUTION", "EPOCH"}
+	return []string{"POSITION", "SERVER", "WEIGHT", "DISTRIBUTION", "EPOCH", "APPLIED EPOCH"}
 }
 
 func (v topologyView) rows() [][]string {
 	var rows [][]string
 	for i, s := range v.Servers {
-		rows = append(rows, []string{strconv.Itoa(i + 1), s.Addr, strconv.FormatUint(uint64(s.Weight), 10), v.Distribution, strconv.FormatUint(v.Epoch, 10)})
+		rows = append(rows, []string{strconv.Itoa(i + 1), s.Addr, strconv.FormatUint(uint64(s.Weight), 10), v.Distribution, strconv.FormatUint(v.Epoch, 10), strconv.FormatUint(v.AppliedEpoch, 10)})
 	}
 	return rows
 }

@@ -10,7 +10,7 @@ import (
 )
 
 // startPool starts n memcached servers.
-func startPool(t *testing.T, n int) ([]*testenv.Memcached, []hashring.Server) {
+func startPool(t testing.TB, n int) ([]*testenv.Memcached, []hashring.Server) {
 	t.Helper()
 	var ms []*testenv.Memcached
 	var servers []hashring.Server

@@ -99,26 +99,42 @@ func TestOtherServerOrderRefusesToLead(t *testing.T) {
 	}
 }
 
-// TestChangedTopologyRefusedAtWin: a standby that matched when it started
-// refuses to lead once the topology has changed, when it wins.
-func TestChangedTopologyRefusedAtWin(t *testing.T) {
+// TestChangedTopologyTakenAtWin: a topology set while no node leads is
+// taken by the next node that wins with the applied servers (it moves the
+// keys, then applies with the new servers); a node started afterwards
+// with the old servers refuses to lead.
+func TestChangedTopologyTakenAtWin(t *testing.T) {
 	_, cli := testenv.Etcd(t)
 	_, servers := startPool(t, 3)
-	l := keyspace.MustNew("change")
+	const ns = "change"
+	l := keyspace.MustNew(ns)
 	a := testenv.StartNode(t, node.Config{Etcd: cli, Layout: l, NodeID: "a", Memcached: addrs(servers)})
-	waitApplied(t, cli, "change", submit(t, cli, "change", "a", 1))
-	standby := runNode(t, node.Config{Etcd: cli, Layout: l, NodeID: "b", Memcached: addrs(servers)})
+	keys := map[string]string{}
+	for i := range 300 {
+		keys[fmt.Sprintf("a-%d", i)] = fmt.Sprintf("a-value-%d", i)
+	}
+	waitApplied(t, cli, ns, submitKeys(t, cli, ns, keys))
+	a.Stop(t)
 	ctx := testenv.Ctx(t, 60*time.Second)
-	if _, err := topology.Set(ctx, cli, l, topology.Topology{Distribution: hashring.Modula, Servers: servers[:2]}); err != nil {
+	next, err := topology.Set(ctx, cli, l, topology.Topology{Distribution: hashring.Modula, Servers: servers[:2]})
+	if err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-standby:
-		t.Fatalf("the standby returned before it won: %v", err)
-	default:
+	b := testenv.StartNode(t, node.Config{Etcd: cli, Layout: l, NodeID: "b", Memcached: addrs(servers)})
+	c, err := client.New(client.Config{Etcd: cli, Namespace: ns})
+	if err != nil {
+		t.Fatal(err)
 	}
-	a.Stop(t) // resigns: b wins, and refuses
-	waitRefusal(t, standby, "3 servers, not 2")
+	defer c.Close()
+	waitTopologyApplied(t, c, l, next.Epoch)
+	if bad := readWithGomemcache(t, servers[:2], keys); len(bad) != 0 {
+		t.Fatalf("%d keys missing or wrong with the new servers, %q first", len(bad), bad[0])
+	}
+	waitApplied(t, cli, ns, submit(t, cli, ns, "b", 10))
+	if b.Stats.Applied.Load() == 0 {
+		t.Fatal("the node that took the change applied nothing")
+	}
+	waitRefusal(t, runNode(t, node.Config{Etcd: cli, Layout: l, NodeID: "c", Memcached: addrs(servers)}), "3 servers, not 2")
 }
 
 // submit submits n sets of keys prefix-0 ... in batches and returns the
@@ -177,27 +193,5 @@ func waitApplied(t *testing.T, cli *clientv3.Client, ns string, tok client.Token
 	defer c.Close()
 	if err := c.WaitApplied(testenv.Ctx(t, 120*time.Second), tok); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// TestTopologySetWhileLeading: a topology set while a node leads ends its
-// leadership with the mismatch, and a node started with the new servers
-// takes over and applies.
-func TestTopologySetWhileLeading(t *testing.T) {
-	_, cli := testenv.Etcd(t)
-	_, servers := startPool(t, 3)
-	const ns = "live"
-	l := keyspace.MustNew(ns)
-	leader := runNode(t, node.Config{Etcd: cli, Layout: l, NodeID: "a", Memcached: addrs(servers[:2]), Distribution: hashring.Ketama})
-	waitApplied(t, cli, ns, submit(t, cli, ns, "before", 10))
-	ctx := testenv.Ctx(t, 60*time.Second)
-	if _, err := topology.Set(ctx, cli, l, topology.Topology{Distribution: hashring.Ketama, Servers: servers}); err != nil {
-		t.Fatal(err)
-	}
-	waitRefusal(t, leader, "2 servers, not 3")
-	next := testenv.StartNode(t, node.Config{Etcd: cli, Layout: l, NodeID: "b", Memcached: addrs(servers), Distribution: hashring.Ketama})
-	waitApplied(t, cli, ns, submit(t, cli, ns, "after", 10))
-	if next.Stats.Applied.Load() == 0 {
-		t.Fatal("the node with the new servers applied nothing")
 	}
 }

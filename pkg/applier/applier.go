@@ -362,6 +362,15 @@ func (a *applier) writeRound(ctx context.Context, items []pending, newest map[st
 	if err != nil {
 		return nil, err
 	}
+	if keep := a.cfg.BeforeCommit; keep != nil && len(writes) > 0 {
+		ws := make([]Write, len(writes))
+		for i, pw := range writes {
+			ws[i] = pw.w
+		}
+		if err := keep(ctx, ws); err != nil {
+			return nil, fmt.Errorf("applier: before commit: %w", err)
+		}
+	}
 	a.stats.Rounds.Add(1)
 	if a.cfg.Hooks.Round != nil {
 		a.cfg.Hooks.Round(len(items), time.Since(start))

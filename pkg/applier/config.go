@@ -81,6 +81,12 @@ type Config struct {
 	Stats *Stats
 	// Hooks observe writes; for tests and tracing.
 	Hooks Hooks
+	// BeforeCommit, when set, is called with a round's writes (the newest
+	// operation of each key) once they are all made in memcached and
+	// before the round is committed; an error fails the round, which the
+	// next applier replays. It keeps a copy of what was written (see
+	// node.Config.RestoreOnRestart).
+	BeforeCommit func(ctx context.Context, writes []Write) error
 }
 
 // Validate checks the config; its errors are *config.FieldError.

@@ -1,6 +1,7 @@
 // Package inspect reads the coordinator's state from etcd for people and
-// tools: leader and term, the applied watermark, pending operations, and the
-// registrations with their drain status (G7's view). It only reads.
+// tools: leader and term, the applied watermark, pending operations, the
+// registrations with their drain status (G7's view), and the memcached
+// restarts the leaders recorded. It only reads.
 package inspect
 
 import (
@@ -18,6 +19,7 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/ops"
 	"github.com/coordinator-dev/coordinator/pkg/registry"
 	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
+	"github.com/coordinator-dev/coordinator/pkg/topology"
 )
 
 // pageSize bounds one read of the pending batches.
@@ -40,6 +42,12 @@ type Status struct {
 	Registrations int `json:"registrations"`
 	// Quarantined counts the records set aside as unreadable or refused.
 	Quarantined int64 `json:"quarantined"`
+	// MemcachedRestarts counts the memcached restarts the leaders recorded
+	// (see topology.RecordRestarts).
+	MemcachedRestarts int64 `json:"memcached_restarts"`
+	// LastRestart is the latest of them; the zero RestartEvent when there
+	// is none.
+	LastRestart topology.RestartEvent `json:"last_restart,omitzero"`
 }
 
 // Inspector reads one namespace.
@@ -87,6 +95,11 @@ func (in *Inspector) Status(ctx context.Context) (Status, error) {
 		return st, fmt.Errorf("inspect: count quarantine: %w", err)
 	}
 	st.Quarantined = q.Count
+	restarts, err := topology.ReadRestarts(ctx, in.cli, in.layout)
+	if err != nil {
+		return st, fmt.Errorf("inspect: %w", err)
+	}
+	st.MemcachedRestarts, st.LastRestart = restarts.Count, restarts.Latest()
 	return st, nil
 }
 

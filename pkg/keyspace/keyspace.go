@@ -11,6 +11,9 @@
 //	<root>/<namespace>/quarantine/<rev>.<idx>-<h>  records set aside as undecodable or unappliable
 //	<root>/<namespace>/receipts/<name>/<inc>/<id>  a submission's receipt, under the caller's lease
 //	<root>/<namespace>/topology                    the memcached servers, distribution and epoch (JSON; see pkg/topology)
+//	<root>/<namespace>/topology.applied            the topology the leaders write with, and a change to another under way (JSON)
+//	<root>/<namespace>/memcached/values/<key>      the latest value the leader wrote to a memcached key, with --restore-on-restart (JSON; see pkg/restore)
+//	<root>/<namespace>/memcached/restarts          the count of memcached restarts the leaders saw, and the latest ones (JSON; see pkg/topology)
 //
 // The incarnation is zero-padded so that a name's batches sort by incarnation.
 //
@@ -171,6 +174,23 @@ func (l Layout) Applied() string { return l.prefix + "applied" }
 // Topology is the key of the namespace's memcached topology: its servers,
 // their distribution and its epoch, as pkg/topology stores them.
 func (l Layout) Topology() string { return l.prefix + "topology" }
+
+// MemcachedValuesPrefix is the prefix of the values kept for restoring a
+// restarted memcached server (see package restore).
+func (l Layout) MemcachedValuesPrefix() string { return l.prefix + "memcached/values/" }
+
+// MemcachedValue is the key of the value kept of memcached key key.
+func (l Layout) MemcachedValue(key string) string { return l.MemcachedValuesPrefix() + key }
+
+// TopologyApplied is the key of the topology the leaders write with and of
+// the change of topology under way (see topology.Applied); it sorts right
+// after Topology.
+func (l Layout) TopologyApplied() string { return l.prefix + "topology.applied" }
+
+// MemcachedRestarts is the key of the record of memcached servers the
+// leaders found restarted: how many, and the latest ones (see
+// topology.RecordRestarts).
+func (l Layout) MemcachedRestarts() string { return l.prefix + "memcached/restarts" }
 
 // Term is the key whose version is the leadership term.
 func (l Layout) Term() string { return l.prefix + "term" }

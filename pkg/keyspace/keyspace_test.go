@@ -81,3 +81,31 @@ func TestTopologyKeyIsOutsideEveryRange(t *testing.T) {
 		t.Fatalf("%q is inside the watched range of batches", k)
 	}
 }
+
+// The keys of the applied topology, the restart record and the kept
+// values lie outside every other range, and outside the watched range of
+// batches.
+func TestMemcachedKeysAreOutsideEveryRange(t *testing.T) {
+	l := MustNew("ns")
+	want := map[string]string{
+		l.TopologyApplied():       "/coordinator/ns/topology.applied",
+		l.MemcachedRestarts():     "/coordinator/ns/memcached/restarts",
+		l.MemcachedValue("a/b c"): "/coordinator/ns/memcached/values/a/b c",
+	}
+	for k, w := range want {
+		if k != w {
+			t.Fatalf("key %q, want %q", k, w)
+		}
+		for _, p := range []string{l.RegPrefix(), l.OpsPrefix(), l.ReceiptsPrefix(), l.QuarantinePrefix(), l.Election() + "/"} {
+			if strings.HasPrefix(k, p) {
+				t.Fatalf("%q is under %q", k, p)
+			}
+		}
+		if k >= l.TakeoverMark() && k < l.OpsEnd() {
+			t.Fatalf("%q is inside the watched range of batches", k)
+		}
+	}
+	if strings.HasPrefix(l.MemcachedRestarts(), l.MemcachedValuesPrefix()) {
+		t.Fatal("the restart record is under the kept values")
+	}
+}

@@ -2,8 +2,8 @@
 // on a registry of the node's own (two nodes in one process do not clash).
 //
 // Gauges and counters are read from the node's atomics when scraped
-// (election.Observer, applier.Stats, health.Checker), so the node's work
-// pays nothing for them; the two histograms and the memcached error counts
+// (election.Observer, applier.Stats, memfence.Stats, health.Checker), so
+// the node's work pays nothing for them; the two histograms and the memcached error counts
 // are observed through applier.Hooks, once per round, per commit and per
 // failed memcached call. Every name starts with "coordinator_"; the Go
 // runtime's and the process's standard collectors are registered too.
@@ -19,6 +19,7 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/election"
 	"github.com/coordinator-dev/coordinator/pkg/health"
+	"github.com/coordinator-dev/coordinator/pkg/memfence"
 )
 
 // Namespace prefixes every metric name of this package.
@@ -35,6 +36,9 @@ type Config struct {
 	// Health, when set, adds the health, readiness and reachability
 	// gauges.
 	Health *health.Checker
+	// Memcached, when set, adds the counters of what the leader notices of
+	// its memcached servers (restarts).
+	Memcached *memfence.Stats
 }
 
 // Validate checks the config; its errors are *config.FieldError.
@@ -191,6 +195,14 @@ func nodeCollectors(cfg Config) []prometheus.Collector {
 		counter("standby_from_handover_batches_total", "Batches a standby held when its node won, handed to the applier.",
 			func() float64 { return float64(st.FromStandby.Load()) }),
 		campaignState(obs),
+	}
+	if ms := cfg.Memcached; ms != nil {
+		cs = append(cs,
+			counter("memcached_restarts_total", "memcached servers this node found restarted while it led (another pid, or a shorter uptime): their items were gone.",
+				func() float64 { return float64(ms.Restarts.Load()) }),
+			counter("memcached_restart_checks_total", "Checks of every memcached server's stats for restarts that this node completed while it led.",
+				func() float64 { return float64(ms.RestartChecks.Load()) }),
+		)
 	}
 	if h := cfg.Health; h != nil {
 		cs = append(cs,

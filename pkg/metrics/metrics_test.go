@@ -140,3 +140,46 @@ func TestErrorKind(t *testing.T) {
 		}
 	}
 }
+
+// The restart counters are read from memfence.Stats when scraped, and
+// absent without it.
+func TestMemcachedRestartCounters(t *testing.T) {
+	ms := &memfence.Stats{}
+	m, err := metrics.New(metrics.Config{NodeID: "n", Election: &election.Observer{}, Stats: &applier.Stats{}, Memcached: ms})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms.Restarts.Add(2)
+	ms.RestartChecks.Add(7)
+	values := gather(t, m)
+	if values["coordinator_memcached_restarts_total"] != 2 || values["coordinator_memcached_restart_checks_total"] != 7 {
+		t.Fatalf("restarts %v, checks %v; want 2 and 7", values["coordinator_memcached_restarts_total"], values["coordinator_memcached_restart_checks_total"])
+	}
+	ms.Restarts.Add(1)
+	if v := gather(t, m)["coordinator_memcached_restarts_total"]; v != 3 {
+		t.Fatalf("restarts after one more = %v, want 3", v)
+	}
+	bare, err := metrics.New(metrics.Config{NodeID: "n", Election: &election.Observer{}, Stats: &applier.Stats{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := gather(t, bare)["coordinator_memcached_restarts_total"]; ok {
+		t.Fatal("restart counters without memfence.Stats")
+	}
+}
+
+// gather returns the value of every single-series metric of m.
+func gather(t *testing.T, m *metrics.Metrics) map[string]float64 {
+	t.Helper()
+	fams, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := map[string]float64{}
+	for _, f := range fams {
+		if ms := f.GetMetric(); len(ms) == 1 {
+			values[f.GetName()] = ms[0].GetGauge().GetValue() + ms[0].GetCounter().GetValue()
+		}
+	}
+	return values
+}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -23,6 +24,7 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/memfence"
 	"github.com/coordinator-dev/coordinator/pkg/monitor"
 	"github.com/coordinator-dev/coordinator/pkg/ops"
+	"github.com/coordinator-dev/coordinator/pkg/restore"
 	"github.com/coordinator-dev/coordinator/pkg/topology"
 )
 
@@ -44,7 +46,8 @@ type Config struct {
 	// under ketama), in order; keys are spread over them by Distribution.
 	// Empty means DefaultMemcached. They and Distribution must match the
 	// namespace's topology in etcd (written by the first node on a
-	// namespace without one), or Run returns a *topology.MismatchError.
+	// namespace without one) or the applied one (see topology.Applied), or
+	// Run returns a *topology.MismatchError.
 	Memcached []string
 	// Distribution spreads keys over Memcached (see pkg/hashring); "" means
 	// hashring.DefaultDistribution (modula, gomemcache's).
@@ -74,6 +77,12 @@ type Config struct {
 	// server's stats to notice one that restarted (and lost its items);
 	// zero means DefaultRestartCheckInterval.
 	RestartCheckInterval time.Duration
+	// RestoreOnRestart keeps the latest value, term and token of every key
+	// the leader writes in etcd (see package restore), and writes a
+	// restarted memcached server's keys back from them, between rounds.
+	// Off, a restart is reported and its keys stay misses until written
+	// again.
+	RestoreOnRestart bool
 	// Hooks observe the applier's writes (tests, tracing).
 	Hooks applier.Hooks
 	// Election, when set, is kept up to date with the node's campaign
@@ -144,7 +153,9 @@ func (c *Config) election() election.Config {
 // Run runs the node until ctx ends. It returns a *config.FieldError for an
 // invalid cfg, and a *topology.MismatchError (matching
 // topology.ErrMismatch) without leading when the node's memcached servers
-// differ from the namespace's topology, at start or when it wins.
+// differ from both the namespace's topology and the applied one, at start
+// or when it wins. A topology set while the node leads is taken between
+// rounds (see topology.Migrate).
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -159,17 +170,19 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	ring, err := hashring.New(local.Ring())
-	if err != nil {
-		return err
-	}
 	if _, err := ensureTopology(ctx, cfg.Etcd, cfg.Layout, local, cfg.Logger); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
 		return err
 	}
-	mw, err := memfence.New(memfence.Config{Selector: ring, Timeout: cfg.MemcachedTimeout, Stats: cfg.MemcachedStats})
+	// The selector is switched to a new topology at a round boundary, once
+	// its keys are moved (see topoLeader).
+	sel, err := newSwitchSelector(local)
+	if err != nil {
+		return err
+	}
+	mw, err := memfence.New(memfence.Config{Selector: sel, Timeout: cfg.MemcachedTimeout, Stats: cfg.MemcachedStats})
 	if err != nil {
 		return err
 	}
@@ -179,32 +192,48 @@ func Run(ctx context.Context, cfg Config) error {
 		WriteConcurrency: cfg.WriteConcurrency, MaxInboxBatches: cfg.MaxInboxBatches,
 		Logger: cfg.Logger, Stats: cfg.Stats, Hooks: cfg.Hooks,
 	}
+	var leading atomic.Pointer[election.Leadership]
+	if cfg.RestoreOnRestart {
+		acfg.BeforeCommit = func(ctx context.Context, ws []applier.Write) error {
+			return restore.Keep(cfg.Etcd, cfg.Layout, leading.Load())(ctx, ws)
+		}
+	}
 	// While the node campaigns, a standby follows the pending batches, so
 	// that it holds them when it wins (see applier.Standby).
 	standby := applier.StartStandby(ctx, acfg)
 	defer func() { standby.Stop() }()
-	// A topology that no longer matches when the node wins, or changes
-	// while it leads, ends Run: the node would otherwise win, refuse and
-	// win again, keeping nodes that match from leading.
+	// A topology that matches neither the node's servers nor the applied
+	// one when the node wins ends Run: the node would otherwise win, refuse
+	// and win again, keeping nodes that match from leading. A change while
+	// it leads is taken between rounds (see topoLeader).
 	runCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	refuse := func(err error) {
 		cfg.Logger.Error("refusing to lead: memcached topology", "err", err)
 		stop(err)
 	}
+	tl := &topoLeader{cfg: cfg, sel: sel, mw: mw, local: local, refuse: refuse}
 	err = election.Run(runCtx, cfg.election(), func(l *election.Leadership) error {
-		rev, err := checkTopology(l.Context(), cfg.Etcd, cfg.Layout, local)
-		if errors.Is(err, topology.ErrMismatch) {
-			refuse(err)
+		leading.Store(l)
+		rev, err := tl.take(l)
+		if err != nil {
 			return err
-		} else if err != nil {
-			return err
+		}
+		var restarted func(memfence.Restart)
+		if cfg.RestoreOnRestart {
+			restarted = func(r memfence.Restart) { tl.requestRestore(r.Addr) }
 		}
 		first := standby
 		defer func() { standby = applier.StartStandby(ctx, acfg) }()
-		defer watchTopology(l.Context(), cfg.Etcd, cfg.Layout, local, rev, cfg.Logger, refuse)()
-		defer watchRestarts(l.Context(), mw, cfg.RestartCheckInterval, cfg.Logger)()
-		return lead(l, acfg, first, cfg.Logger)
+		defer watchRestarts(mw, restartWatch{
+			etcd: cfg.Etcd, layout: cfg.Layout, lead: l, interval: cfg.RestartCheckInterval, log: cfg.Logger,
+			restarted: restarted,
+		})()
+		return tl.lead(l, rev, func(ctx context.Context) error {
+			err := lead(ctx, l, acfg, first, cfg.Logger)
+			first = nil
+			return err
+		})
 	})
 	if cause := context.Cause(runCtx); errors.Is(cause, topology.ErrMismatch) {
 		return cause
@@ -212,11 +241,10 @@ func Run(ctx context.Context, cfg Config) error {
 	return err
 }
 
-// lead runs the applier for as long as the leadership lasts, starting from
+// lead runs the applier until ctx ends or the leadership does, starting from
 // what the standby holds and restarting it after errors that do not end
 // leadership (a broken watch, etcd hiccups).
-func lead(l *election.Leadership, acfg applier.Config, standby *applier.Standby, log *slog.Logger) error {
-	ctx := l.Context()
+func lead(ctx context.Context, l *election.Leadership, acfg applier.Config, standby *applier.Standby, log *slog.Logger) error {
 	backoff := retry.Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
 	for {
 		var err error

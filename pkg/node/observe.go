@@ -8,6 +8,7 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/election"
 	"github.com/coordinator-dev/coordinator/pkg/hashring"
 	"github.com/coordinator-dev/coordinator/pkg/health"
+	"github.com/coordinator-dev/coordinator/pkg/memfence"
 	"github.com/coordinator-dev/coordinator/pkg/metrics"
 	"github.com/coordinator-dev/coordinator/pkg/monitor"
 )
@@ -38,6 +39,9 @@ func startObserving(ctx context.Context, cfg Config) (_ Config, stop func(), _ e
 	if cfg.Election == nil {
 		cfg.Election = &election.Observer{}
 	}
+	if cfg.MemcachedStats == nil {
+		cfg.MemcachedStats = &memfence.Stats{}
+	}
 	if cfg.Monitor == nil {
 		return cfg, func() {}, nil
 	}
@@ -50,7 +54,7 @@ func startObserving(ctx context.Context, cfg Config) (_ Config, stop func(), _ e
 	if err != nil {
 		return cfg, nil, err
 	}
-	m, err := metrics.New(metrics.Config{NodeID: cfg.NodeID, Election: cfg.Election, Stats: cfg.Stats, Health: checker})
+	m, err := metrics.New(metrics.Config{NodeID: cfg.NodeID, Election: cfg.Election, Stats: cfg.Stats, Health: checker, Memcached: cfg.MemcachedStats})
 	if err != nil {
 		return cfg, nil, err
 	}

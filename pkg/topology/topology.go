@@ -11,7 +11,10 @@
 //
 // Ensure writes it on a namespace that has none, in a transaction that only
 // creates it; Set replaces it, conditional on the version it read, and
-// bumps the epoch.
+// bumps the epoch. The leader takes a new topology between rounds: Migrate
+// moves the keys whose server changes and records it as Applied, the
+// topology the leaders write with. The package also keeps the record of
+// memcached restarts the leaders found (RecordRestarts).
 package topology
 
 import (
