@@ -328,7 +328,7 @@ func TestStatus(t *testing.T) {
 
 	out := e.runOK(t, nil, "status")
 	rs := rows(t, out, "NAMESPACE")
-	if len(rs) != 1 || len(rs[0]) != 8 {
+	if len(rs) != 1 || len(rs[0]) != 10 {
 		t.Fatalf("status table:\n%s", out)
 	}
 	if rs[0][0] != "default" || rs[0][1] != e.node.ID || rs[0][2] != strconv.FormatUint(st.Term, 10) || rs[0][3] != st.Applied {

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -169,13 +170,55 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	// A port 0 is resolved to a free port before etcd listens on it, since
+	// etcd must advertise the address it listens on; another process can
+	// take that port in between, so a start that finds it taken is tried
+	// again with other free ports.
+	var (
+		e   *embed.Etcd
+		cu  url.URL
+		err error
+	)
+	for attempt := 1; ; attempt++ {
+		e, cu, err = startEtcd(cfg)
+		if err == nil {
+			break
+		}
+		free := portZero(cfg.PeerAddr) || portZero(cfg.ClientAddr)
+		if !free || !errors.Is(err, syscall.EADDRINUSE) || attempt == maxStartAttempts {
+			return nil, err
+		}
+	}
+	timer := time.NewTimer(cfg.StartTimeout)
+	defer timer.Stop()
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("embedded: etcd failed: %w", err)
+	case <-timer.C:
+		e.Close()
+		return nil, ErrStartTimeout
+	case <-ctx.Done():
+		e.Close()
+		return nil, ctx.Err()
+	}
+	return &Server{etcd: e, endpoints: []string{cu.String()}}, nil
+}
+
+// maxStartAttempts bounds the starts tried when a free port was taken by
+// another process before etcd could listen on it.
+const maxStartAttempts = 5
+
+// startEtcd starts etcd once, with port 0 resolved to free ports.
+func startEtcd(cfg Config) (*embed.Etcd, url.URL, error) {
 	peerAddr, err := resolvePort(cfg.PeerAddr)
 	if err != nil {
-		return nil, fmt.Errorf("embedded: peer address: %w", err)
+		return nil, url.URL{}, fmt.Errorf("embedded: peer address: %w", err)
 	}
 	clientAddr, err := resolvePort(cfg.ClientAddr)
 	if err != nil {
-		return nil, fmt.Errorf("embedded: client address: %w", err)
+		return nil, url.URL{}, fmt.Errorf("embedded: client address: %w", err)
 	}
 	ec := embed.NewConfig()
 	ec.Name = cfg.Name
@@ -202,23 +245,15 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
 	e, err := embed.StartEtcd(ec)
 	if err != nil {
-		return nil, fmt.Errorf("embedded: start etcd: %w", err)
+		return nil, cu, fmt.Errorf("embedded: start etcd: %w", err)
 	}
-	timer := time.NewTimer(cfg.StartTimeout)
-	defer timer.Stop()
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		e.Close()
-		return nil, fmt.Errorf("embedded: etcd failed: %w", err)
-	case <-timer.C:
-		e.Close()
-		return nil, ErrStartTimeout
-	case <-ctx.Done():
-		e.Close()
-		return nil, ctx.Err()
-	}
-	return &Server{etcd: e, endpoints: []string{cu.String()}}, nil
+	return e, cu, nil
+}
+
+// portZero reports whether addr asks for a free port.
+func portZero(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	return err == nil && port == "0"
 }
 
 // Endpoints are the client URLs of the member: https:// ones when
