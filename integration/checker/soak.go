@@ -28,6 +28,15 @@ const (
 	// whole key history), so the database grows with the revisions; what
 	// each revision costs must not.
 	MetricDBBytesPerRev = "db-bytes-per-rev"
+	// MetricMemberRSS is an etcd member's resident set size. A member that
+	// never compacts keeps an index entry for every revision in memory, so
+	// its RSS grows with the history by design: it is reported, not judged;
+	// MetricRSSBytesPerRev is judged in its place.
+	MetricMemberRSS = "rss-uncompacted"
+	// MetricRSSBytesPerRev is an etcd member's resident set size divided by
+	// its revision: what each revision of the uncompacted history costs in
+	// memory, which must not grow.
+	MetricRSSBytesPerRev = "rss-bytes-per-rev"
 )
 
 // Sample is one reading of one metric of one process during a soak run.
@@ -51,11 +60,12 @@ type LeakThreshold struct {
 // finding its goal), so a bounded process stays well within half again
 // its early size.
 var LeakThresholds = map[string]LeakThreshold{
-	MetricRSS:           {Ratio: 0.5, Min: 32 << 20},
-	MetricGoroutines:    {Ratio: 0.5, Min: 50},
-	MetricThreads:       {Ratio: 0.5, Min: 10},
-	MetricFDs:           {Ratio: 0.5, Min: 20},
-	MetricDBBytesPerRev: {Ratio: 0.5, Min: 256},
+	MetricRSS:            {Ratio: 0.5, Min: 32 << 20},
+	MetricGoroutines:     {Ratio: 0.5, Min: 50},
+	MetricThreads:        {Ratio: 0.5, Min: 10},
+	MetricFDs:            {Ratio: 0.5, Min: 20},
+	MetricDBBytesPerRev:  {Ratio: 0.5, Min: 256},
+	MetricRSSBytesPerRev: {Ratio: 0.5, Min: 256},
 }
 
 // minLeakSamples is the fewest samples of a series RuleLeak judges: three
@@ -142,7 +152,7 @@ func SoakCurves(samples []Sample) []string {
 }
 
 func formatMetric(metric string, v float64) string {
-	if metric == MetricRSS {
+	if metric == MetricRSS || metric == MetricMemberRSS {
 		return fmt.Sprintf("%.1fMiB", v/(1<<20))
 	}
 	return fmt.Sprintf("%.0f", v)

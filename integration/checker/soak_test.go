@@ -36,6 +36,11 @@ func TestLeakRuleFlagsUnboundedGrowth(t *testing.T) {
 		{"grown but falling again", soakHistory("node0", MetricFDs, 20, 20, 20, 80, 90, 100, 100, 90, 60), false, ""},
 		{"small growth within the minimum", soakHistory("node0", MetricGoroutines, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29), false, ""},
 		{"too few samples", soakHistory("node0", MetricFDs, 10, 100, 1000, 10000), false, ""},
+		// An uncompacted etcd member's RSS grows with its history by design;
+		// what each revision costs is what must not grow.
+		{"member rss growing with its history", soakHistory("etcd-m0", MetricMemberRSS, rss...), false, ""},
+		{"member rss per revision falling", soakHistory("etcd-m0", MetricRSSBytesPerRev, 4000, 2000, 1200, 900, 700, 600, 500, 450, 420, 400), false, ""},
+		{"member rss per revision growing", soakHistory("etcd-m0", MetricRSSBytesPerRev, 300, 310, 320, 600, 800, 1000, 1200, 1400, 1600), true, "etcd-m0 rss-bytes-per-rev"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rep := Check(tc.h)

@@ -97,13 +97,17 @@ func (k *soaker) sample() {
 			continue
 		}
 		name := "etcd-" + m.Name
-		if u, err := cluster.ProcUsage(m.Proc.Pid()); err == nil {
-			k.add(at, name, checker.MetricRSS, float64(u.RSS))
+		u, uerr := cluster.ProcUsage(m.Proc.Pid())
+		if uerr == nil {
+			k.add(at, name, checker.MetricMemberRSS, float64(u.RSS))
 			k.add(at, name, checker.MetricFDs, float64(u.FDs))
 			k.add(at, name, checker.MetricThreads, float64(u.Threads))
 		}
 		if db, err := s.c.MemberDBSize(ctx, m); err == nil && db.Revision > 0 {
 			k.add(at, name, checker.MetricDBBytesPerRev, float64(db.Size)/float64(db.Revision))
+			if uerr == nil {
+				k.add(at, name, checker.MetricRSSBytesPerRev, float64(u.RSS)/float64(db.Revision))
+			}
 		}
 	}
 }
