@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"io"
 	"os/exec"
 	"slices"
@@ -106,45 +107,19 @@ func (c Config) filled() Config {
 	if len(c.Concurrency) == 0 {
 		c.Concurrency = DefaultConcurrency
 	}
-	if c.ValueSize == 0 {
-		c.ValueSize = 100
-	}
-	if c.Duration == 0 {
-		c.Duration = 5 * time.Second
-	}
-	if c.Keys == 0 {
-		c.Keys = 1000
-	}
-	if c.Names == 0 {
-		c.Names = 16
-	}
-	if c.Backlog == 0 {
-		c.Backlog = 100_000
-	}
-	if c.MemoryBacklog == 0 {
-		c.MemoryBacklog = maxBacklog
-	}
-	if c.Registrations == 0 {
-		c.Registrations = defaultRegs
-	}
-	if c.LeaseTTL == 0 {
-		c.LeaseTTL = 5 * time.Second
-	}
-	if c.FailoverRounds == 0 {
-		c.FailoverRounds = defaultRounds
-	}
-	if c.Repeat == 0 {
-		c.Repeat = 1
-	}
-	if c.Processes == 0 {
-		c.Processes = defaultProcesses
-	}
-	if c.ProcessConcurrency == 0 {
-		c.ProcessConcurrency = defaultProcConc
-	}
-	if c.DialTimeout == 0 {
-		c.DialTimeout = 5 * time.Second
-	}
+	c.ValueSize = cmp.Or(c.ValueSize, 100)
+	c.Duration = cmp.Or(c.Duration, 5*time.Second)
+	c.Keys = cmp.Or(c.Keys, 1000)
+	c.Names = cmp.Or(c.Names, 16)
+	c.Backlog = cmp.Or(c.Backlog, 100_000)
+	c.MemoryBacklog = cmp.Or(c.MemoryBacklog, maxBacklog)
+	c.Registrations = cmp.Or(c.Registrations, defaultRegs)
+	c.LeaseTTL = cmp.Or(c.LeaseTTL, 5*time.Second)
+	c.FailoverRounds = cmp.Or(c.FailoverRounds, defaultRounds)
+	c.Repeat = cmp.Or(c.Repeat, 1)
+	c.Processes = cmp.Or(c.Processes, defaultProcesses)
+	c.ProcessConcurrency = cmp.Or(c.ProcessConcurrency, defaultProcConc)
+	c.DialTimeout = cmp.Or(c.DialTimeout, 5*time.Second)
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}

@@ -152,13 +152,7 @@ func (s workerSpec) open(ctx context.Context) (op func(ctx context.Context, w, i
 			c.Close()
 			return nil, nil, err
 		}
-		return func(ctx context.Context, w, i int) error {
-				_, err := caller.Set(ctx, key(w, i), s.Value, 0)
-				return err
-			}, func() {
-				_ = caller.Close(context.WithoutCancel(ctx))
-				c.Close()
-			}, nil
+		return setOp(ctx, key, s.Value, caller.Set, caller.Close, c.Close)
 	case variantAPI:
 		c, err := apiclient.New(apiclient.Config{Addr: s.APIAddr})
 		if err != nil {
@@ -169,13 +163,23 @@ func (s workerSpec) open(ctx context.Context) (op func(ctx context.Context, w, i
 			c.Close()
 			return nil, nil, err
 		}
-		return func(ctx context.Context, w, i int) error {
-				_, err := caller.Set(ctx, key(w, i), s.Value, 0)
-				return err
-			}, func() {
-				_ = caller.Close(context.WithoutCancel(ctx))
-				c.Close()
-			}, nil
+		return setOp(ctx, key, s.Value, caller.Set, caller.Close, c.Close)
 	}
 	return nil, nil, fmt.Errorf("bench worker: unknown variant %q", s.Variant)
+}
+
+// setOp is the operation of the variants that submit through a caller
+// (direct and through the API): a set of the worker's next key, and a
+// close that unregisters the caller before closing its client.
+func setOp[T any](ctx context.Context, key func(w, i int) string, value []byte,
+	set func(context.Context, string, []byte, time.Duration) (T, error),
+	unregister func(context.Context) error, closeClient func() error,
+) (func(context.Context, int, int) error, func(), error) {
+	return func(ctx context.Context, w, i int) error {
+			_, err := set(ctx, key(w, i), value, 0)
+			return err
+		}, func() {
+			_ = unregister(context.WithoutCancel(ctx))
+			_ = closeClient()
+		}, nil
 }
