@@ -12,6 +12,7 @@ import (
 
 	pb "github.com/coordinator-dev/coordinator/api/coordinator/v1"
 	"github.com/coordinator-dev/coordinator/internal/testenv"
+	"github.com/coordinator-dev/coordinator/pkg/apierr"
 	"github.com/coordinator-dev/coordinator/pkg/apiserver"
 	"github.com/coordinator-dev/coordinator/pkg/ops"
 )
@@ -36,34 +37,34 @@ func TestBadInputIsRefusedAndWritesNothing(t *testing.T) {
 		code             int
 		reason           string
 	}{
-		{"malformed JSON", "/v1/submit", `{"name":"agent",`, 400, apiserver.ReasonInvalid},
-		{"not JSON", "/v1/submit", `set bad 1`, 400, apiserver.ReasonInvalid},
-		{"name of the wrong type", "/v1/submit", `{"name":5,"incarnation":"` + inc + `","ops":[{"set":{"key":"bad","text":"1"}}]}`, 400, apiserver.ReasonInvalid},
-		{"incarnation of the wrong type", "/v1/submit", `{"name":"agent","incarnation":"abc","ops":[{"set":{"key":"bad","text":"1"}}]}`, 400, apiserver.ReasonInvalid},
-		{"ops of the wrong type", "/v1/submit", `{"name":"agent","incarnation":"` + inc + `","ops":{"set":{"key":"bad"}}}`, 400, apiserver.ReasonInvalid},
-		{"unknown field", "/v1/submit", `{"name":"agent","incarnation":"` + inc + `","bogus":1,"ops":[{"set":{"key":"bad","text":"1"}}]}`, 400, apiserver.ReasonInvalid},
-		{"unknown field in an op", "/v1/submit", submit(`{"set":{"key":"bad","text":"1","flags":3}}`), 400, apiserver.ReasonInvalid},
-		{"unknown op", "/v1/submit", submit(`{"incr":{"key":"bad"}}`), 400, apiserver.ReasonInvalid},
-		{"empty op", "/v1/submit", submit(`{}`), 400, apiserver.ReasonInvalid},
-		{"no ops", "/v1/submit", submit(``), 400, apiserver.ReasonInvalid},
-		{"value and text", "/v1/submit", submit(`{"set":{"key":"bad","text":"1","value":"MQ=="}}`), 400, apiserver.ReasonInvalid},
-		{"neither value nor text", "/v1/submit", submit(`{"set":{"key":"bad"}}`), 400, apiserver.ReasonInvalid},
-		{"value not base64", "/v1/submit", submit(`{"set":{"key":"bad","value":"%%%"}}`), 400, apiserver.ReasonInvalid},
-		{"empty key", "/v1/submit", submit(`{"set":{"key":"","text":"1"}}`), 400, apiserver.ReasonInvalid},
-		{"key with a space", "/v1/submit", submit(`{"set":{"key":"bad key","text":"1"}}`), 400, apiserver.ReasonInvalid},
-		{"key over 250 bytes", "/v1/submit", submit(`{"set":{"key":"` + strings.Repeat("k", 251) + `","text":"1"}}`), 400, apiserver.ReasonInvalid},
-		{"value over the item size", "/v1/submit", submit(`{"set":{"key":"bad","text":"` + strings.Repeat("v", 5000) + `"}}`), 400, apiserver.ReasonInvalid},
-		{"negative expiration", "/v1/submit", submit(`{"set":{"key":"bad","text":"1","expiration_seconds":-1}}`), 400, apiserver.ReasonInvalid},
-		{"a bad op among good ones", "/v1/submit", submit(`{"set":{"key":"bad","text":"1"}},{"delete":{"key":""}}`), 400, apiserver.ReasonInvalid},
-		{"bad name", "/v1/submit", `{"name":"a/b","incarnation":"` + inc + `","ops":[{"set":{"key":"bad","text":"1"}}]}`, 400, apiserver.ReasonInvalid},
-		{"no incarnation", "/v1/submit", `{"name":"agent","ops":[{"set":{"key":"bad","text":"1"}}]}`, 400, apiserver.ReasonInvalid},
-		{"bad batch id", "/v1/submit", `{"name":"agent","incarnation":"` + inc + `","batch_id":"a b","ops":[{"set":{"key":"bad","text":"1"}}]}`, 400, apiserver.ReasonInvalid},
-		{"oversize body", "/v1/submit", submit(`{"set":{"key":"bad","text":"` + big + `"}}`), 413, apiserver.ReasonTooLarge},
-		{"bad token", "/v1/wait-applied", `{"token":"1.x"}`, 400, apiserver.ReasonInvalid},
-		{"register without a name", "/v1/register", `{}`, 400, apiserver.ReasonInvalid},
-		{"register with a negative TTL", "/v1/register", `{"name":"other","ttl_seconds":-5}`, 400, apiserver.ReasonInvalid},
-		{"register with a TTL of the wrong type", "/v1/register", `{"name":"other","ttl_seconds":"long"}`, 400, apiserver.ReasonInvalid},
-		{"keepalive of another lease", "/v1/keepalive", `{"name":"agent","incarnation":"` + inc + `","lease_id":"12345"}`, 400, apiserver.ReasonInvalid},
+		{"malformed JSON", "/v1/submit", `{"name":"agent",`, 400, apierr.ReasonInvalid},
+		{"not JSON", "/v1/submit", `set bad 1`, 400, apierr.ReasonInvalid},
+		{"name of the wrong type", "/v1/submit", `{"name":5,"incarnation":"` + inc + `","ops":[{"set":{"key":"bad","text":"1"}}]}`, 400, apierr.ReasonInvalid},
+		{"incarnation of the wrong type", "/v1/submit", `{"name":"agent","incarnation":"abc","ops":[{"set":{"key":"bad","text":"1"}}]}`, 400, apierr.ReasonInvalid},
+		{"ops of the wrong type", "/v1/submit", `{"name":"agent","incarnation":"` + inc + `","ops":{"set":{"key":"bad"}}}`, 400, apierr.ReasonInvalid},
+		{"unknown field", "/v1/submit", `{"name":"agent","incarnation":"` + inc + `","bogus":1,"ops":[{"set":{"key":"bad","text":"1"}}]}`, 400, apierr.ReasonInvalid},
+		{"unknown field in an op", "/v1/submit", submit(`{"set":{"key":"bad","text":"1","flags":3}}`), 400, apierr.ReasonInvalid},
+		{"unknown op", "/v1/submit", submit(`{"incr":{"key":"bad"}}`), 400, apierr.ReasonInvalid},
+		{"empty op", "/v1/submit", submit(`{}`), 400, apierr.ReasonInvalid},
+		{"no ops", "/v1/submit", submit(``), 400, apierr.ReasonInvalid},
+		{"value and text", "/v1/submit", submit(`{"set":{"key":"bad","text":"1","value":"MQ=="}}`), 400, apierr.ReasonInvalid},
+		{"neither value nor text", "/v1/submit", submit(`{"set":{"key":"bad"}}`), 400, apierr.ReasonInvalid},
+		{"value not base64", "/v1/submit", submit(`{"set":{"key":"bad","value":"%%%"}}`), 400, apierr.ReasonInvalid},
+		{"empty key", "/v1/submit", submit(`{"set":{"key":"","text":"1"}}`), 400, apierr.ReasonInvalid},
+		{"key with a space", "/v1/submit", submit(`{"set":{"key":"bad key","text":"1"}}`), 400, apierr.ReasonInvalid},
+		{"key over 250 bytes", "/v1/submit", submit(`{"set":{"key":"` + strings.Repeat("k", 251) + `","text":"1"}}`), 400, apierr.ReasonInvalid},
+		{"value over the item size", "/v1/submit", submit(`{"set":{"key":"bad","text":"` + strings.Repeat("v", 5000) + `"}}`), 400, apierr.ReasonInvalid},
+		{"negative expiration", "/v1/submit", submit(`{"set":{"key":"bad","text":"1","expiration_seconds":-1}}`), 400, apierr.ReasonInvalid},
+		{"a bad op among good ones", "/v1/submit", submit(`{"set":{"key":"bad","text":"1"}},{"delete":{"key":""}}`), 400, apierr.ReasonInvalid},
+		{"bad name", "/v1/submit", `{"name":"a/b","incarnation":"` + inc + `","ops":[{"set":{"key":"bad","text":"1"}}]}`, 400, apierr.ReasonInvalid},
+		{"no incarnation", "/v1/submit", `{"name":"agent","ops":[{"set":{"key":"bad","text":"1"}}]}`, 400, apierr.ReasonInvalid},
+		{"bad batch id", "/v1/submit", `{"name":"agent","incarnation":"` + inc + `","batch_id":"a b","ops":[{"set":{"key":"bad","text":"1"}}]}`, 400, apierr.ReasonInvalid},
+		{"oversize body", "/v1/submit", submit(`{"set":{"key":"bad","text":"` + big + `"}}`), 413, apierr.ReasonTooLarge},
+		{"bad token", "/v1/wait-applied", `{"token":"1.x"}`, 400, apierr.ReasonInvalid},
+		{"register without a name", "/v1/register", `{}`, 400, apierr.ReasonInvalid},
+		{"register with a negative TTL", "/v1/register", `{"name":"other","ttl_seconds":-5}`, 400, apierr.ReasonInvalid},
+		{"register with a TTL of the wrong type", "/v1/register", `{"name":"other","ttl_seconds":"long"}`, 400, apierr.ReasonInvalid},
+		{"keepalive of another lease", "/v1/keepalive", `{"name":"agent","incarnation":"` + inc + `","lease_id":"12345"}`, 400, apierr.ReasonInvalid},
 	}
 	for _, tc := range cases {
 		res := post(t, ctx, n.Addr, tc.path, tc.body)
@@ -80,7 +81,7 @@ func TestBadInputIsRefusedAndWritesNothing(t *testing.T) {
 		_, _ = io.WriteString(pw, submit(`{"set":{"key":"bad","text":"`+big+`"}}`))
 		pw.Close()
 	}()
-	if res := post(t, ctx, n.Addr, "/v1/submit", io.Reader(pr)); res.Code != http.StatusRequestEntityTooLarge || res.Reason() != apiserver.ReasonTooLarge {
+	if res := post(t, ctx, n.Addr, "/v1/submit", io.Reader(pr)); res.Code != http.StatusRequestEntityTooLarge || res.Reason() != apierr.ReasonTooLarge {
 		t.Errorf("chunked oversize body: HTTP %d %.300s", res.Code, res.Raw)
 	}
 	pr.Close()
@@ -90,13 +91,13 @@ func TestBadInputIsRefusedAndWritesNothing(t *testing.T) {
 
 	// The same through gRPC.
 	_, err := api.Submit(ctx, &pb.SubmitRequest{Name: "agent", Incarnation: reg.Incarnation, Ops: []*pb.Op{setOp("bad key", "1")}})
-	wantRefused(t, "gRPC bad key", err, codes.InvalidArgument, apiserver.ReasonInvalid)
+	wantRefused(t, "gRPC bad key", err, codes.InvalidArgument, apierr.ReasonInvalid)
 	_, err = api.Submit(ctx, &pb.SubmitRequest{Name: "agent", Incarnation: reg.Incarnation, Ops: []*pb.Op{
 		{Op: &pb.Op_Set{Set: &pb.SetOp{Key: "bad", Data: &pb.SetOp_Text{Text: "1"}, ExpirationSeconds: -3}}},
 	}})
-	wantRefused(t, "gRPC negative expiration", err, codes.InvalidArgument, apiserver.ReasonInvalid)
+	wantRefused(t, "gRPC negative expiration", err, codes.InvalidArgument, apierr.ReasonInvalid)
 	_, err = api.WaitApplied(ctx, &pb.WaitAppliedRequest{Token: "nope"})
-	wantRefused(t, "gRPC bad token", err, codes.InvalidArgument, apiserver.ReasonInvalid)
+	wantRefused(t, "gRPC bad token", err, codes.InvalidArgument, apierr.ReasonInvalid)
 
 	// Nothing was written: no batch in etcd, no registration but agent's,
 	// nothing in memcached.

@@ -23,6 +23,7 @@ import (
 
 	pb "github.com/coordinator-dev/coordinator/api/coordinator/v1"
 	"github.com/coordinator-dev/coordinator/internal/testenv"
+	"github.com/coordinator-dev/coordinator/pkg/apierr"
 	"github.com/coordinator-dev/coordinator/pkg/apiserver"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 	"github.com/coordinator-dev/coordinator/pkg/node"
@@ -109,7 +110,7 @@ func grpcClient(t *testing.T, addr string, tlsCfg *tls.Config) pb.CoordinatorCli
 
 // reason returns the ErrorInfo reason and code of a gRPC error.
 func reason(err error) (codes.Code, string) {
-	return status.Code(err), apiserver.ReasonOf(err)
+	return status.Code(err), apierr.ReasonOf(err)
 }
 
 // wantRefused fails unless err has code and reason.
@@ -167,7 +168,7 @@ type httpResult struct {
 func (r httpResult) Reason() string {
 	details, _ := r.Body["details"].([]any)
 	for _, d := range details {
-		if m, ok := d.(map[string]any); ok && m["domain"] == apiserver.ErrorDomain {
+		if m, ok := d.(map[string]any); ok && m["domain"] == apierr.Domain {
 			s, _ := m["reason"].(string)
 			return s
 		}

@@ -14,6 +14,7 @@ import (
 
 	pb "github.com/coordinator-dev/coordinator/api/coordinator/v1"
 	"github.com/coordinator-dev/coordinator/internal/testenv"
+	"github.com/coordinator-dev/coordinator/pkg/apierr"
 	"github.com/coordinator-dev/coordinator/pkg/apiserver"
 	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
 )
@@ -49,10 +50,10 @@ func (c *failoverCaller) next(i int) {
 
 // transient reports whether err is the node going away, not an answer.
 func transient(err error) bool {
-	if apiserver.ReasonOf(err) == apiserver.ReasonUnavailable {
+	if apierr.ReasonOf(err) == apierr.ReasonUnavailable {
 		return true
 	}
-	return apiserver.ReasonOf(err) == "" && (status.Code(err) == codes.Unavailable || status.Code(err) == codes.Canceled)
+	return apierr.ReasonOf(err) == "" && (status.Code(err) == codes.Unavailable || status.Code(err) == codes.Canceled)
 }
 
 // keepAlive keeps the lease alive through the current node until ctx ends.

@@ -13,6 +13,7 @@ import (
 
 	pb "github.com/coordinator-dev/coordinator/api/coordinator/v1"
 	"github.com/coordinator-dev/coordinator/internal/testenv"
+	"github.com/coordinator-dev/coordinator/pkg/apierr"
 	"github.com/coordinator-dev/coordinator/pkg/apiserver"
 )
 
@@ -27,11 +28,11 @@ func TestSupersededAndExpiredAreRefusedDistinctly(t *testing.T) {
 	old := register(t, ctx, api, "agent", nil)
 	cur := register(t, ctx, api, "agent", nil)
 	_, err := api.Submit(ctx, &pb.SubmitRequest{Name: "agent", Incarnation: old.Incarnation, Ops: []*pb.Op{setOp("g1-sup", "x")}})
-	wantRefused(t, "superseded submit", err, codes.Aborted, apiserver.ReasonSuperseded)
+	wantRefused(t, "superseded submit", err, codes.Aborted, apierr.ReasonSuperseded)
 	res := post(t, ctx, n.Addr, "/v1/submit", map[string]any{
 		"name": "agent", "incarnation": old.Incarnation, "ops": []any{map[string]any{"set": map[string]any{"key": "g1-sup", "text": "x"}}},
 	})
-	if res.Code != http.StatusConflict || res.Reason() != apiserver.ReasonSuperseded {
+	if res.Code != http.StatusConflict || res.Reason() != apierr.ReasonSuperseded {
 		t.Fatalf("superseded over HTTP: %d %s", res.Code, res.Raw)
 	}
 
@@ -40,17 +41,17 @@ func TestSupersededAndExpiredAreRefusedDistinctly(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = api.Submit(ctx, &pb.SubmitRequest{Name: "gone", Incarnation: gone.Incarnation, Ops: []*pb.Op{setOp("g1-exp", "x")}})
-	wantRefused(t, "expired submit", err, codes.NotFound, apiserver.ReasonExpired)
+	wantRefused(t, "expired submit", err, codes.NotFound, apierr.ReasonExpired)
 	res = post(t, ctx, n.Addr, "/v1/submit", map[string]any{
 		"name": "gone", "incarnation": strconv.FormatInt(gone.Incarnation, 10), "ops": []any{map[string]any{"set": map[string]any{"key": "g1-exp", "text": "x"}}},
 	})
-	if res.Code != http.StatusNotFound || res.Reason() != apiserver.ReasonExpired {
+	if res.Code != http.StatusNotFound || res.Reason() != apierr.ReasonExpired {
 		t.Fatalf("expired over HTTP: %d %s", res.Code, res.Raw)
 	}
 	_, err = api.KeepAliveOnce(ctx, &pb.KeepAliveRequest{Name: "agent", Incarnation: old.Incarnation, LeaseId: old.LeaseId})
-	wantRefused(t, "keepalive of superseded", err, codes.Aborted, apiserver.ReasonSuperseded)
+	wantRefused(t, "keepalive of superseded", err, codes.Aborted, apierr.ReasonSuperseded)
 	_, err = api.KeepAliveOnce(ctx, &pb.KeepAliveRequest{Name: "gone", Incarnation: gone.Incarnation, LeaseId: gone.LeaseId})
-	wantRefused(t, "keepalive of expired", err, codes.NotFound, apiserver.ReasonExpired)
+	wantRefused(t, "keepalive of expired", err, codes.NotFound, apierr.ReasonExpired)
 
 	// The current incarnation is accepted; the refused ones left nothing.
 	tok, err := api.Submit(ctx, &pb.SubmitRequest{Name: "agent", Incarnation: cur.Incarnation, Ops: []*pb.Op{setOp("g1-cur", "ok")}})
@@ -70,7 +71,7 @@ func TestSupersededAndExpiredAreRefusedDistinctly(t *testing.T) {
 	}
 	// Register with if_absent on a held name is NAME_HELD (409).
 	_, err = api.Register(ctx, &pb.RegisterRequest{Name: "agent", IfAbsent: true})
-	wantRefused(t, "if_absent on a held name", err, codes.AlreadyExists, apiserver.ReasonNameHeld)
+	wantRefused(t, "if_absent on a held name", err, codes.AlreadyExists, apierr.ReasonNameHeld)
 }
 
 // G4, G2: the operations a dead incarnation had accepted are applied, and
@@ -147,9 +148,9 @@ func TestWaitApplied(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = api.WaitApplied(ctx, &pb.WaitAppliedRequest{Token: r.Token, TimeoutMs: 300})
-	wantRefused(t, "wait while memcached is away", err, codes.DeadlineExceeded, apiserver.ReasonTimeout)
+	wantRefused(t, "wait while memcached is away", err, codes.DeadlineExceeded, apierr.ReasonTimeout)
 	res := post(t, ctx, n.Addr, "/v1/wait-applied", map[string]any{"token": r.Token, "timeout_ms": 200})
-	if res.Code != http.StatusGatewayTimeout || res.Reason() != apiserver.ReasonTimeout {
+	if res.Code != http.StatusGatewayTimeout || res.Reason() != apierr.ReasonTimeout {
 		t.Fatalf("wait over HTTP: %d %s", res.Code, res.Raw)
 	}
 	c.mc.Start()
@@ -322,7 +323,7 @@ func TestKeepAliveStreamKeepsAliveAndRevokesOnEnd(t *testing.T) {
 	ended := time.Now()
 	testenv.Eventually(t, 10*time.Second, func() bool {
 		_, err := api.KeepAliveOnce(ctx, &pb.KeepAliveRequest{Name: "long", Incarnation: long.Incarnation, LeaseId: long.LeaseId})
-		return apiserver.ReasonOf(err) == apiserver.ReasonExpired
+		return apierr.ReasonOf(err) == apierr.ReasonExpired
 	}, "the lease of an ended stream is revoked")
 	t.Logf("revoked %v after the stream ended (TTL 60s)", time.Since(ended))
 
@@ -333,6 +334,6 @@ func TestKeepAliveStreamKeepsAliveAndRevokesOnEnd(t *testing.T) {
 			break
 		}
 	}
-	wantRefused(t, "stream of a superseded incarnation", err, codes.Aborted, apiserver.ReasonSuperseded)
+	wantRefused(t, "stream of a superseded incarnation", err, codes.Aborted, apierr.ReasonSuperseded)
 	cancel()
 }

@@ -17,7 +17,7 @@ import (
 	"github.com/coordinator-dev/coordinator/integration/harness"
 	"github.com/coordinator-dev/coordinator/internal/testcerts"
 	"github.com/coordinator-dev/coordinator/internal/testenv"
-	"github.com/coordinator-dev/coordinator/pkg/apiserver"
+	"github.com/coordinator-dev/coordinator/pkg/apierr"
 )
 
 // serveNode starts `coordinator serve` against etcd with the API on a free
@@ -72,9 +72,9 @@ func TestServeAPIWithMutualTLSAuthorizesNames(t *testing.T) {
 
 	reg := register(t, ctx, api, "agent-a", nil)
 	_, err = api.Register(ctx, &pb.RegisterRequest{Name: "agent-b"})
-	wantRefused(t, "register a name the certificate does not allow", err, codes.PermissionDenied, apiserver.ReasonPermissionDenied)
+	wantRefused(t, "register a name the certificate does not allow", err, codes.PermissionDenied, apierr.ReasonPermissionDenied)
 	_, err = api.Submit(ctx, &pb.SubmitRequest{Name: "agent-b", Incarnation: reg.Incarnation, Ops: []*pb.Op{setOp("tls", "b")}})
-	wantRefused(t, "submit as another name", err, codes.PermissionDenied, apiserver.ReasonPermissionDenied)
+	wantRefused(t, "submit as another name", err, codes.PermissionDenied, apierr.ReasonPermissionDenied)
 	r, err := api.Submit(ctx, &pb.SubmitRequest{Name: "agent-a", Incarnation: reg.Incarnation, Ops: []*pb.Op{setOp("tls", "a")}})
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +103,7 @@ func TestServeAPIWithMutualTLSAuthorizesNames(t *testing.T) {
 		b, err := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b), err
 	}
-	if code, body, err := postTLS(hc, `{"name":"agent-b"}`); err != nil || code != http.StatusForbidden || !strings.Contains(body, apiserver.ReasonPermissionDenied) {
+	if code, body, err := postTLS(hc, `{"name":"agent-b"}`); err != nil || code != http.StatusForbidden || !strings.Contains(body, apierr.ReasonPermissionDenied) {
 		t.Fatalf("HTTPS register agent-b: %d %s %v", code, body, err)
 	}
 	if code, body, err := postTLS(hc, `{"name":"agent-a","ttl_seconds":5}`); err != nil || code != http.StatusOK {

@@ -93,7 +93,7 @@ type Config struct {
 // withDefaults fills in defaults and checks the values.
 func (c Config) withDefaults() (Config, error) {
 	c = c.filled()
-	return c, c.validate()
+	return c, c.Validate()
 }
 
 // filled returns c with the defaults in place of zero values.
@@ -126,8 +126,10 @@ func (c Config) filled() Config {
 	return c
 }
 
-// validate checks the values of a filled Config.
-func (c Config) validate() error {
+// Validate checks the values of a Config as its defaults fill it; its
+// errors are *config.FieldError naming the field.
+func (c Config) Validate() error {
+	c = c.filled()
 	seen := map[string]bool{}
 	for _, s := range c.Scenarios {
 		if !slices.Contains(AllScenarios, s) {

@@ -5,6 +5,8 @@ package retry
 import (
 	"context"
 	"time"
+
+	"github.com/cenkalti/backoff/v5"
 )
 
 // Sleep waits d or until ctx ends; it reports whether d elapsed.
@@ -19,22 +21,39 @@ func Sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// Backoff is an exponential backoff between Min and Max. It is not safe for
-// concurrent use.
+// Jitter is the randomization factor of every Backoff: a wait is drawn
+// from [1-Jitter, 1+Jitter] times the current interval, so that the many
+// processes a single etcd failure sends into retry do not come back in
+// step.
+const Jitter = 0.5
+
+// Backoff is an exponential backoff with jitter: intervals start at Min and
+// double up to Max, each wait drawn around its interval (see Jitter). It is
+// cenkalti/backoff's ExponentialBackOff, the backoff of the etcd and gRPC
+// ecosystem. It is not safe for concurrent use.
 type Backoff struct {
-	Min, Max time.Duration
-	cur      time.Duration
+	// Min is the first interval.
+	Min time.Duration
+	// Max bounds the interval; a wait can exceed it by Jitter.
+	Max time.Duration
+
+	exp *backoff.ExponentialBackOff
 }
 
-// Next returns the next wait: Min, then doubling up to Max.
+// Next returns the next wait.
 func (b *Backoff) Next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.Min
-	} else if b.cur *= 2; b.cur > b.Max {
-		b.cur = b.Max
+	if b.exp == nil {
+		b.exp = &backoff.ExponentialBackOff{
+			InitialInterval: b.Min, RandomizationFactor: Jitter, Multiplier: 2, MaxInterval: b.Max,
+		}
+		b.exp.Reset()
 	}
-	return b.cur
+	return b.exp.NextBackOff()
 }
 
 // Reset starts the sequence again at Min.
-func (b *Backoff) Reset() { b.cur = 0 }
+func (b *Backoff) Reset() {
+	if b.exp != nil {
+		b.exp.Reset()
+	}
+}

@@ -1,5 +1,5 @@
 // Package apiclient is a Go caller that goes through a coordinator node's
-// API (pkg/apiserver) rather than to etcd directly: the path for processes
+// API rather than to etcd directly: the path for processes
 // that should share their node's group commit, or that may not reach etcd.
 // A Caller is one incarnation whose lease the package keeps alive with a
 // KeepAlive stream; a Session re-registers once when the lease is lost,
@@ -9,20 +9,16 @@ package apiclient
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 
 	pb "github.com/coordinator-dev/coordinator/api/coordinator/v1"
-	"github.com/coordinator-dev/coordinator/pkg/apiserver"
+	"github.com/coordinator-dev/coordinator/pkg/apierr"
 	"github.com/coordinator-dev/coordinator/pkg/config"
-	"github.com/coordinator-dev/coordinator/pkg/ops"
 	"github.com/coordinator-dev/coordinator/pkg/registry"
 	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
 )
@@ -31,76 +27,37 @@ import (
 type Token = tokenseq.Token
 
 // Errors of the API's refusals, for errors.Is; an *Error matches the one of
-// its reason.
+// its reason. They are pkg/apierr's, so pkg/client's callers match the
+// same values.
 var (
 	// ErrSuperseded: a newer incarnation of the name is registered (final).
-	ErrSuperseded = tokenseq.ErrSuperseded
+	ErrSuperseded = apierr.ErrSuperseded
 	// ErrExpired: the incarnation's lease expired or was revoked.
-	ErrExpired = tokenseq.ErrExpired
+	ErrExpired = apierr.ErrExpired
 	// ErrInvalid: bad input; nothing was written.
-	ErrInvalid = ops.ErrInvalid
+	ErrInvalid = apierr.ErrInvalid
 	// ErrNameHeld: Register with IfAbsent found a live incarnation.
-	ErrNameHeld = registry.ErrNameHeld
+	ErrNameHeld = apierr.ErrNameHeld
 	// ErrNotAccepted: the batch was not stored and its id never will be.
-	ErrNotAccepted = tokenseq.ErrNotAccepted
+	ErrNotAccepted = apierr.ErrNotAccepted
 	// ErrOutcomeUnknown: the node could not tell whether the batch was
 	// accepted.
-	ErrOutcomeUnknown = tokenseq.ErrOutcomeUnknown
+	ErrOutcomeUnknown = apierr.ErrOutcomeUnknown
 	// ErrPermissionDenied: the caller may not act as the name.
-	ErrPermissionDenied = errors.New("apiclient: permission denied")
+	ErrPermissionDenied = apierr.ErrPermissionDenied
 	// ErrUnavailable: the node or etcd could not be reached; nothing was
 	// written.
-	ErrUnavailable = errors.New("apiclient: unavailable")
+	ErrUnavailable = apierr.ErrUnavailable
+	// ErrTimeout: WaitApplied's own timeout passed first.
+	ErrTimeout = apierr.ErrTimeout
 )
 
-// Error is a call the API refused.
-type Error struct {
-	// Reason is the ErrorInfo reason (apiserver.Reason*), "" when none.
-	Reason string
-	// Status is the gRPC status.
-	Status *status.Status
-}
-
-// Error returns the status message with its reason.
-func (e *Error) Error() string {
-	return fmt.Sprintf("apiclient: %s: %s", e.Reason, e.Status.Message())
-}
-
-// Is matches the package's error of the reason.
-func (e *Error) Is(target error) bool {
-	m := map[string]error{
-		apiserver.ReasonSuperseded: ErrSuperseded, apiserver.ReasonExpired: ErrExpired,
-		apiserver.ReasonInvalid: ErrInvalid, apiserver.ReasonNameHeld: ErrNameHeld,
-		apiserver.ReasonNotAccepted: ErrNotAccepted, apiserver.ReasonOutcomeUnknown: ErrOutcomeUnknown,
-		apiserver.ReasonPermissionDenied: ErrPermissionDenied, apiserver.ReasonUnavailable: ErrUnavailable,
-	}
-	return m[e.Reason] == target && target != nil
-}
-
-// current is the incarnation a SUPERSEDED refusal names as current, zero
-// when it names none.
-func (e *Error) current() int64 {
-	for _, d := range e.Status.Details() {
-		if info, ok := d.(interface{ GetMetadata() map[string]string }); ok {
-			n, _ := strconv.ParseInt(info.GetMetadata()["current"], 10, 64)
-			return n
-		}
-	}
-	return 0
-}
+// Error is a call the API refused; see pkg/apierr.
+type Error = apierr.Error
 
 // wrap turns a gRPC error into an *Error; errors without a status (a
 // context's) are returned as they are.
-func wrap(err error) error {
-	if err == nil {
-		return nil
-	}
-	st, ok := status.FromError(err)
-	if !ok {
-		return err
-	}
-	return &Error{Reason: apiserver.ReasonOf(err), Status: st}
-}
+func wrap(err error) error { return apierr.FromStatus(err) }
 
 // Config configures a Client. Zero values mean the defaults noted.
 type Config struct {
@@ -156,8 +113,8 @@ func (c *Client) WaitApplied(ctx context.Context, tok Token) error {
 
 // RegisterConfig configures Register. Zero values mean the defaults noted.
 type RegisterConfig struct {
-	// TTL is the lease TTL, whole seconds, at least 1s; zero means
-	// registry.DefaultTTL.
+	// TTL is the lease TTL, within 1s..registry.MaxTTL and rounded up to
+	// whole seconds; zero means registry.DefaultTTL.
 	TTL time.Duration
 	// IfAbsent refuses with ErrNameHeld rather than superseding a live
 	// incarnation.
@@ -167,13 +124,9 @@ type RegisterConfig struct {
 	WaitDrained bool
 }
 
-// Validate checks the config; its errors are *config.FieldError.
-func (c *RegisterConfig) Validate() error {
-	if c.TTL != 0 && (c.TTL < time.Second || c.TTL%time.Second != 0) {
-		return &config.FieldError{Pkg: "apiclient", Field: "TTL", Rule: c.TTL.String() + " is not whole seconds of at least 1s", Err: registry.ErrBadTTL}
-	}
-	return nil
-}
+// Validate checks the config; its errors are *config.FieldError. A TTL
+// outside registry.TTLSeconds' rule also matches registry.ErrBadTTL.
+func (c *RegisterConfig) Validate() error { return registry.ValidateTTL("apiclient", c.TTL) }
 
 // Register registers name and keeps its lease alive with a KeepAlive
 // stream until Close or until the incarnation ends.
@@ -181,8 +134,12 @@ func (c *Client) Register(ctx context.Context, name string, cfg RegisterConfig) 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	ttl := int64(0)
+	if cfg.TTL != 0 {
+		ttl, _ = registry.TTLSeconds(cfg.TTL)
+	}
 	r, err := c.api.Register(ctx, &pb.RegisterRequest{
-		Name: name, TtlSeconds: int32(cfg.TTL / time.Second), IfAbsent: cfg.IfAbsent, WaitDrained: cfg.WaitDrained,
+		Name: name, TtlSeconds: int32(ttl), IfAbsent: cfg.IfAbsent, WaitDrained: cfg.WaitDrained,
 	})
 	if err != nil {
 		return nil, wrap(err)

@@ -14,11 +14,14 @@ import (
 // ErrSessionClosed is returned by a Session's methods after Close.
 var ErrSessionClosed = errors.New("apiclient: session closed")
 
-// SessionConfig configures NewSession; Register is each incarnation's
-// registration config.
+// SessionConfig configures NewSession. Zero values mean the defaults noted.
 type SessionConfig struct {
+	// Register is each incarnation's registration config.
 	Register RegisterConfig
 }
+
+// Validate checks the config; its errors are *config.FieldError.
+func (c *SessionConfig) Validate() error { return c.Register.Validate() }
 
 // Session owns a name's registration for the whole process: when the lease
 // is lost it registers once more, however many calls fail at that moment,
@@ -40,6 +43,9 @@ type Session struct {
 
 // NewSession registers name and returns its session.
 func (c *Client) NewSession(ctx context.Context, name string, cfg SessionConfig) (*Session, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	cl, err := c.Register(ctx, name, cfg.Register)
 	if err != nil {
 		return nil, err
@@ -131,7 +137,7 @@ func (s *Session) Submit(ctx context.Context, batch ...ops.Op) (Token, error) {
 			if err := s.renew(ctx, cl.Incarnation()); err != nil {
 				return tokenseq.Zero, err
 			}
-		case errors.Is(err, ErrSuperseded) && errors.As(err, &e) && s.ownIncarnation(e.current()):
+		case errors.Is(err, ErrSuperseded) && errors.As(err, &e) && s.ownIncarnation(e.Current()):
 			// Refused because this session's own newer incarnation had
 			// replaced the one it was sent under: go again under that one.
 		case errors.Is(err, ErrSuperseded):

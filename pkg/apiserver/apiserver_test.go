@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/coordinator-dev/coordinator/internal/testenv"
+	"github.com/coordinator-dev/coordinator/pkg/apierr"
 	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/ops"
 	"github.com/coordinator-dev/coordinator/pkg/registry"
@@ -66,21 +67,21 @@ func TestToStatusCodesAndReasons(t *testing.T) {
 		code   codes.Code
 		reason string
 	}{
-		{fmt.Errorf("x: %w", ops.ErrInvalid), codes.InvalidArgument, ReasonInvalid},
-		{fmt.Errorf("x: %w", registry.ErrNameHeld), codes.AlreadyExists, ReasonNameHeld},
-		{fmt.Errorf("x: %w", tokenseq.ErrVoided), codes.Unavailable, ReasonNotAccepted},
-		{fmt.Errorf("x: %w", tokenseq.ErrNotAccepted), codes.Unavailable, ReasonNotAccepted},
-		{fmt.Errorf("x: %w", tokenseq.ErrOutcomeUnknown), codes.Unknown, ReasonOutcomeUnknown},
-		{errors.New("etcd: connection refused"), codes.Unavailable, ReasonUnavailable},
-		{superseded("a", 3, 5), codes.Aborted, ReasonSuperseded},
-		{expired("a", 3), codes.NotFound, ReasonExpired},
+		{fmt.Errorf("x: %w", ops.ErrInvalid), codes.InvalidArgument, apierr.ReasonInvalid},
+		{fmt.Errorf("x: %w", registry.ErrNameHeld), codes.AlreadyExists, apierr.ReasonNameHeld},
+		{fmt.Errorf("x: %w", tokenseq.ErrVoided), codes.Unavailable, apierr.ReasonNotAccepted},
+		{fmt.Errorf("x: %w", tokenseq.ErrNotAccepted), codes.Unavailable, apierr.ReasonNotAccepted},
+		{fmt.Errorf("x: %w", tokenseq.ErrOutcomeUnknown), codes.Unknown, apierr.ReasonOutcomeUnknown},
+		{errors.New("etcd: connection refused"), codes.Unavailable, apierr.ReasonUnavailable},
+		{superseded("a", 3, 5), codes.Aborted, apierr.ReasonSuperseded},
+		{expired("a", 3), codes.NotFound, apierr.ReasonExpired},
 	} {
 		err := toStatus(tc.err)
-		if status.Code(err) != tc.code || ReasonOf(err) != tc.reason {
-			t.Errorf("toStatus(%v) = %v (%q), want %v %q", tc.err, err, ReasonOf(err), tc.code, tc.reason)
+		if status.Code(err) != tc.code || apierr.ReasonOf(err) != tc.reason {
+			t.Errorf("toStatus(%v) = %v (%q), want %v %q", tc.err, err, apierr.ReasonOf(err), tc.code, tc.reason)
 		}
 	}
-	if ReasonOf(errors.New("plain")) != "" || ReasonOf(status.Error(codes.Internal, "x")) != "" {
+	if apierr.ReasonOf(errors.New("plain")) != "" || apierr.ReasonOf(status.Error(codes.Internal, "x")) != "" {
 		t.Error("ReasonOf of an error without ErrorInfo is not empty")
 	}
 }

@@ -2,41 +2,28 @@ package apiserver
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 
 	pb "github.com/coordinator-dev/coordinator/api/coordinator/v1"
-	"github.com/coordinator-dev/coordinator/internal/retry"
+	"github.com/coordinator-dev/coordinator/pkg/apierr"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 	"github.com/coordinator-dev/coordinator/pkg/ops"
 	"github.com/coordinator-dev/coordinator/pkg/registry"
 	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
 )
 
-// MaxTTLSeconds bounds a registration's lease TTL.
-const MaxTTLSeconds = 24 * 60 * 60
-
 // DefaultOpsLimit is the most operations Ops lists when the request's
 // limit is zero.
 const DefaultOpsLimit = 1000
 
-// regRecord is a registration's value in etcd, as pkg/registry writes and
-// reads it.
-type regRecord struct {
-	registry.Holder
-	TTLSeconds int64 `json:"ttl_seconds"`
-}
-
-// Register grants a lease and writes the registration under it. The lease
-// is the caller's to keep alive (KeepAlive, KeepAliveOnce).
+// Register registers the name under a new lease (registry.RegisterLease).
+// The lease is the caller's to keep alive (KeepAlive, KeepAliveOnce).
 func (s *Server) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
 	name := req.GetName()
 	if err := keyspace.ValidateName(name); err != nil {
@@ -45,87 +32,21 @@ func (s *Server) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.Reg
 	if err := s.authorize(ctx, name); err != nil {
 		return nil, err
 	}
-	ttl := int64(req.GetTtlSeconds())
-	switch {
-	case ttl == 0:
-		ttl = int64(registry.DefaultTTL / time.Second)
-	case ttl < 1 || ttl > MaxTTLSeconds:
-		return nil, invalid("ttl_seconds: %d is not within 1..%d", ttl, MaxTTLSeconds)
+	ttl := time.Duration(req.GetTtlSeconds()) * time.Second
+	if _, err := registry.TTLSeconds(ttl); err != nil {
+		return nil, invalid("ttl_seconds: %v", err)
 	}
 	holder := registry.Holder{Host: req.GetHolderHost(), PID: int(req.GetHolderPid()), Started: time.Now().UTC().Truncate(time.Millisecond)}
 	if holder.Host == "" {
 		holder.Host = remoteHost(ctx)
 	}
-	val, err := json.Marshal(regRecord{Holder: holder, TTLSeconds: ttl})
+	reg, err := s.reg.RegisterLease(ctx, name, registry.RegisterConfig{
+		TTL: ttl, IfAbsent: req.GetIfAbsent(), WaitDrained: req.GetWaitDrained(), Holder: holder,
+	})
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	grant, err := s.cli.Grant(ctx, ttl)
-	if err != nil {
-		return nil, toStatus(fmt.Errorf("grant lease: %w", err))
-	}
-	rev, err := s.putRegistration(ctx, name, string(val), grant.ID, req.GetIfAbsent())
-	if err == nil && req.GetWaitDrained() {
-		err = s.waitDrained(ctx, name, rev, grant.ID)
-	}
-	if err != nil {
-		s.revoke(ctx, grant.ID)
-		return nil, toStatus(err)
-	}
-	return &pb.RegisterResponse{Incarnation: rev, LeaseId: int64(grant.ID), TtlSeconds: int32(grant.TTL)}, nil
-}
-
-// putRegistration writes name's registration under lease and returns its
-// revision, the incarnation. With ifAbsent, a live registration is
-// registry.ErrNameHeld.
-func (s *Server) putRegistration(ctx context.Context, name, val string, lease clientv3.LeaseID, ifAbsent bool) (int64, error) {
-	key := s.layout.Reg(name)
-	put := clientv3.OpPut(key, val, clientv3.WithLease(lease))
-	if !ifAbsent {
-		resp, err := s.cli.Do(ctx, put)
-		if err != nil {
-			return 0, fmt.Errorf("register %q: %w", name, err)
-		}
-		return resp.Put().Header.Revision, nil
-	}
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(put).
-		Else(clientv3.OpGet(key)).
-		Commit()
-	if err != nil {
-		return 0, fmt.Errorf("register %q: %w", name, err)
-	}
-	if !resp.Succeeded {
-		held := "a live incarnation"
-		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
-			held = fmt.Sprintf("incarnation %d", kvs[0].ModRevision)
-		}
-		return 0, fmt.Errorf("%w: %q is held by %s", registry.ErrNameHeld, name, held)
-	}
-	return resp.Header.Revision, nil
-}
-
-// waitDrained waits for the drain barrier of incarnation inc, keeping its
-// lease alive meanwhile: the caller cannot keep alive a lease it has not
-// been told of yet.
-func (s *Server) waitDrained(ctx context.Context, name string, inc int64, lease clientv3.LeaseID) error {
-	kctx, cancel := context.WithCancel(ctx)
-	ka, err := s.cli.KeepAlive(kctx, lease)
-	if err != nil {
-		cancel()
-		return err
-	}
-	drained := make(chan struct{})
-	go func() {
-		defer close(drained)
-		for range ka {
-		}
-	}()
-	err = s.reg.WaitDrained(ctx, name, inc)
-	cancel()
-	<-drained
-	return err
+	return &pb.RegisterResponse{Incarnation: reg.Incarnation, LeaseId: int64(reg.LeaseID), TtlSeconds: int32(reg.TTL / time.Second)}, nil
 }
 
 // revoke revokes lease, also when ctx has ended.
@@ -185,7 +106,7 @@ func (s *Server) KeepAlive(req *pb.KeepAliveRequest, stream pb.Coordinator_KeepA
 	ctx := stream.Context()
 	name, inc, lease := req.GetName(), req.GetIncarnation(), req.GetLeaseId()
 	if s.isStopping() {
-		return statusError(codes.Unavailable, ReasonUnavailable, "node is stopping", nil)
+		return apierr.New(apierr.ReasonUnavailable, "node is stopping", nil)
 	}
 	rev, err := s.check(ctx, name, inc, lease)
 	if err != nil {
@@ -209,7 +130,7 @@ func (s *Server) KeepAlive(req *pb.KeepAliveRequest, stream pb.Coordinator_KeepA
 	for {
 		select {
 		case <-s.stopping:
-			return statusError(codes.Unavailable, ReasonUnavailable, "node is stopping; keep the lease alive through another node", nil)
+			return apierr.New(apierr.ReasonUnavailable, "node is stopping; keep the lease alive through another node", nil)
 		case <-ctx.Done():
 			if !s.isStopping() {
 				s.revoke(ctx, clientv3.LeaseID(lease))
@@ -286,9 +207,9 @@ func (s *Server) KeepAliveOnce(ctx context.Context, req *pb.KeepAliveRequest) (*
 // expired already is not an error.
 func (s *Server) Unregister(ctx context.Context, req *pb.UnregisterRequest) (*pb.UnregisterResponse, error) {
 	_, err := s.check(ctx, req.GetName(), req.GetIncarnation(), req.GetLeaseId())
-	switch ReasonOf(err) {
+	switch apierr.ReasonOf(err) {
 	case "":
-	case ReasonExpired:
+	case apierr.ReasonExpired:
 		return &pb.UnregisterResponse{}, nil
 	default:
 		return nil, err
@@ -357,48 +278,11 @@ func (s *Server) Submit(ctx context.Context, req *pb.SubmitRequest) (*pb.SubmitR
 	treq := tokenseq.Request{
 		Name: name, Incarnation: req.GetIncarnation(), ID: id, Ops: batch, Lease: clientv3.LeaseID(req.GetLeaseId()),
 	}
-	tok, err := s.sub.SubmitRequest(ctx, treq)
-	if err != nil && outcomeUnknown(err) {
-		tok, err = s.settle(ctx, treq, err)
-	}
+	tok, err := s.sub.SubmitSettled(ctx, treq, nil)
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	return &pb.SubmitResponse{Token: tok.String(), BatchId: id}, nil
-}
-
-// outcomeUnknown reports whether a submission's error leaves open whether
-// the batch was stored.
-func outcomeUnknown(err error) bool {
-	switch {
-	case errors.As(err, new(*tokenseq.RefusedError)), errors.Is(err, ops.ErrInvalid),
-		errors.Is(err, keyspace.ErrInvalidName), errors.Is(err, tokenseq.ErrVoided),
-		errors.Is(err, rpctypes.ErrPermissionDenied):
-		return false
-	}
-	return true
-}
-
-// settle looks up a submission whose reply was lost, as pkg/client's
-// session does: it retries lookups that fail to reach etcd until ctx ends.
-func (s *Server) settle(ctx context.Context, req tokenseq.Request, cause error) (tokenseq.Token, error) {
-	if errors.Is(cause, rpctypes.ErrLeaseNotFound) {
-		// The receipt's lease is gone: the transaction was refused whole.
-		return tokenseq.Zero, expired(req.Name, req.Incarnation)
-	}
-	backoff := retry.Backoff{Min: 20 * time.Millisecond, Max: time.Second}
-	for {
-		tok, err := s.sub.Lookup(ctx, req)
-		switch {
-		case err == nil:
-			return tok, nil
-		case errors.Is(err, tokenseq.ErrNotAccepted), errors.Is(err, tokenseq.ErrOutcomeUnknown):
-			return tokenseq.Zero, fmt.Errorf("%w (submission: %v)", err, cause)
-		}
-		if !retry.Sleep(ctx, backoff.Next()) {
-			return tokenseq.Zero, fmt.Errorf("%w: batch %s: %v (submission: %v)", tokenseq.ErrOutcomeUnknown, req.ID, err, cause)
-		}
-	}
 }
 
 // ForgetReceipts deletes receipts of the incarnation's batches.

@@ -11,11 +11,13 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -26,6 +28,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	pb "github.com/coordinator-dev/coordinator/api/coordinator/v1"
+	"github.com/coordinator-dev/coordinator/pkg/apierr"
 	"github.com/coordinator-dev/coordinator/pkg/inspect"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 	"github.com/coordinator-dev/coordinator/pkg/registry"
@@ -116,7 +119,7 @@ func (s *Server) Handler() http.Handler {
 			writeTooLarge(w, limit)
 			return
 		}
-		body := &limitedBody{r: r.Body, limit: limit, left: limit}
+		body := &limitedBody{ReadCloser: http.MaxBytesReader(w, r.Body, limit), limit: limit}
 		r.Body = body
 		ctx := withCallerInfo(r.Context(), callerInfo{tls: r.TLS, addr: r.RemoteAddr, body: body})
 		mux.ServeHTTP(w, r.WithContext(ctx))
@@ -198,56 +201,28 @@ func callerInfoFrom(ctx context.Context) (callerInfo, bool) {
 	return ci, ok
 }
 
-// errTooLarge is the read error of a body over the limit.
-var errTooLarge = errors.New("request body too large")
-
-// limitedBody reads at most left bytes of a request body and remembers
-// whether the body was longer.
+// limitedBody is a request body under http.MaxBytesReader that remembers
+// whether the limit was hit: the gateway turns read errors into a plain
+// InvalidArgument status, and the error handler must still answer 413.
 type limitedBody struct {
-	r        interface{ Read([]byte) (int, error) }
-	limit    int64
-	left     int64
-	mu       sync.Mutex
-	exceeded bool
+	io.ReadCloser
+	limit int64
+	hit   atomic.Bool
 }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.left <= 0 {
-		// One byte more tells a body of exactly the limit from a longer one.
-		var one [1]byte
-		n, err := b.r.Read(one[:])
-		if n > 0 {
-			b.exceeded = true
-			return 0, errTooLarge
-		}
-		return 0, err
+	n, err := b.ReadCloser.Read(p)
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		b.hit.Store(true)
 	}
-	if int64(len(p)) > b.left {
-		p = p[:b.left]
-	}
-	n, err := b.r.Read(p)
-	b.left -= int64(n)
 	return n, err
 }
 
-func (b *limitedBody) Close() error {
-	if c, ok := b.r.(interface{ Close() error }); ok {
-		return c.Close()
-	}
-	return nil
-}
-
-func (b *limitedBody) tooLarge() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.exceeded
-}
+func (b *limitedBody) tooLarge() bool { return b.hit.Load() }
 
 // writeTooLarge answers a body over limit.
 func writeTooLarge(w http.ResponseWriter, limit int64) {
-	err := statusError(codes.ResourceExhausted, ReasonTooLarge,
+	err := apierr.New(apierr.ReasonTooLarge,
 		"request body is over "+strconv.FormatInt(limit, 10)+" bytes", nil)
 	buf, _ := (&runtime.JSONPb{MarshalOptions: protojson.MarshalOptions{UseProtoNames: true}}).Marshal(status.Convert(err).Proto())
 	w.Header().Set("Content-Type", "application/json")
@@ -264,8 +239,8 @@ func httpError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, 
 		writeTooLarge(w, ci.body.limit)
 		return
 	}
-	if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument && ReasonOf(err) == "" {
-		err = statusError(codes.InvalidArgument, ReasonInvalid, st.Message(), nil)
+	if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument && apierr.ReasonOf(err) == "" {
+		err = apierr.New(apierr.ReasonInvalid, st.Message(), nil)
 	}
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
 }

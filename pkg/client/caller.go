@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/ops"
 	"github.com/coordinator-dev/coordinator/pkg/registry"
 )
@@ -16,7 +15,8 @@ const DefaultTTL = registry.DefaultTTL
 // RegisterConfig configures Register. Zero values mean the defaults noted;
 // the fields it shares with SessionConfig mean the same there.
 type RegisterConfig struct {
-	// TTL is the lease TTL, at least 1s; zero means DefaultTTL.
+	// TTL is the lease TTL, within 1s..registry.MaxTTL; zero means
+	// DefaultTTL.
 	TTL time.Duration
 	// Holder overrides the holder metadata; zero means the current process.
 	Holder registry.Holder
@@ -34,16 +34,10 @@ type RegisterConfig struct {
 // field.
 func (c *RegisterConfig) Validate() error { return validateTTL(c.TTL) }
 
-// validateTTL checks the TTL field of RegisterConfig and SessionConfig. Its
-// error also matches registry.ErrBadTTL.
-func validateTTL(ttl time.Duration) error {
-	if ttl != 0 && ttl < time.Second {
-		return &config.FieldError{
-			Pkg: "client", Field: "TTL", Rule: ttl.String() + " is under 1s", Err: registry.ErrBadTTL,
-		}
-	}
-	return nil
-}
+// validateTTL checks the TTL field of RegisterConfig and SessionConfig
+// against registry.TTLSeconds' rule. Its error also matches
+// registry.ErrBadTTL.
+func validateTTL(ttl time.Duration) error { return registry.ValidateTTL("client", ttl) }
 
 // Register registers name and returns the new incarnation. By default it
 // supersedes a live incarnation of name (a restart); see RegisterConfig.

@@ -4,26 +4,23 @@ import (
 	"errors"
 	"fmt"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	clientv3 "go.etcd.io/etcd/client/v3"
-
+	"github.com/coordinator-dev/coordinator/pkg/apierr"
 	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
-	"github.com/coordinator-dev/coordinator/pkg/ops"
-	"github.com/coordinator-dev/coordinator/pkg/registry"
 	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
 )
 
-// Errors of every caller, for errors.Is.
+// Errors of every caller, for errors.Is. They are pkg/apierr's, so a
+// caller through a node's API (pkg/apiclient) matches the same values.
 var (
 	// ErrSuperseded: a newer incarnation of the name was registered (final).
-	ErrSuperseded = tokenseq.ErrSuperseded
+	ErrSuperseded = apierr.ErrSuperseded
 	// ErrExpired: the incarnation's lease expired or was revoked.
-	ErrExpired = tokenseq.ErrExpired
+	ErrExpired = apierr.ErrExpired
 	// ErrNameHeld: IfAbsent was set and a live process holds the name.
-	ErrNameHeld = registry.ErrNameHeld
+	ErrNameHeld = apierr.ErrNameHeld
 	// ErrInvalid: bad input (key, value, expiration, name); nothing was written.
-	ErrInvalid = ops.ErrInvalid
+	ErrInvalid = apierr.ErrInvalid
 	// ErrInvalidName: a bad registration name or namespace.
 	ErrInvalidName = keyspace.ErrInvalidName
 	// ErrBadConfig: New, Register or NewSession was given an invalid config.
@@ -33,7 +30,7 @@ var (
 	// etcd user the Client authenticates as may not write the keys of the
 	// name (another caller's name, say). Nothing was written. It is etcd's
 	// rpctypes.ErrPermissionDenied, so either matches.
-	ErrPermissionDenied = rpctypes.ErrPermissionDenied
+	ErrPermissionDenied = apierr.ErrPermissionDenied
 )
 
 // denied adds the name to an error of etcd's access control, so that the
@@ -57,36 +54,18 @@ var (
 	// ErrOutcomeUnknown: a submission's reply was lost and whether it was
 	// accepted cannot be told (yet). Errors wrapping it are
 	// *UnknownOutcomeError.
-	ErrOutcomeUnknown = tokenseq.ErrOutcomeUnknown
+	ErrOutcomeUnknown = apierr.ErrOutcomeUnknown
 	// ErrNotAccepted: Session.Resolve found that a submission was not
 	// accepted, and never will be.
-	ErrNotAccepted = tokenseq.ErrNotAccepted
+	ErrNotAccepted = apierr.ErrNotAccepted
 )
 
 // UnknownOutcomeError is the error of a submission whose reply was lost
 // when a lookup could not settle whether its batch was accepted (etcd was
 // unreachable until ctx ended, or the incarnation and its receipts are
-// gone). It wraps ErrOutcomeUnknown and the error that lost the reply.
-type UnknownOutcomeError struct {
-	// Name is the registration name the batch was sent under.
-	Name string
-	// Incarnation is the incarnation the batch was sent under.
-	Incarnation int64
-	// ID is the batch id.
-	ID string
-	// Err is the error that left the outcome unknown.
-	Err   error
-	lease clientv3.LeaseID
-}
-
-// Error describes the batch and the cause.
-func (e *UnknownOutcomeError) Error() string {
-	return fmt.Sprintf("client: outcome of batch %s of %q incarnation %d unknown: %v",
-		e.ID, e.Name, e.Incarnation, e.Err)
-}
-
-// Unwrap returns ErrOutcomeUnknown and the cause.
-func (e *UnknownOutcomeError) Unwrap() []error { return []error{ErrOutcomeUnknown, e.Err} }
+// gone). It wraps ErrOutcomeUnknown and the error that lost the reply; pass
+// it to Session.Resolve to ask again.
+type UnknownOutcomeError = tokenseq.UnknownOutcomeError
 
 // supersededError is the final error of a session whose incarnation inc
 // of name was replaced by incarnation by (zero: unknown) of another process.

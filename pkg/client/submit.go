@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/coordinator-dev/coordinator/internal/retry"
@@ -77,6 +76,8 @@ func (sub *submission) run(ctx context.Context) (Token, error) {
 		case errors.Is(err, tokenseq.ErrVoided):
 			// A lookup settled this id as not accepted: send a new one.
 			sub.id = tokenseq.NewBatchID()
+		case !tokenseq.IsOutcomeUnknown(err):
+			return tokenseq.Zero, err
 		default:
 			// The reply was lost: the batch may have been accepted.
 			tok, lerr := sub.settle(ctx, req, err)
@@ -152,33 +153,10 @@ func (sub *submission) accepted(req tokenseq.Request, tok Token) Token {
 	return tok
 }
 
-// settle looks up a submission whose reply was lost. It retries lookups
-// that fail to reach etcd until ctx ends.
+// settle looks up a submission whose reply was lost (tokenseq's one
+// settle protocol).
 func (sub *submission) settle(ctx context.Context, req tokenseq.Request, cause error) (Token, error) {
-	s := sub.s
-	unknown := func(err error) error {
-		return &UnknownOutcomeError{
-			Name: req.Name, Incarnation: req.Incarnation, ID: req.ID, Err: err, lease: req.Lease,
-		}
-	}
-	backoff := retry.Backoff{Min: 20 * time.Millisecond, Max: time.Second}
-	for {
-		if err := ctx.Err(); err != nil {
-			return tokenseq.Zero, unknown(fmt.Errorf("%w (submission: %w)", err, cause))
-		}
-		s.stats.lookups.Add(1)
-		tok, err := s.c.sub.Lookup(ctx, req)
-		switch {
-		case err == nil, errors.Is(err, ErrNotAccepted):
-			return tok, err
-		case errors.Is(err, ErrOutcomeUnknown):
-			return tokenseq.Zero, unknown(fmt.Errorf("%w (submission: %w)", err, cause))
-		}
-		if !retry.Sleep(ctx, backoff.Next()) {
-			err = fmt.Errorf("%w (submission: %w; lookup: %w)", ctx.Err(), cause, err)
-			return tokenseq.Zero, unknown(err)
-		}
-	}
+	return sub.s.c.sub.Settle(ctx, req, cause, &sub.s.stats.lookups)
 }
 
 // Resolve settles a submission that failed with an *UnknownOutcomeError:
@@ -187,6 +165,5 @@ func (sub *submission) settle(ctx context.Context, req tokenseq.Request, cause e
 // ErrOutcomeUnknown when nothing left in etcd can tell.
 func (s *Session) Resolve(ctx context.Context, u *UnknownOutcomeError) (Token, error) {
 	s.stats.lookups.Add(1)
-	req := tokenseq.Request{Name: u.Name, Incarnation: u.Incarnation, ID: u.ID, Lease: u.lease}
-	return s.c.sub.Lookup(ctx, req)
+	return s.c.sub.Lookup(ctx, u.Request())
 }

@@ -11,8 +11,10 @@ import (
 	"sort"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/coordinator-dev/coordinator/internal/etcdscan"
 	"github.com/coordinator-dev/coordinator/pkg/applier"
 	"github.com/coordinator-dev/coordinator/pkg/election"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
@@ -143,21 +145,8 @@ type Pending struct {
 // Pending reads every pending batch, page by page, and sorts them by token.
 func (in *Inspector) Pending(ctx context.Context) (Pending, error) {
 	var out Pending
-	prefix := in.layout.OpsPrefix()
-	end := keyspace.PrefixEnd(prefix)
-	from := prefix
-	var rev int64
-	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(pageSize)}
-		if rev != 0 {
-			opts = append(opts, clientv3.WithRev(rev))
-		}
-		resp, err := in.cli.Get(ctx, from, opts...)
-		if err != nil {
-			return out, fmt.Errorf("inspect: read pending: %w", err)
-		}
-		rev = resp.Header.Revision
-		for _, kv := range resp.Kvs {
+	_, err := etcdscan.Prefix(ctx, in.cli, in.layout.OpsPrefix(), pageSize, func(page []*mvccpb.KeyValue) error {
+		for _, kv := range page {
 			b, err := ops.DecodeBatch(kv.Value)
 			if err != nil {
 				out.Bad = append(out.Bad, string(kv.Key))
@@ -168,10 +157,10 @@ func (in *Inspector) Pending(ctx context.Context) (Pending, error) {
 				Name:  b.Name, Incarnation: b.Incarnation, Ops: b.Ops,
 			})
 		}
-		if !resp.More || len(resp.Kvs) == 0 {
-			break
-		}
-		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+		return nil
+	})
+	if err != nil {
+		return out, fmt.Errorf("inspect: read pending: %w", err)
 	}
 	sort.Slice(out.Batches, func(i, j int) bool { return out.Batches[i].Token.Less(out.Batches[j].Token) })
 	return out, nil

@@ -9,12 +9,10 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/coordinator-dev/coordinator/internal/retry"
 	"github.com/coordinator-dev/coordinator/pkg/applier"
 	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/election"
@@ -187,82 +185,35 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer mw.Close()
-	acfg := applier.Config{
+	lc := &lifecycle{ctx: ctx, cfg: cfg, mw: mw}
+	lc.acfg = applier.Config{
 		Etcd: cfg.Etcd, Layout: cfg.Layout, Memcached: mw, Limits: cfg.Limits,
 		WriteConcurrency: cfg.WriteConcurrency, MaxInboxBatches: cfg.MaxInboxBatches,
 		Logger: cfg.Logger, Stats: cfg.Stats, Hooks: cfg.Hooks,
 	}
-	var leading atomic.Pointer[election.Leadership]
 	if cfg.RestoreOnRestart {
-		acfg.BeforeCommit = func(ctx context.Context, ws []applier.Write) error {
-			return restore.Keep(cfg.Etcd, cfg.Layout, leading.Load())(ctx, ws)
+		lc.acfg.BeforeCommit = func(ctx context.Context, ws []applier.Write) error {
+			return restore.Keep(cfg.Etcd, cfg.Layout, lc.leading.Load())(ctx, ws)
 		}
 	}
-	// While the node campaigns, a standby follows the pending batches, so
-	// that it holds them when it wins (see applier.Standby).
-	standby := applier.StartStandby(ctx, acfg)
-	defer func() { standby.Stop() }()
+	// The standby phase, until the node wins; lifecycle lists what is
+	// started when it wins and stopped when it loses, in order.
+	lc.startStandby()
+	defer lc.stopStandby()
 	// A topology that matches neither the node's servers nor the applied
 	// one when the node wins ends Run: the node would otherwise win, refuse
 	// and win again, keeping nodes that match from leading. A change while
-	// it leads is taken between rounds (see topoLeader).
+	// it leads is taken between rounds (see lifecycle.apply).
 	runCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	refuse := func(err error) {
 		cfg.Logger.Error("refusing to lead: memcached topology", "err", err)
 		stop(err)
 	}
-	tl := &topoLeader{cfg: cfg, sel: sel, mw: mw, local: local, refuse: refuse}
-	err = election.Run(runCtx, cfg.election(), func(l *election.Leadership) error {
-		leading.Store(l)
-		rev, err := tl.take(l)
-		if err != nil {
-			return err
-		}
-		var restarted func(memfence.Restart)
-		if cfg.RestoreOnRestart {
-			restarted = func(r memfence.Restart) { tl.requestRestore(r.Addr) }
-		}
-		first := standby
-		defer func() { standby = applier.StartStandby(ctx, acfg) }()
-		defer watchRestarts(mw, restartWatch{
-			etcd: cfg.Etcd, layout: cfg.Layout, lead: l, interval: cfg.RestartCheckInterval, log: cfg.Logger,
-			restarted: restarted,
-		})()
-		return tl.lead(l, rev, func(ctx context.Context) error {
-			err := lead(ctx, l, acfg, first, cfg.Logger)
-			first = nil
-			return err
-		})
-	})
+	lc.tl = &topoLeader{cfg: cfg, sel: sel, mw: mw, local: local, refuse: refuse}
+	err = election.Run(runCtx, cfg.election(), lc.lead)
 	if cause := context.Cause(runCtx); errors.Is(cause, topology.ErrMismatch) {
 		return cause
 	}
 	return err
-}
-
-// lead runs the applier until ctx ends or the leadership does, starting from
-// what the standby holds and restarting it after errors that do not end
-// leadership (a broken watch, etcd hiccups).
-func lead(ctx context.Context, l *election.Leadership, acfg applier.Config, standby *applier.Standby, log *slog.Logger) error {
-	backoff := retry.Backoff{Min: 50 * time.Millisecond, Max: 2 * time.Second}
-	for {
-		var err error
-		if standby != nil {
-			err = standby.Run(ctx, l)
-			standby = nil
-		} else {
-			err = applier.Run(ctx, acfg, l)
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		if errors.Is(err, election.ErrNotLeader) || errors.Is(err, memfence.ErrFenced) {
-			return err
-		}
-		log.Warn("applier stopped; restarting", "err", err)
-		if !retry.Sleep(ctx, backoff.Next()) {
-			return nil
-		}
-	}
 }

@@ -115,11 +115,11 @@ func (s *switchSelector) PickServer(key string) (net.Addr, error) {
 func (s *switchSelector) Each(f func(net.Addr) error) error { return s.ring.Load().Each(f) }
 
 // topoLeader keeps a leader on the namespace's topology. When the node
-// wins, and each time the topology changes while it leads, it takes the
-// topology between rounds: the applier is stopped (a round cut short is
-// written again by the next applier's replay head), the keys the change
-// moves are moved (topology.Migrate, which records the topology as
-// applied), the selector is switched, and the applier runs again.
+// wins, and each time the topology changes while it leads, the topology is
+// taken between rounds (see lifecycle): the applier is stopped (a round
+// cut short is written again by the next applier's replay head), the keys
+// the change moves are moved (topology.Migrate, which records the topology
+// as applied), the selector is switched, and the applier runs again.
 //
 // Restores of restarted servers (Config.RestoreOnRestart) are made between
 // rounds the same way (see requestRestore).
@@ -271,46 +271,33 @@ func (tl *topoLeader) takeOnce(ctx context.Context, l *election.Leadership) (int
 	return rev, nil
 }
 
-// lead runs run while the leadership lasts, watching the topology from
-// revision rev+1: when it changes, run's context is cancelled, the change
-// is taken (take), and run runs again.
-func (tl *topoLeader) lead(l *election.Leadership, rev int64, run func(context.Context) error) error {
-	for {
-		if err := tl.restorePending(l); err != nil {
-			return err
-		}
-		ctx, cancel := context.WithCancel(l.Context())
-		tl.mu.Lock()
-		tl.cancelRun = cancel
-		restore := len(tl.restores) > 0
-		tl.mu.Unlock()
-		if restore {
-			cancel()
-		}
-		var changed atomic.Bool
-		wait := watchTopology(ctx, tl.cfg.Etcd, tl.cfg.Layout, tl.local, rev, tl.cfg.Logger, func() {
-			changed.Store(true)
-			cancel()
-		})
-		err := run(ctx)
+// runWatched runs run once, watching the topology from revision rev+1:
+// run's context is cancelled when the topology changes (changed reports
+// it) or a restore is asked for (restore reports one waiting once run
+// returned; one asked for before run starts cancels it at once). err is
+// run's.
+func (tl *topoLeader) runWatched(l *election.Leadership, rev int64, run func(context.Context) error) (changed, restore bool, err error) {
+	ctx, cancel := context.WithCancel(l.Context())
+	tl.mu.Lock()
+	tl.cancelRun = cancel
+	restore = len(tl.restores) > 0
+	tl.mu.Unlock()
+	if restore {
 		cancel()
-		wait()
-		tl.mu.Lock()
-		tl.cancelRun = nil
-		restore = len(tl.restores) > 0
-		tl.mu.Unlock()
-		switch {
-		case l.Context().Err() != nil, err != nil:
-			// run returns nil when its context ends: an error is its own.
-			return err
-		case changed.Load():
-			if rev, err = tl.take(l); err != nil {
-				return err
-			}
-		case !restore:
-			return err
-		}
 	}
+	var topoChanged atomic.Bool
+	wait := watchTopology(ctx, tl.cfg.Etcd, tl.cfg.Layout, tl.local, rev, tl.cfg.Logger, func() {
+		topoChanged.Store(true)
+		cancel()
+	})
+	err = run(ctx)
+	cancel()
+	wait()
+	tl.mu.Lock()
+	tl.cancelRun = nil
+	restore = len(tl.restores) > 0
+	tl.mu.Unlock()
+	return topoChanged.Load(), restore, err
 }
 
 // changedFrom reports whether stored is another topology than cur: other

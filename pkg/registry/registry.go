@@ -27,6 +27,26 @@ import (
 // DefaultTTL is the lease TTL used when RegisterConfig.TTL is zero.
 const DefaultTTL = 10 * time.Second
 
+// MaxTTL bounds a registration's lease TTL: a caller that dies holds its
+// name, and keeps its registration in etcd, for at most this long.
+const MaxTTL = 24 * time.Hour
+
+// TTLSeconds is the one TTL rule of every registration, whichever path
+// makes it: zero means DefaultTTL; any other TTL must be at least 1s and at
+// most MaxTTL, and is rounded up to whole seconds, etcd's lease unit. A TTL
+// outside that range is an error matching ErrBadTTL.
+func TTLSeconds(ttl time.Duration) (int64, error) {
+	switch {
+	case ttl == 0:
+		ttl = DefaultTTL
+	case ttl < time.Second:
+		return 0, fmt.Errorf("%w: %v is under 1s", ErrBadTTL, ttl)
+	case ttl > MaxTTL:
+		return 0, fmt.Errorf("%w: %v is over %v", ErrBadTTL, ttl, MaxTTL)
+	}
+	return int64((ttl + time.Second - 1) / time.Second), nil
+}
+
 // CleanupTimeout bounds the revoke of a lease that a failed or abandoned
 // registration leaves behind; it runs even when the caller's context has
 // ended, so that the name is freed at once rather than when the lease
@@ -39,8 +59,8 @@ var (
 	// incarnation holds the name.
 	ErrNameHeld = errors.New("registry: name is held by a live incarnation")
 	// ErrBadTTL is matched by the *config.FieldError of a TTL under one
-	// second.
-	ErrBadTTL = errors.New("registry: lease TTL must be at least 1s")
+	// second or over MaxTTL.
+	ErrBadTTL = errors.New("registry: lease TTL must be within 1s..24h")
 	// ErrLeaseLost is reported by Incarnation.Err when the lease expired or
 	// was revoked by someone else.
 	ErrLeaseLost = errors.New("registry: lease lost")
@@ -100,10 +120,20 @@ type RegisterConfig struct {
 }
 
 // Validate checks the config; its errors are *config.FieldError. A TTL
-// under 1s also matches ErrBadTTL.
+// outside TTLSeconds' rule also matches ErrBadTTL.
 func (c *RegisterConfig) Validate() error {
-	if c.TTL != 0 && c.TTL < time.Second {
-		return &config.FieldError{Pkg: "registry", Field: "TTL", Rule: c.TTL.String() + " is under 1s", Err: ErrBadTTL}
+	return ValidateTTL("registry", c.TTL)
+}
+
+// ValidateTTL checks the TTL field of pkg's config against TTLSeconds'
+// rule; its error is a *config.FieldError matching ErrBadTTL.
+func ValidateTTL(pkg string, ttl time.Duration) error {
+	if _, err := TTLSeconds(ttl); err != nil {
+		rule := ttl.String() + " is under 1s"
+		if ttl > MaxTTL {
+			rule = ttl.String() + " is over " + MaxTTL.String()
+		}
+		return &config.FieldError{Pkg: pkg, Field: "TTL", Rule: rule, Err: ErrBadTTL}
 	}
 	return nil
 }
@@ -135,21 +165,61 @@ func New(cli *clientv3.Client, layout keyspace.Layout) *Registry {
 // incarnation of the name is superseded. An invalid cfg returns a
 // *config.FieldError.
 func (r *Registry) Register(ctx context.Context, name string, cfg RegisterConfig) (*Incarnation, error) {
-	if err := keyspace.ValidateName(name); err != nil {
-		return nil, err
-	}
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	cfg = cfg.withDefaults()
-	ttlSec := int64((cfg.TTL + time.Second - 1) / time.Second)
-	val, err := json.Marshal(record{Holder: cfg.Holder, TTLSeconds: ttlSec})
+	reg, err := r.write(ctx, name, cfg)
 	if err != nil {
 		return nil, err
+	}
+	inc := newIncarnation(r, reg)
+	if cfg.WaitDrained {
+		if err := r.WaitDrained(ctx, name, reg.Incarnation); err != nil {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CleanupTimeout)
+			defer cancel()
+			_ = inc.Close(cctx)
+			return nil, err
+		}
+	}
+	return inc, nil
+}
+
+// RegisterLease registers name as Register does, but leaves the lease to
+// the caller: nothing in this process keeps it alive once RegisterLease has
+// returned. It is the registration of a caller that keeps its lease alive
+// itself, through a node's API. With cfg.WaitDrained, the lease is kept
+// alive while RegisterLease waits, since its holder has not been told of
+// it yet. On an error, the lease is revoked.
+func (r *Registry) RegisterLease(ctx context.Context, name string, cfg RegisterConfig) (Registration, error) {
+	reg, err := r.write(ctx, name, cfg)
+	if err != nil || !cfg.WaitDrained {
+		return reg, err
+	}
+	if err := r.waitDrainedKeepingAlive(ctx, reg); err != nil {
+		r.revoke(ctx, reg.LeaseID)
+		return Registration{}, err
+	}
+	return reg, nil
+}
+
+// write grants a lease and writes name's registration under it, revoking
+// the lease when the write fails.
+func (r *Registry) write(ctx context.Context, name string, cfg RegisterConfig) (Registration, error) {
+	if err := keyspace.ValidateName(name); err != nil {
+		return Registration{}, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return Registration{}, err
+	}
+	cfg = cfg.withDefaults()
+	ttlSec, err := TTLSeconds(cfg.TTL)
+	if err != nil {
+		return Registration{}, err
+	}
+	val, err := json.Marshal(record{Holder: cfg.Holder, TTLSeconds: ttlSec})
+	if err != nil {
+		return Registration{}, err
 	}
 	grant, err := r.cli.Grant(ctx, ttlSec)
 	if err != nil {
-		return nil, fmt.Errorf("registry: grant lease: %w", err)
+		return Registration{}, fmt.Errorf("registry: grant lease: %w", err)
 	}
 	put := clientv3.OpPut(r.layout.Reg(name), string(val), clientv3.WithLease(grant.ID))
 	var rev int64
@@ -159,23 +229,41 @@ func (r *Registry) Register(ctx context.Context, name string, cfg RegisterConfig
 		rev, err = r.putAlways(ctx, name, put)
 	}
 	if err != nil {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CleanupTimeout)
-		defer cancel()
-		_, _ = r.cli.Revoke(rctx, grant.ID)
-		return nil, err
+		r.revoke(ctx, grant.ID)
+		return Registration{}, err
 	}
-	inc := newIncarnation(r, Registration{
+	return Registration{
 		Name: name, Incarnation: rev, Holder: cfg.Holder, LeaseID: grant.ID, TTL: time.Duration(grant.TTL) * time.Second,
-	})
-	if cfg.WaitDrained {
-		if err := r.WaitDrained(ctx, name, rev); err != nil {
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CleanupTimeout)
-			defer cancel()
-			_ = inc.Close(cctx)
-			return nil, err
-		}
+	}, nil
+}
+
+// revoke revokes lease within CleanupTimeout, also when ctx has ended, so
+// that a failed registration frees the name at once.
+func (r *Registry) revoke(ctx context.Context, lease clientv3.LeaseID) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CleanupTimeout)
+	defer cancel()
+	_, _ = r.cli.Revoke(rctx, lease)
+}
+
+// waitDrainedKeepingAlive waits for reg's drain barrier while keeping its
+// lease alive.
+func (r *Registry) waitDrainedKeepingAlive(ctx context.Context, reg Registration) error {
+	kctx, cancel := context.WithCancel(ctx)
+	ka, err := r.cli.KeepAlive(kctx, reg.LeaseID)
+	if err != nil {
+		cancel()
+		return fmt.Errorf("registry: keep alive %q: %w", reg.Name, err)
 	}
-	return inc, nil
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for range ka {
+		}
+	}()
+	err = r.WaitDrained(ctx, reg.Name, reg.Incarnation)
+	cancel()
+	<-drained
+	return err
 }
 
 // putAlways writes name's registration, superseding a live incarnation, and

@@ -30,8 +30,10 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/coordinator-dev/coordinator/internal/etcdscan"
 	"github.com/coordinator-dev/coordinator/pkg/applier"
 	"github.com/coordinator-dev/coordinator/pkg/election"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
@@ -104,6 +106,9 @@ type Result struct {
 	Expired int
 }
 
+// errStopped ends the scan of the records early; the reason is kept aside.
+var errStopped = errors.New("restore: stopped")
+
 // pageSize bounds one read of the records.
 const pageSize = 1000
 
@@ -112,22 +117,12 @@ const pageSize = 1000
 // while lead is valid. It must run while the leader writes nothing else.
 func Restore(ctx context.Context, cli *clientv3.Client, l keyspace.Layout, lead *election.Leadership, mw *memfence.Writer, addr string) (Result, error) {
 	var res Result
+	// stopped is why the scan was ended by a record rather than by etcd.
+	var stopped error
 	prefix := l.MemcachedValuesPrefix()
-	end := keyspace.PrefixEnd(prefix)
-	from := prefix
-	var rev int64
-	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(pageSize)}
-		if rev != 0 {
-			opts = append(opts, clientv3.WithRev(rev))
-		}
-		resp, err := cli.Get(ctx, from, opts...)
-		if err != nil {
-			return res, fmt.Errorf("restore: read records: %w", err)
-		}
-		rev = resp.Header.Revision
+	_, err := etcdscan.Prefix(ctx, cli, prefix, pageSize, func(page []*mvccpb.KeyValue) error {
 		now := time.Now().Unix()
-		for _, kv := range resp.Kvs {
+		for _, kv := range page {
 			res.Records++
 			key := strings.TrimPrefix(string(kv.Key), prefix)
 			if owner, err := mw.PickServer(key); err != nil || owner != addr {
@@ -142,7 +137,8 @@ func Restore(ctx context.Context, cli *clientv3.Client, l keyspace.Layout, lead 
 				continue
 			}
 			if !lead.Valid() {
-				return res, election.ErrNotLeader
+				stopped = election.ErrNotLeader
+				return errStopped
 			}
 			err := mw.Set(ctx, key, r.Value, int32(r.Expires), r.Term)
 			switch {
@@ -150,14 +146,16 @@ func Restore(ctx context.Context, cli *clientv3.Client, l keyspace.Layout, lead 
 				res.Newer++
 			case errors.Is(err, memfence.ErrRejected):
 			case err != nil:
-				return res, fmt.Errorf("restore: write %q back to %s: %w", key, addr, err)
+				stopped = fmt.Errorf("restore: write %q back to %s: %w", key, addr, err)
+				return errStopped
 			default:
 				res.Restored++
 			}
 		}
-		if !resp.More || len(resp.Kvs) == 0 {
-			return res, nil
-		}
-		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStopped) {
+		return res, fmt.Errorf("restore: read records: %w", err)
 	}
+	return res, stopped
 }

@@ -202,12 +202,14 @@ func (s *Submitter) takeGroupsLocked() [][]*submission {
 
 // takeGroupLocked takes the oldest queued submissions that fit one
 // transaction: at most MaxGroupBatches batches and MaxGroupBytes of records,
-// within MaxTxnOps, one incarnation per name and one submission per batch id. The
+// within MaxTxnOps, one incarnation and lease per name and one submission
+// per batch id. The
 // others stay queued in their order.
 func (s *Submitter) takeGroupLocked() []*submission {
 	var (
 		g      []*submission
 		incs   = make(map[string]int64)
+		leases = make(map[string]clientv3.LeaseID)
 		keys   = make(map[string]bool)
 		txnOps int
 		bytes  int
@@ -229,15 +231,19 @@ func (s *Submitter) takeGroupLocked() []*submission {
 		inc, seen := incs[c.req.Name]
 		if !seen {
 			cost++
+			if c.req.Lease != 0 {
+				cost++
+			}
 		}
 		size := len(c.rec) + len(c.batchKey) + len(c.receiptKey)
-		fits := (!seen || inc == c.req.Incarnation) && !keys[c.batchKey] &&
+		fits := (!seen || inc == c.req.Incarnation && leases[c.req.Name] == c.req.Lease) && !keys[c.batchKey] &&
 			txnOps+cost <= MaxTxnOps && (len(g) == 0 || bytes+size <= MaxGroupBytes)
 		if !fits {
 			rest = append(rest, c)
 			continue
 		}
 		incs[c.req.Name] = c.req.Incarnation
+		leases[c.req.Name] = c.req.Lease
 		keys[c.batchKey] = true
 		txnOps += cost
 		bytes += size
@@ -354,6 +360,11 @@ func (s *Submitter) send(ctx context.Context, g []*submission) ([]*submission, e
 		if !names[c.req.Name] {
 			names[c.req.Name] = true
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(c.regKey), "=", c.req.Incarnation))
+			if c.req.Lease != 0 {
+				// The receipt must live exactly as long as the incarnation
+				// can submit: under the registration's own lease (G3).
+				cmps = append(cmps, clientv3.Compare(clientv3.LeaseValue(c.regKey), "=", c.req.Lease))
+			}
 		}
 	}
 	for i, c := range g {
@@ -435,6 +446,8 @@ func (s *Submitter) settleFailed(ctx context.Context, g []*submission, rev int64
 		case f.reg != c.req.Incarnation:
 			c.refused, c.readRev = true, rev
 			c.regRead = reads[0].GetResponseRange()
+		case c.req.Lease != 0 && f.regLease != c.req.Lease:
+			c.err = leaseMismatch(c.req, f.regLease)
 		default:
 			requeue = append(requeue, c)
 		}

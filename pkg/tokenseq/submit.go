@@ -207,7 +207,18 @@ var (
 	// ErrOutcomeUnknown is returned by Lookup when nothing left in etcd can
 	// tell whether the submission was accepted.
 	ErrOutcomeUnknown = errors.New("tokenseq: outcome of submission unknown")
+	// ErrLeaseMismatch is returned by SubmitRequest and Lookup when a
+	// request's Lease is not the lease its incarnation's registration
+	// lives under. Nothing was written. It also matches ops.ErrInvalid.
+	ErrLeaseMismatch = fmt.Errorf("%w: lease is not the incarnation's lease", ops.ErrInvalid)
 )
+
+// leaseMismatch is the error of req, whose Lease differs from the lease
+// of its incarnation's registration.
+func leaseMismatch(req Request, actual clientv3.LeaseID) error {
+	return fmt.Errorf("tokenseq: %q incarnation %d lives under lease %d, not %d: %w",
+		req.Name, req.Incarnation, actual, req.Lease, ErrLeaseMismatch)
+}
 
 // Request is one submission.
 type Request struct {
@@ -220,7 +231,8 @@ type Request struct {
 	ID string
 	// Ops is the batch.
 	Ops []ops.Op
-	// Lease, when non-zero, must be the incarnation's lease: a receipt is
+	// Lease, when non-zero, must be the incarnation's lease (the
+	// transaction checks it; another is ErrLeaseMismatch): a receipt is
 	// then stored under it in the same transaction as the batch, so that
 	// Lookup can tell after the batch has been applied and deleted. The
 	// receipt is one small key (its key is about as long as the batch key,
@@ -265,10 +277,11 @@ func (s *Submitter) SubmitRequest(ctx context.Context, req Request) (Token, erro
 
 // findings is what the reads of a failed submission or lookup found.
 type findings struct {
-	reg        int64  // ModRevision of the registration, 0 when none
-	batch      Token  // token of the batch, Zero when none
-	receipt    string // receipt value, "" when none
-	receiptTok Token  // token recorded by an accepted receipt
+	reg        int64            // ModRevision of the registration, 0 when none
+	regLease   clientv3.LeaseID // the registration's lease, 0 when none
+	batch      Token            // token of the batch, Zero when none
+	receipt    string           // receipt value, "" when none
+	receiptTok Token            // token recorded by an accepted receipt
 }
 
 func readFindings(rs []*etcdserverpb.ResponseOp) findings {
@@ -283,7 +296,7 @@ func readFindings(rs []*etcdserverpb.ResponseOp) findings {
 		return nil
 	}
 	if kv := first(0); kv != nil {
-		f.reg = kv.ModRevision
+		f.reg, f.regLease = kv.ModRevision, clientv3.LeaseID(kv.Lease)
 	}
 	if kv := first(1); kv != nil {
 		f.batch = batchToken(kv)
@@ -384,6 +397,7 @@ func (s *Submitter) Lookup(ctx context.Context, req Request) (Token, error) {
 	rk := s.layout.Receipt(name, inc, id)
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(regKey), "=", inc),
+			clientv3.Compare(clientv3.LeaseValue(regKey), "=", req.Lease),
 			clientv3.Compare(clientv3.CreateRevision(batchKey), "=", 0),
 			clientv3.Compare(clientv3.CreateRevision(rk), "=", 0)).
 		Then(clientv3.OpPut(rk, ReceiptVoided, clientv3.WithLease(req.Lease))).
@@ -401,6 +415,9 @@ func (s *Submitter) Lookup(ctx context.Context, req Request) (Token, error) {
 	}
 	if f.receipt != "" {
 		return Zero, fmt.Errorf("%w: %s (voided)", ErrNotAccepted, desc)
+	}
+	if f.reg == inc && f.regLease != req.Lease {
+		return Zero, leaseMismatch(req, f.regLease)
 	}
 	// The incarnation is not current, so nothing more can be accepted under
 	// it. If its lease is alive at this point, it was alive when the receipt

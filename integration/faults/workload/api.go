@@ -7,7 +7,7 @@ import (
 
 	pb "github.com/coordinator-dev/coordinator/api/coordinator/v1"
 	"github.com/coordinator-dev/coordinator/pkg/apiclient"
-	"github.com/coordinator-dev/coordinator/pkg/apiserver"
+	"github.com/coordinator-dev/coordinator/pkg/apierr"
 	"github.com/coordinator-dev/coordinator/pkg/client"
 	"github.com/coordinator-dev/coordinator/pkg/ops"
 	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
@@ -81,8 +81,8 @@ func refused(err error) bool {
 	if errors.Is(err, client.ErrSuperseded) || errors.Is(err, client.ErrExpired) {
 		return true
 	}
-	switch apiserver.ReasonOf(err) {
-	case apiserver.ReasonSuperseded, apiserver.ReasonExpired:
+	switch apierr.ReasonOf(err) {
+	case apierr.ReasonSuperseded, apierr.ReasonExpired:
 		return true
 	}
 	return false

@@ -22,6 +22,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/coordinator-dev/coordinator/pkg/client"
+	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/embedded"
 	"github.com/coordinator-dev/coordinator/pkg/etcdconn"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
@@ -108,9 +109,34 @@ type Env struct {
 	children []*Child
 }
 
+// Validate checks the config; its errors are *config.FieldError naming the
+// field. The bench fills every field before it opens an Env, so no field
+// has a default here.
+func (c *Config) Validate() error {
+	switch {
+	case len(c.Memcached) == 0:
+		return config.Errorf("benchenv", "Memcached", "is empty")
+	case c.Names < 1:
+		return config.Errorf("benchenv", "Names", "%d is under 1", c.Names)
+	case c.Keys < 1:
+		return config.Errorf("benchenv", "Keys", "%d is under 1", c.Keys)
+	case c.ValueSize < 0:
+		return config.Errorf("benchenv", "ValueSize", "%d is negative", c.ValueSize)
+	case c.LeaseTTL < time.Second:
+		return config.Errorf("benchenv", "LeaseTTL", "%v is under 1s", c.LeaseTTL)
+	case c.DialTimeout <= 0:
+		return config.Errorf("benchenv", "DialTimeout", "%v is not positive", c.DialTimeout)
+	}
+	return nil
+}
+
 // Open starts or dials etcd, registers the names and checks memcached. When
-// it fails, it stops what it had started.
+// it fails, it stops what it had started. An invalid cfg is a
+// *config.FieldError.
 func Open(ctx context.Context, cfg Config) (*Env, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	e := &Env{cfg: cfg}
 	if err := e.open(ctx); err != nil {
 		e.Close()
