@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -50,8 +51,62 @@ rounds: it moves the keys whose server changes, then writes with the new
 servers; the applied epoch is the epoch it writes with.`,
 		Args: noArgs,
 	}
-	cmd.AddCommand(newTopologyShowCommand(g), newTopologySetCommand(g))
+	cmd.AddCommand(newTopologyShowCommand(g), newTopologySetCommand(g), newTopologyResetTermCommand(g))
 	return cmd
+}
+
+func newTopologyResetTermCommand(g *globalOptions) *cobra.Command {
+	return &cobra.Command{
+		Use:   "reset-term",
+		Short: "Start the namespace's leadership terms again at 1 (every node stopped)",
+		Long: `Every item the coordinator writes carries its leader's term in the high 16
+bits of its memcached flags, so a namespace has 65535 terms (one per new
+leader); a node that wins a later term refuses to lead and exits, and the
+coordinator_term_headroom metric and "status" show how many are left.
+
+reset-term starts the count again. Stop every node first: their processes
+must have exited (a paused process is not stopped). It refuses while any
+node campaigns or leads, then re-stamps every item of the namespace's
+memcached servers with term 0, keeping its value and lifetime (the keys of
+the restore record, with --restore-on-restart, and of every server's
+listing), sets the term of every restore record to 0, and deletes the term
+key, so that the next leader's term is 1. If a node led meanwhile, it fails
+and changes no term: stop it and run it again. Readers see no value change.`,
+		Example: `  systemctl stop coordinator   # on every node
+  coordinator topology reset-term --namespace prod
+  systemctl start coordinator`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cli, err := g.etcdClient(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer cli.Close()
+			res, err := topology.ResetTerm(cmd.Context(), topology.ResetTermConfig{Etcd: cli, Layout: keyspace.MustNew(g.namespace)})
+			if err != nil {
+				return err
+			}
+			return newPrinter(g.output, cmd.OutOrStdout()).print(resetTermView{Namespace: g.namespace, ResetTermResult: res})
+		},
+	}
+}
+
+// resetTermView is the output of topology reset-term.
+type resetTermView struct {
+	Namespace string `json:"namespace"`
+	topology.ResetTermResult
+}
+
+func (v resetTermView) header() []string {
+	return []string{"NAMESPACE", "TERM BEFORE", "KEYS", "RESTAMPED", "RECORDS", "LISTING SHORT"}
+}
+
+func (v resetTermView) rows() [][]string {
+	short := "-"
+	if len(v.ListingShort) > 0 {
+		short = strings.Join(v.ListingShort, "; ")
+	}
+	return [][]string{{v.Namespace, strconv.FormatUint(v.Term, 10), strconv.Itoa(v.Keys), strconv.Itoa(v.Restamped), strconv.Itoa(v.Records), short}}
 }
 
 func newTopologyShowCommand(g *globalOptions) *cobra.Command {
@@ -72,7 +127,7 @@ func newTopologyShowCommand(g *globalOptions) *cobra.Command {
 				return err
 			}
 			v := newTopologyView(g.namespace, t)
-			if v.AppliedEpoch, err = appliedEpoch(cmd.Context(), cli, l, t); err != nil {
+			if v.AppliedEpoch, v.LastChange, err = appliedEpoch(cmd.Context(), cli, l, t); err != nil {
 				return err
 			}
 			return newPrinter(g.output, cmd.OutOrStdout()).print(v)
@@ -125,7 +180,7 @@ new epoch as applied. Start new nodes with the new --memcached and
 				return err
 			}
 			v := newTopologyView(g.namespace, t)
-			if v.AppliedEpoch, err = appliedEpoch(cmd.Context(), cli, l, t); err != nil {
+			if v.AppliedEpoch, v.LastChange, err = appliedEpoch(cmd.Context(), cli, l, t); err != nil {
 				return err
 			}
 			return newPrinter(g.output, cmd.OutOrStdout()).print(v)
@@ -147,16 +202,20 @@ type topologyView struct {
 	// below Epoch while it moves keys to Epoch's (or before any leader
 	// took it).
 	AppliedEpoch uint64 `json:"applied_epoch"`
+	// LastChange is what the change to the applied topology did, the keys
+	// it could not move among it; absent when no change was made.
+	LastChange *topology.MigrateResult `json:"last_change,omitempty"`
 }
 
-// appliedEpoch is the epoch of the namespace's applied topology: t's on a
-// namespace where no leader recorded one.
-func appliedEpoch(ctx context.Context, cli *clientv3.Client, l keyspace.Layout, t topology.Topology) (uint64, error) {
+// appliedEpoch is the epoch of the namespace's applied topology (t's on a
+// namespace where no leader recorded one) and the record of the change
+// that made it applied.
+func appliedEpoch(ctx context.Context, cli *clientv3.Client, l keyspace.Layout, t topology.Topology) (uint64, *topology.MigrateResult, error) {
 	a, found, err := topology.ReadApplied(ctx, cli, l)
 	if err != nil || !found {
-		return t.Epoch, err
+		return t.Epoch, nil, err
 	}
-	return a.Applied.Epoch, nil
+	return a.Applied.Epoch, a.LastChange, nil
 }
 
 // topologyServerView is one server of a topologyView.
@@ -174,13 +233,19 @@ func newTopologyView(ns string, t topology.Topology) topologyView {
 }
 
 func (v topologyView) header() []string {
-	return []string{"POSITION", "SERVER", "WEIGHT", "DISTRIBUTION", "EPOCH", "APPLIED EPOCH"}
+	return []string{"POSITION", "SERVER", "WEIGHT", "DISTRIBUTION", "EPOCH", "APPLIED EPOCH", "UNMOVED"}
 }
 
 func (v topologyView) rows() [][]string {
+	// UNMOVED is the count of keys the last change left on their old
+	// server; -o json names them.
+	unmoved := "-"
+	if v.LastChange != nil {
+		unmoved = strconv.Itoa(v.LastChange.UnmovedCount)
+	}
 	var rows [][]string
 	for i, s := range v.Servers {
-		rows = append(rows, []string{strconv.Itoa(i + 1), s.Addr, strconv.FormatUint(uint64(s.Weight), 10), v.Distribution, strconv.FormatUint(v.Epoch, 10), strconv.FormatUint(v.AppliedEpoch, 10)})
+		rows = append(rows, []string{strconv.Itoa(i + 1), s.Addr, strconv.FormatUint(uint64(s.Weight), 10), v.Distribution, strconv.FormatUint(v.Epoch, 10), strconv.FormatUint(v.AppliedEpoch, 10), unmoved})
 	}
 	return rows
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/applier"
 	"github.com/coordinator-dev/coordinator/pkg/client"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
+	"github.com/coordinator-dev/coordinator/pkg/memfence"
 	"github.com/coordinator-dev/coordinator/pkg/node"
 )
 
@@ -152,8 +153,8 @@ func TestFormerLeaderWriteIsFenced(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: memcached %s: %v", when, hot, err)
 		}
-		if string(it.Value) != seqValue(hot, seq) || it.Flags != uint32(stB.Term) {
-			t.Fatalf("%s: memcached %s = %q term %d, want %q term %d", when, hot, it.Value, it.Flags, seqValue(hot, seq), stB.Term)
+		if string(it.Value) != seqValue(hot, seq) || memfence.TermOf(it.Flags) != uint32(stB.Term) {
+			t.Fatalf("%s: memcached %s = %q term %d, want %q term %d", when, hot, it.Value, memfence.TermOf(it.Flags), seqValue(hot, seq), stB.Term)
 		}
 	}
 	checkHot("B applied")

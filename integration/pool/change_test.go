@@ -302,7 +302,7 @@ func TestTopologyChangeRemovesStaleCopies(t *testing.T) {
 	ring, _ := hashring.New(shrunk.Ring())
 	reader := memcache.NewFromSelector(ring)
 	defer reader.Close()
-	if it, err := reader.Get(changeKey(0)); err != nil || string(it.Value) != "3" || it.Flags != term {
+	if it, err := reader.Get(changeKey(0)); err != nil || string(it.Value) != "3" || memfence.TermOf(it.Flags) != term {
 		t.Fatalf("after the changes: %+v, %v; want 3 under term %d", it, err, term)
 	}
 }

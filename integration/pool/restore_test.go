@@ -87,7 +87,7 @@ func TestRestoreOnRestart(t *testing.T) {
 				for _, k := range onIt {
 					if it, ok := got[k]; ok {
 						found++
-						if string(it.Value) == keys[k] && it.Flags == term {
+						if string(it.Value) == keys[k] && memfence.TermOf(it.Flags) == term {
 							right++
 						}
 					}

@@ -1,8 +1,10 @@
 // Package memfence writes to memcached under a leadership term so that a
 // former leader cannot overwrite a value written under a later term (G5).
 //
-// Every item the coordinator writes carries the writer's term in memcached's
-// 32-bit item flags. A set reads the item with gets; if the stored term is
+// Every item the coordinator writes carries the writer's term in the high 16
+// bits of memcached's 32-bit item flags, the low 16 bits 0, which stock
+// clients read as a plain value (see Flags and TermOf). A set reads the
+// item with gets; if the stored term is
 // newer than the writer's, the write is refused with ErrFenced, otherwise it
 // is written with cas (or add when the key is absent), so a concurrent write
 // by anyone in between makes the attempt start over. A delete is a cas that
@@ -237,6 +239,9 @@ func (w *Writer) WriteFrom(ctx context.Context, s *Snapshot, wr Write, term uint
 // setFrom is Set of wr starting from its key's item in s (which may be nil).
 func (w *Writer) setFrom(ctx context.Context, s *Snapshot, wr Write, term uint32) error {
 	key, value, exptime := wr.Key, wr.Value, wr.Exptime
+	if err := checkTerm(term); err != nil {
+		return err
+	}
 	for range maxAttempts {
 		if err := ended(ctx); err != nil {
 			return err
@@ -244,7 +249,7 @@ func (w *Writer) setFrom(ctx context.Context, s *Snapshot, wr Write, term uint32
 		it, err := w.get(s, key)
 		switch {
 		case errors.Is(err, memcache.ErrCacheMiss):
-			err = w.mc.Add(&memcache.Item{Key: key, Value: value, Flags: term, Expiration: exptime})
+			err = w.mc.Add(&memcache.Item{Key: key, Value: value, Flags: Flags(term), Expiration: exptime})
 			if errors.Is(err, memcache.ErrNotStored) {
 				continue // someone added it first: read it again
 			}
@@ -252,10 +257,10 @@ func (w *Writer) setFrom(ctx context.Context, s *Snapshot, wr Write, term uint32
 		case err != nil:
 			return classify(err)
 		}
-		if it.Flags > term {
-			return fmt.Errorf("%w: key %q has term %d, writer has %d", ErrFenced, key, it.Flags, term)
+		if held := TermOf(it.Flags); held > term {
+			return fmt.Errorf("%w: key %q has term %d, writer has %d", ErrFenced, key, held, term)
 		}
-		it.Value, it.Flags, it.Expiration = value, term, exptime
+		it.Value, it.Flags, it.Expiration = value, Flags(term), exptime
 		err = w.mc.CompareAndSwap(it)
 		if errors.Is(err, memcache.ErrCASConflict) || errors.Is(err, memcache.ErrCacheMiss) {
 			continue
@@ -267,6 +272,9 @@ func (w *Writer) setFrom(ctx context.Context, s *Snapshot, wr Write, term uint32
 
 // deleteFrom is Delete starting from key's item in s (which may be nil).
 func (w *Writer) deleteFrom(ctx context.Context, s *Snapshot, key string, term uint32) error {
+	if err := checkTerm(term); err != nil {
+		return err
+	}
 	for range maxAttempts {
 		if err := ended(ctx); err != nil {
 			return err
@@ -278,10 +286,10 @@ func (w *Writer) deleteFrom(ctx context.Context, s *Snapshot, key string, term u
 		case err != nil:
 			return classify(err)
 		}
-		if it.Flags > term {
-			return fmt.Errorf("%w: key %q has term %d, writer has %d", ErrFenced, key, it.Flags, term)
+		if held := TermOf(it.Flags); held > term {
+			return fmt.Errorf("%w: key %q has term %d, writer has %d", ErrFenced, key, held, term)
 		}
-		it.Value, it.Flags, it.Expiration = nil, term, -1
+		it.Value, it.Flags, it.Expiration = nil, Flags(term), -1
 		err = w.mc.CompareAndSwap(it)
 		if errors.Is(err, memcache.ErrCASConflict) {
 			continue

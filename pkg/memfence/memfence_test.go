@@ -46,7 +46,7 @@ func TestSetStampsTermAndRefusesOlderTerms(t *testing.T) {
 	if err := w.Set(t.Context(), "k", []byte("v3"), 0, 3); err != nil {
 		t.Fatal(err)
 	}
-	if it := get(t, mc, "k"); string(it.Value) != "v3" || it.Flags != 3 {
+	if it := get(t, mc, "k"); string(it.Value) != "v3" || it.Flags != memfence.Flags(3) {
 		t.Fatalf("got %q flags %d", it.Value, it.Flags)
 	}
 	// Same term and newer terms may write.
@@ -63,7 +63,7 @@ func TestSetStampsTermAndRefusesOlderTerms(t *testing.T) {
 	if err := w.Delete(t.Context(), "k", 4); !errors.Is(err, memfence.ErrFenced) {
 		t.Fatalf("stale delete: %v", err)
 	}
-	if it := get(t, mc, "k"); string(it.Value) != "v5" || it.Flags != 5 {
+	if it := get(t, mc, "k"); string(it.Value) != "v5" || it.Flags != memfence.Flags(5) {
 		t.Fatalf("after fenced writes: %q flags %d", it.Value, it.Flags)
 	}
 }
@@ -155,7 +155,7 @@ func TestWritesFromASnapshotStillFence(t *testing.T) {
 		t.Fatalf("delete of a key changed since the snapshot: %v", err)
 	}
 	for _, k := range []string{"held", "absent", "deleted"} {
-		if it := get(t, mc, k); it == nil || string(it.Value) != "v3" || it.Flags != 3 {
+		if it := get(t, mc, k); it == nil || string(it.Value) != "v3" || it.Flags != memfence.Flags(3) {
 			t.Fatalf("%s after fenced writes: %+v", k, it)
 		}
 	}
@@ -169,7 +169,7 @@ func TestWritesFromASnapshotStillFence(t *testing.T) {
 	if err := w.WriteFrom(t.Context(), snap, memfence.Write{Key: "same", Value: []byte("v2c")}, 2); err != nil {
 		t.Fatal(err)
 	}
-	if it := get(t, mc, "same"); string(it.Value) != "v2c" || it.Flags != 2 {
+	if it := get(t, mc, "same"); string(it.Value) != "v2c" || it.Flags != memfence.Flags(2) {
 		t.Fatalf("same: %q flags %d", it.Value, it.Flags)
 	}
 	if it := get(t, mc, "never"); it == nil || string(it.Value) != "v2" {

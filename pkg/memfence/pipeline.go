@@ -53,6 +53,12 @@ const maxPipelineBytes = 1 << 20
 // calls.
 func (w *Writer) WriteAll(ctx context.Context, s *Snapshot, term uint32, writes []Write) []error {
 	errs := make([]error, len(writes))
+	if err := checkTerm(term); err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
 	again := make([]bool, len(writes)) // to be made one at a time
 	seen := make(map[string]bool, len(writes))
 	var unread []string
@@ -87,16 +93,16 @@ func (w *Writer) WriteAll(ctx context.Context, s *Snapshot, term uint32, writes 
 		switch {
 		case !ok:
 			again[i] = true
-		case it != nil && it.Flags > term:
-			errs[i] = fmt.Errorf("%w: key %q has term %d, writer has %d", ErrFenced, wr.Key, it.Flags, term)
+		case it != nil && TermOf(it.Flags) > term:
+			errs[i] = fmt.Errorf("%w: key %q has term %d, writer has %d", ErrFenced, wr.Key, TermOf(it.Flags), term)
 		case it == nil && wr.Delete:
 			// Nothing to delete.
 		case it == nil:
-			cmds = append(cmds, command{write: i, add: true, key: wr.Key, value: wr.Value, flags: term, exptime: wr.Exptime})
+			cmds = append(cmds, command{write: i, add: true, key: wr.Key, value: wr.Value, flags: Flags(term), exptime: wr.Exptime})
 		case wr.Delete:
-			cmds = append(cmds, command{write: i, key: wr.Key, flags: term, exptime: -1, casID: it.CasID, delete: true})
+			cmds = append(cmds, command{write: i, key: wr.Key, flags: Flags(term), exptime: -1, casID: it.CasID, delete: true})
 		default:
-			cmds = append(cmds, command{write: i, key: wr.Key, value: wr.Value, flags: term, exptime: wr.Exptime, casID: it.CasID})
+			cmds = append(cmds, command{write: i, key: wr.Key, value: wr.Value, flags: Flags(term), exptime: wr.Exptime, casID: it.CasID})
 		}
 	}
 	// A command is made again unless its reply settles it; one without a

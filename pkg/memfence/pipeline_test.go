@@ -100,7 +100,7 @@ func TestWriteAllMakesEveryWriteInOneExchange(t *testing.T) {
 			t.Errorf("%s = %v, want %q", k, it, want)
 			continue
 		}
-		if wantTerm := map[bool]uint32{true: 9, false: 3}[k == "newer"]; it.Flags != wantTerm {
+		if wantTerm := map[bool]uint32{true: 9, false: 3}[k == "newer"]; memfence.TermOf(it.Flags) != wantTerm {
 			t.Errorf("%s has term %d, want %d", k, it.Flags, wantTerm)
 		}
 	}
@@ -171,6 +171,54 @@ func TestWriteAllWritesChangedKeysAgain(t *testing.T) {
 		if it := get(t, mc, k); it == nil || string(it.Value) != want {
 			t.Errorf("%s = %v, want %q", k, it, want)
 		}
+	}
+}
+
+// A pipelined delete is a cas on the item it read, like a set: when a newer
+// leader wrote the key after the snapshot was read, the delete is fenced
+// and the newer value stays (G5). A delete of a key that already held a
+// newer term when read is fenced without being sent, and one of a key
+// changed under the same term since is made again from a fresh read.
+func TestWriteAllDeleteIsFencedByANewerTerm(t *testing.T) {
+	w, mc, m := setup(t)
+	for _, k := range []string{"overwritten", "newer", "changed"} {
+		if err := w.Set(t.Context(), k, []byte("v2"), 0, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newer := newWriter(t, m.Addr)
+	if err := newer.Set(t.Context(), "newer", []byte("v5"), 0, 5); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := w.Read(t.Context(), []string{"overwritten", "newer", "changed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// After the read: a newer leader writes one key, the same term another.
+	if err := newer.Set(t.Context(), "overwritten", []byte("v5"), 0, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Set(t.Context(), "changed", []byte("v3"), 0, 3); err != nil {
+		t.Fatal(err)
+	}
+	errs := w.WriteAll(t.Context(), snap, 3, []memfence.Write{
+		{Key: "overwritten", Delete: true},
+		{Key: "newer", Delete: true},
+		{Key: "changed", Delete: true},
+	})
+	for i, k := range []string{"overwritten", "newer"} {
+		if !errors.Is(errs[i], memfence.ErrFenced) {
+			t.Errorf("delete of %s, which holds term 5: %v, want ErrFenced", k, errs[i])
+		}
+		if it := get(t, mc, k); it == nil || string(it.Value) != "v5" || memfence.TermOf(it.Flags) != 5 {
+			t.Errorf("%s after a fenced delete: %+v, want v5 under term 5", k, it)
+		}
+	}
+	if errs[2] != nil {
+		t.Errorf("delete of changed: %v", errs[2])
+	}
+	if it := get(t, mc, "changed"); it != nil {
+		t.Errorf("changed = %q, want deleted", it.Value)
 	}
 }
 

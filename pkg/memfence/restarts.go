@@ -34,7 +34,8 @@ type Restart struct {
 	Before, After ServerStats
 }
 
-// Stats counts what a Writer noticed of its servers. Its zero value is
+// Stats counts what a Writer noticed of its servers, and what the
+// leader's changes of topology did with their keys. Its zero value is
 // ready; it may be shared with an exporter of metrics.
 type Stats struct {
 	// Restarts counts servers found restarted (see Writer.CheckRestarts).
@@ -42,6 +43,12 @@ type Stats struct {
 	// RestartChecks counts the checks of every server's stats that
 	// completed.
 	RestartChecks atomic.Uint64
+	// MovedKeys counts the keys changes of topology moved to their new
+	// server (see topology.Migrate).
+	MovedKeys atomic.Uint64
+	// UnmovedKeys counts the keys changes of topology could not move:
+	// each stayed on its old server, and is named in the change record.
+	UnmovedKeys atomic.Uint64
 }
 
 // restartWatch holds the stats last seen of each server.

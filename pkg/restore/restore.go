@@ -46,7 +46,8 @@ import (
 type Record struct {
 	// Value is the value written.
 	Value []byte `json:"value"`
-	// Term is the term it was written under (its item flags).
+	// Term is the term it was written under (memfence.TermOf its item
+	// flags); topology.ResetTerm sets it to 0.
 	Term uint32 `json:"term"`
 	// Token is the token of the operation that wrote it.
 	Token tokenseq.Token `json:"token"`

@@ -15,6 +15,7 @@ import (
 // another one under way, as keyspace.Layout.TopologyApplied() holds it:
 //
 //	{"applied":{"distribution":"ketama","servers":[…],"epoch":2},"to":{…,"epoch":3},"cleaned":true}
+//	{"applied":{…,"epoch":3},"last_change":{"from_epoch":2,"to_epoch":3,"moved":51,"unmoved_count":0,…}}
 //
 // A namespace without it writes with its topology (see Topology). A leader
 // moves the keys from Applied to To (see Migrate) before it writes with To,
@@ -27,6 +28,10 @@ type Applied struct {
 	// Cleaned is true once the change to To has removed the copies To's
 	// servers held from earlier topologies (see Migrate).
 	Cleaned bool `json:"cleaned,omitempty"`
+	// LastChange is what the change that made Applied the applied
+	// topology did, the keys it could not move among it; nil when no
+	// change did.
+	LastChange *MigrateResult `json:"last_change,omitempty"`
 }
 
 // ReadApplied reads the applied topology; found is false on a namespace

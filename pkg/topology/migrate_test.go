@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,7 +79,7 @@ func TestMigrateResumesAHalfDoneChange(t *testing.T) {
 	defer reader.Close()
 	for k, v := range keys {
 		it, err := reader.Get(k)
-		if err != nil || string(it.Value) != v || it.Flags != term {
+		if err != nil || string(it.Value) != v || it.Flags != memfence.Flags(term) {
 			t.Fatalf("%s after the change: %+v, %v; want %q", k, it, err, v)
 		}
 	}
@@ -131,5 +132,137 @@ func leadership(t *testing.T, cli *clientv3.Client, l keyspace.Layout) *election
 	case <-time.After(30 * time.Second):
 		t.Fatal("no leadership within 30s")
 		return nil
+	}
+}
+
+// With Records, the keys to move come from restore's record: servers that
+// cannot list their keys at all (LRU crawler off) still have every key
+// moved, and each ends on its new server only.
+func TestMigrateTakesTheKeysFromTheRecord(t *testing.T) {
+	_, cli := testenv.Etcd(t)
+	l := keyspace.MustNew("records")
+	var servers []*testenv.Memcached
+	for range 3 {
+		servers = append(servers, testenv.StartMemcached(t, "-o", "no_lru_crawler"))
+	}
+	from := topo(hashring.Ketama, servers[0].Addr, servers[1].Addr)
+	to := topo(hashring.Ketama, servers[0].Addr, servers[1].Addr, servers[2].Addr)
+	from.Epoch, to.Epoch = 1, 2
+	lead := leadership(t, cli, l)
+	term := uint32(lead.Term)
+	rf, _ := hashring.New(from.Ring())
+	rt, _ := hashring.New(to.Ring())
+	wf, err := memfence.New(memfence.Config{Selector: rf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wf.Close()
+	ctx := testenv.Ctx(t, 60*time.Second)
+	keys := map[string]string{}
+	moving := 0
+	for i := range 300 {
+		k, v := fmt.Sprintf("r-%d", i), fmt.Sprintf("v-%d", i)
+		keys[k] = v
+		if err := wf.Set(ctx, k, []byte(v), 0, term); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cli.Put(ctx, l.MemcachedValue(k), `{"value":"","term":1,"token":"1.0"}`); err != nil {
+			t.Fatal(err)
+		}
+		if rf.Index(k) != rt.Index(k) {
+			moving++
+		}
+	}
+	if _, err := topology.Migrate(ctx, topology.MigrateConfig{Etcd: cli, Layout: l, Lead: lead, From: from, To: to}); err == nil {
+		t.Fatal("a change without Records over servers that cannot list their keys succeeded")
+	}
+	stats := &memfence.Stats{}
+	res, err := topology.Migrate(ctx, topology.MigrateConfig{Etcd: cli, Layout: l, Lead: lead, From: from, To: to, Records: true, Stats: stats})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Recorded != len(keys) || res.Moved != moving || res.UnmovedCount != 0 || stats.MovedKeys.Load() != uint64(moving) {
+		t.Fatalf("result %+v (stats moved %d), want %d recorded and %d moved", res, stats.MovedKeys.Load(), len(keys), moving)
+	}
+	assertOnlyOnOwner(t, ctx, keys, rt, servers, term)
+	app, _, err := topology.ReadApplied(ctx, cli, l)
+	if err != nil || app.LastChange == nil || app.LastChange.Moved != moving || app.LastChange.ToEpoch != 2 || app.LastChange.Term != lead.Term {
+		t.Fatalf("change record: %+v, %v", app.LastChange, err)
+	}
+}
+
+// A key whose copy the new server refuses (over its item size) stays on
+// its old server and is reported: in the result, the stats and the change
+// record. The other keys move.
+func TestMigrateReportsTheKeysItCannotMove(t *testing.T) {
+	_, cli := testenv.Etcd(t)
+	l := keyspace.MustNew("unmoved")
+	a, b := testenv.StartMemcached(t, "-I", "2m"), testenv.StartMemcached(t, "-I", "2m")
+	c := testenv.StartMemcached(t) // -I 1m
+	from := topo(hashring.Ketama, a.Addr, b.Addr)
+	to := topo(hashring.Ketama, a.Addr, b.Addr, c.Addr)
+	from.Epoch, to.Epoch = 1, 2
+	lead := leadership(t, cli, l)
+	term := uint32(lead.Term)
+	rf, _ := hashring.New(from.Ring())
+	rt, _ := hashring.New(to.Ring())
+	wf, err := memfence.New(memfence.Config{Selector: rf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wf.Close()
+	ctx := testenv.Ctx(t, 60*time.Second)
+	keys := map[string]string{}
+	big := ""
+	for i := range 200 {
+		k, v := fmt.Sprintf("u-%d", i), fmt.Sprintf("v-%d", i)
+		if big == "" && rt.Servers()[rt.Index(k)].Addr == c.Addr {
+			big, v = k, string(make([]byte, 1500_000))
+		} else {
+			keys[k] = v
+		}
+		if err := wf.Set(ctx, k, []byte(v), 0, term); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stats := &memfence.Stats{}
+	res, err := topology.Migrate(ctx, topology.MigrateConfig{Etcd: cli, Layout: l, Lead: lead, From: from, To: to, Stats: stats})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.UnmovedCount != 1 || len(res.Unmoved) != 1 || res.Unmoved[0].Key != big || res.Unmoved[0].To != c.Addr ||
+		!strings.Contains(res.Unmoved[0].Reason, "memcached refused") || stats.UnmovedKeys.Load() != 1 {
+		t.Fatalf("result %+v, stats unmoved %d; want %q reported as refused by %s", res, stats.UnmovedKeys.Load(), big, c.Addr)
+	}
+	if it, err := wf.Get(ctx, big); err != nil || len(it.Value) != 1500_000 {
+		t.Fatalf("%s is not left on its old server: %v", big, err)
+	}
+	app, _, err := topology.ReadApplied(ctx, cli, l)
+	if err != nil || app.To != nil || app.LastChange == nil || app.LastChange.UnmovedCount != 1 || app.LastChange.Unmoved[0].Key != big {
+		t.Fatalf("change record: %+v, %v", app, err)
+	}
+	assertOnlyOnOwner(t, ctx, keys, rt, []*testenv.Memcached{a, b, c}, term)
+}
+
+// assertOnlyOnOwner checks that each of keys is on the server ring names,
+// with its value and term, and on no other server.
+func assertOnlyOnOwner(t *testing.T, ctx context.Context, keys map[string]string, ring *hashring.Ring, servers []*testenv.Memcached, term uint32) {
+	t.Helper()
+	for _, s := range servers {
+		w, err := memfence.New(memfence.Config{Servers: []string{s.Addr}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range keys {
+			it, err := w.Get(ctx, k)
+			owner := ring.Servers()[ring.Index(k)].Addr
+			switch {
+			case owner == s.Addr && (err != nil || string(it.Value) != v || it.Term != term):
+				t.Fatalf("%s on its server %s: %+v, %v; want %q of term %d", k, s.Addr, it, err, v, term)
+			case owner != s.Addr && !errors.Is(err, memcache.ErrCacheMiss):
+				t.Fatalf("%s is on %s too (%v), placed on %s", k, s.Addr, err, owner)
+			}
+		}
+		w.Close()
 	}
 }

@@ -18,18 +18,11 @@ except ImportError as e:
     sys.exit(3)
 
 
-class RawClient(pylibmc.Client):
-    """Returns values as the bytes stored: the coordinator keeps its term in
-    the item flags, which pylibmc would otherwise read as its own encoding
-    flags (flags 1 means a pickle to pylibmc)."""
-
-    def deserialize(self, value, flags):
-        return value
-
-
 def main():
     req = json.load(sys.stdin)
-    mc = RawClient(req["servers"], binary=False, behaviors=req["behaviors"])
+    # pylibmc's own client: the coordinator's item flags (the term in the
+    # high 16 bits, 0 in the low 16) read as a plain value.
+    mc = pylibmc.Client(req["servers"], binary=False, behaviors=req["behaviors"])
     keys = req["keys"]
     missing, wrong = [], []
     names = list(keys)
