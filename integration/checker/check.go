@@ -54,6 +54,11 @@ const (
 	// RuleWatermark: the applied watermark written to etcd went back (in
 	// token order: "R.3" to "R.1" is back).
 	RuleWatermark = "G8-watermark"
+	// RuleWindows: more keys were recreated over a newer leader's delete
+	// (the delete windows, reported apart) than the leaders' steps allow:
+	// a former leader stops at its next step, so each leadership that
+	// ended can recreate at most one step's writes (History.StepWrites).
+	RuleWindows = "G5-delete-windows"
 	// RuleHistory: the history itself is malformed (a value used twice).
 	RuleHistory = "history"
 )
@@ -108,6 +113,12 @@ type Stats struct {
 	Overlap int `json:"overlap"`
 	// Kinds are the fault kinds injected, sorted, each once.
 	Kinds []string `json:"kinds,omitempty"`
+	// Recreations counts the keys' stale values the delete windows
+	// excused, each value once however often it was read, and
+	// RecreationBound is the most RuleWindows allows (zero without etcd's
+	// history of terms).
+	Recreations     int `json:"recreations"`
+	RecreationBound int `json:"recreation_bound"`
 }
 
 // Report is the result of Check.
@@ -134,10 +145,10 @@ func (r Report) Summary() string {
 	s := r.Stats
 	return fmt.Sprintf("ops=%d calls=%d ok=%d refused=%d unknown=%d (accepted %d) indexed=%d "+
 		"shared-txns=%d max-group=%d incarnations=%d reads=%d applied-waits=%d drains=%d faults=%d "+
-		"wipes=%d violations=%d delete-windows=%d overlap=%d kinds=%s",
+		"wipes=%d violations=%d delete-windows=%d recreations=%d/%d overlap=%d kinds=%s",
 		s.Ops, s.Calls, s.OK, s.Refused, s.Unknown, s.UnknownAccepted, s.Indexed,
 		s.SharedTxns, s.MaxGroup, s.Incarnations, s.Reads, s.Applied, s.Drains, s.Faults,
-		s.Wipes, len(r.Violations), len(r.DeleteWindows), s.Overlap, kinds(s.Kinds))
+		s.Wipes, len(r.Violations), len(r.DeleteWindows), s.Recreations, s.RecreationBound, s.Overlap, kinds(s.Kinds))
 }
 
 // kinds formats fault kinds for the summary: a comma list without spaces
@@ -241,7 +252,10 @@ func Check(h *History) Report {
 		// A read is held to the newest operation any of these three
 		// requires of its key, so they share one sweep over the reads.
 		func() { c.checkKnownApplied(c.requireG2Order, c.requireG8Applied, c.requireG7Drain) },
+		c.checkG8WaitReturned,
 		c.checkG8Watermark,
+		// After every rule that excuses a delete window.
+		c.checkWindows,
 		c.checkLeaks,
 	} {
 		rule()
@@ -266,8 +280,10 @@ func (c *checker) violate(rule, key, dedup, format string, args ...any) {
 	c.order = append(c.order, id)
 }
 
-// window records a delete window; dedup groups repeats of the same one.
-func (c *checker) window(key, dedup, format string, args ...any) {
+// window records a delete window, the stale value of key read; dedup
+// groups repeats of the same one.
+func (c *checker) window(key, value, dedup, format string, args ...any) {
+	c.recreated[key+"|"+value] = true
 	id := key + "|" + dedup
 	if v, ok := c.wins[id]; ok {
 		v.Count++

@@ -259,6 +259,11 @@ func TestPlantedViolationsAreFlagged(t *testing.T) {
 			h.Reads = []Read{read("r1", "a", 136, "")}
 			return h
 		}},
+		{"WaitApplied returned before the watermark reached its index", RuleApplied, func(_ *History) *History {
+			h := grouped()
+			h.Applied = []Applied{{Token: tk(20, 2), Start: 105, End: 111, Watermark: tk(20, 1)}}
+			return h
+		}},
 		{"watermark goes back", RuleWatermark, func(h *History) *History {
 			h.Final.Watermarks = toks(13, 15, 14, 32)
 			return h

@@ -90,6 +90,12 @@ type Applied struct {
 	Token Token `json:"token"`
 	Start int64 `json:"start"`
 	End   int64 `json:"end"`
+	// Watermark, when not zero, is the applied watermark as etcd held it
+	// in a linearizable read made right after the call returned: at least
+	// Token, since a watermark never goes back. A wait released early is
+	// seen here only until the leader's next commit, so the read comes
+	// first, before anything else the caller does.
+	Watermark Token `json:"watermark,omitzero"`
 }
 
 // Drain records a registration with WaitDrained that returned: at End every
@@ -199,6 +205,15 @@ type History struct {
 	Wipes         []Wipe         `json:"wipes,omitempty"`
 	// Soak is what a soak run sampled of every process once a minute (see
 	// RuleLeak).
-	Soak  []Sample `json:"soak,omitempty"`
-	Final Final    `json:"final"`
+	Soak []Sample `json:"soak,omitempty"`
+	// StepWrites is the most writes a leader makes in one step (the nodes'
+	// --write-concurrency), which bounds the keys a former leader can
+	// recreate after a newer one deleted them (RuleWindows); zero means
+	// DefaultStepWrites.
+	StepWrites int   `json:"step_writes,omitempty"`
+	Final      Final `json:"final"`
 }
+
+// DefaultStepWrites is the nodes' default --write-concurrency
+// (applier.DefaultWriteConcurrency).
+const DefaultStepWrites = 8

@@ -61,6 +61,9 @@ type checker struct {
 	order    []string
 	wins     map[string]*Violation
 	winOrder []string
+	// recreated holds "key|value" of every stale value a delete window
+	// excused.
+	recreated map[string]bool
 
 	ops          []*opRef             // every operation, in the order of the calls
 	byValue      map[string]*opRef    // the last operation that set each value
@@ -79,7 +82,7 @@ type checker struct {
 
 func newChecker(h *History) *checker {
 	return &checker{
-		h: h, rep: &Report{}, found: map[string]*Violation{}, wins: map[string]*Violation{},
+		h: h, rep: &Report{}, found: map[string]*Violation{}, wins: map[string]*Violation{}, recreated: map[string]bool{},
 		byValue: map[string]*opRef{}, byKey: map[string][]*opRef{}, deletes: map[string][]*opRef{},
 		maybe: map[string][]*opRef{}, stored: map[string]*Accepted{}, submitted: map[string]bool{},
 		misses: map[string][]*Read{}, regs: map[string][]RegEvent{}, lastInc: map[string]int64{},

@@ -153,7 +153,7 @@ func (c *checker) checkRequirement(r *Read, q requirement) {
 			return
 		}
 		if c.isDeleteWindow(r.Key, ref, need.pos, q.at, r) {
-			c.window(r.Key, "req|"+r.Value, "reader %s saw %s at %s although %s was applied: %s",
+			c.window(r.Key, r.Value, "req|"+r.Value, "reader %s saw %s at %s although %s was applied: %s",
 				r.Reader, ref, ms(r.Start), need, q.why)
 			return
 		}
@@ -168,4 +168,40 @@ func (c *checker) checkRequirement(r *Read, q requirement) {
 	c.violate(q.rule, r.Key, "absent|"+need.call.ID,
 		"reader %s found the key absent at %s although %s must have been applied: %s",
 		r.Reader, ms(r.Start), need, q.why)
+}
+
+// checkG8WaitReturned is G8-applied at the moment a WaitApplied returned:
+// the watermark read right after it must have reached its token. A wait
+// released early shows here even when the leader's next round wrote the
+// key before any reader looked.
+func (c *checker) checkG8WaitReturned() {
+	for _, a := range c.h.Applied {
+		if !a.Watermark.IsZero() && a.Watermark.Less(a.Token) {
+			c.violate(RuleApplied, "", "wm|"+a.Token.String(),
+				"WaitApplied(%s) returned at %s, and the watermark read right after was %s",
+				a.Token, ms(a.End), a.Watermark)
+		}
+	}
+}
+
+// checkWindows counts the stale values the delete windows excused and
+// bounds them: each leadership that ended can recreate at most one step's
+// writes (RuleWindows). Without etcd's history the terms are unknown and
+// nothing is bounded.
+func (c *checker) checkWindows() {
+	st := &c.rep.Stats
+	st.Recreations = len(c.recreated)
+	if !c.h.Final.EtcdHistory {
+		return
+	}
+	step := c.h.StepWrites
+	if step <= 0 {
+		step = DefaultStepWrites
+	}
+	st.RecreationBound = step * max(len(c.terms)-1, 0)
+	if st.Recreations > st.RecreationBound {
+		c.violate(RuleWindows, "", "bound",
+			"%d stale values recreated over deleted keys; %d leaderships ended, each of which can recreate at most %d (one step)",
+			st.Recreations, max(len(c.terms)-1, 0), step)
+	}
 }

@@ -54,7 +54,7 @@ func (c *checker) backToOlder(r *Read, st *readerState) {
 	}
 	if st.set && ref.pos.less(st.pos) {
 		if c.isDeleteWindow(r.Key, ref, st.pos, st.at, r) {
-			c.window(r.Key, "back|"+r.Value, "reader %s saw %s at %s after it had seen %s applied at %s",
+			c.window(r.Key, r.Value, "back|"+r.Value, "reader %s saw %s at %s after it had seen %s applied at %s",
 				r.Reader, ref, ms(r.Start), st.ref, ms(st.at))
 		} else {
 			c.violate(RuleBack, r.Key, r.Value, "reader %s saw %s at %s after it had seen %s at %s",
@@ -128,7 +128,7 @@ func (c *checker) staleAgainst(r *Read, others *topTwo) {
 			return
 		}
 		if c.isDeleteWindow(r.Key, ref, newest.pos, newest.at, r) {
-			c.window(r.Key, "stale|"+r.Value, "reader %s saw %s at %s after reader %s had seen %s at %s",
+			c.window(r.Key, r.Value, "stale|"+r.Value, "reader %s saw %s at %s after reader %s had seen %s at %s",
 				r.Reader, ref, ms(r.Start), who, newest.ref, ms(newest.at))
 			return
 		}

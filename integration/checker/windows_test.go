@@ -1,6 +1,10 @@
 package checker
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/coordinator-dev/coordinator/pkg/applier"
+)
 
 // windowHistory has a set, a delete by a newer leader, the stale set
 // recreated by the former leader, and a later set that replaces it.
@@ -150,5 +154,64 @@ func TestTopTwoKeepsNewestOfOtherReaders(t *testing.T) {
 	}
 	if got, who := tt.except("z"); got.pos.tok != Rev(9) || who != "c" {
 		t.Fatalf("except z: %v %s", got.pos, who)
+	}
+}
+
+// windowsOn is windowHistory's sequence on each of keys: a set, a delete by
+// a newer leader, the stale set read again after a reader found the key
+// absent, and a later set. Each key is one recreation.
+func windowsOn(keys []string, terms []int64) *History {
+	h := &History{Keys: keys, Final: Final{
+		Memcached: map[string]Item{}, Registrations: []RegEvent{{Name: "w", Rev: 10}}, Terms: terms,
+	}}
+	for i, k := range keys {
+		rev := int64(100 * (i + 1))
+		h.Calls = append(h.Calls,
+			call(k+"1", "w", 10, rev, rev+1, OK, rev+2, set(k, "w."+k+".1")),
+			call(k+"2", "w", 10, rev+3, rev+4, OK, rev+6, del(k)),
+			call(k+"3", "w", 10, rev+40, rev+41, OK, rev+50, set(k, "w."+k+".3")))
+		h.Reads = append(h.Reads,
+			read("r1", k, rev+3, "w."+k+".1"),
+			read("r1", k, rev+10, ""),
+			read("r1", k, rev+20, "w."+k+".1"),
+			read("r1", k, rev+60, "w."+k+".3"))
+		h.Final.Memcached[k] = Item{Found: true, Value: "w." + k + ".3"}
+		h.Final.Watermark = Rev(rev + 50)
+	}
+	accept(h, nil)
+	return h
+}
+
+// The stale values the delete windows excuse are counted, each once however
+// often it is read, and bounded by one step's writes per leadership that
+// ended: more than that is a violation, so that a change in how often they
+// happen is seen.
+func TestDeleteWindowsAreCountedAndBounded(t *testing.T) {
+	keys := []string{"a", "b", "c"}
+	terms := []int64{5, 303} // one leadership ended, after every stale set was accepted
+	h := windowsOn(keys, terms)
+	h.Reads = append(h.Reads, read("r1", "a", 121, "w.a.1")) // the same stale value again
+	rep := Check(h)
+	if !rep.OK() || rep.Stats.Recreations != 3 || rep.Stats.RecreationBound != DefaultStepWrites {
+		t.Fatalf("three recreations within the bound: stats %+v\n%s", rep.Stats, rep.Describe(0))
+	}
+	h.StepWrites = 2
+	rep = Check(h)
+	if rep.Count(RuleWindows) != 1 || rep.Stats.RecreationBound != 2 {
+		t.Fatalf("three recreations after one leadership of steps of 2 not flagged: stats %+v\n%s", rep.Stats, rep.Describe(0))
+	}
+	h.Final.Terms = []int64{5, 303, 304}
+	if rep := Check(h); !rep.OK() || rep.Stats.RecreationBound != 4 {
+		t.Fatalf("three recreations after two leaderships of steps of 2: stats %+v\n%s", rep.Stats, rep.Describe(0))
+	}
+	if rep := Check(windowsOn(keys, []int64{5})); rep.Stats.Recreations != 0 || rep.Count(RuleBack) == 0 {
+		t.Fatalf("stale values without a leadership change excused: stats %+v\n%s", rep.Stats, rep.Describe(0))
+	}
+}
+
+// The bound's default is the nodes' default step.
+func TestDefaultStepWritesIsTheNodesDefault(t *testing.T) {
+	if DefaultStepWrites != applier.DefaultWriteConcurrency {
+		t.Fatalf("DefaultStepWrites %d, applier.DefaultWriteConcurrency %d", DefaultStepWrites, applier.DefaultWriteConcurrency)
 	}
 }

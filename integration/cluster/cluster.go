@@ -121,6 +121,11 @@ type Cluster struct {
 
 	t   testing.TB
 	cfg Config
+	// histMu guards hist, the copy of etcd's history Compact keeps, and
+	// compactedAt, the revision of the last compaction.
+	histMu      sync.Mutex
+	hist        *historyCopy
+	compactedAt int64
 	// procMu guards the members' Proc fields while they start: the peer
 	// proxies read them to name a connection's dialler.
 	procMu sync.Mutex

@@ -66,6 +66,29 @@ func (c *Cluster) EtcdLeader(ctx context.Context) (*Member, error) {
 	return leader, nil
 }
 
+// WaitNotLeading waits until member m does not take itself for the etcd
+// leader and returns when it was first seen so, which is at or after the
+// moment it stopped leading.
+func (c *Cluster) WaitNotLeading(ctx context.Context, m *Member) (time.Time, error) {
+	var seen time.Time
+	var lastErr error
+	err := poll(ctx, 10*time.Millisecond, func() bool {
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		resp, err := c.Client.Status(sctx, m.Endpoint())
+		if err != nil {
+			lastErr = err
+			return false
+		}
+		seen = time.Now()
+		return resp.Leader != resp.Header.MemberId
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%s still leads etcd (last error %v): %w", m.Name, lastErr, err)
+	}
+	return seen, nil
+}
+
 // WaitEtcdHealthy waits until every member answers, all agree on one
 // leader, and a linearizable read succeeds.
 func (c *Cluster) WaitEtcdHealthy(ctx context.Context) error {

@@ -83,13 +83,19 @@ func (c *Cluster) FinalState(ctx context.Context, keys []string) (checker.Final,
 	mc.Timeout = 2 * time.Second
 	defer mc.Close()
 	for _, k := range keys {
-		it, err := mc.Get(k)
-		switch {
-		case errors.Is(err, memcache.ErrCacheMiss):
+		// A get that times out on a busy machine is tried again: the
+		// items stay as they are, nothing writes them any more.
+		var it *memcache.Item
+		var err error
+		if perr := poll(ctx, 50*time.Millisecond, func() bool {
+			it, err = mc.Get(k)
+			return err == nil || errors.Is(err, memcache.ErrCacheMiss)
+		}); perr != nil {
+			return f, fmt.Errorf("read %s from memcached: %w (%w)", k, err, perr)
+		}
+		if errors.Is(err, memcache.ErrCacheMiss) {
 			f.Memcached[k] = checker.Item{}
-		case err != nil:
-			return f, fmt.Errorf("read %s from memcached: %w", k, err)
-		default:
+		} else {
 			f.Memcached[k] = checker.Item{Found: true, Value: string(it.Value), Term: it.Flags}
 		}
 	}
@@ -101,7 +107,11 @@ func (c *Cluster) FinalState(ctx context.Context, keys []string) (checker.Final,
 	if f.Pending, err = c.Pending(ctx); err != nil {
 		return f, err
 	}
-	if err := c.readHistory(ctx, &f); err != nil {
+	read := c.readHistory
+	if c.CompactedAt() > 0 {
+		read = c.copiedHistory
+	}
+	if err := read(ctx, &f); err != nil {
 		return f, err
 	}
 	f.EtcdHistory = true
@@ -109,49 +119,25 @@ func (c *Cluster) FinalState(ctx context.Context, keys []string) (checker.Final,
 }
 
 // readHistory replays the namespace's key history from revision 1 (the
-// members never compact) up to a marker it writes.
+// members compact only when Compact asks them to) up to a marker it
+// writes.
 func (c *Cluster) readHistory(ctx context.Context, f *checker.Final) error {
-	prefix := c.Layout.Prefix()
-	marker := prefix + "zz-history-end"
-	put, err := c.Client.Put(ctx, marker, "end")
+	end, err := c.historyMark(ctx, "zz-history-end")
 	if err != nil {
-		return fmt.Errorf("write history marker: %w", err)
+		return err
 	}
-	end := put.Header.Revision
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	for wr := range c.Client.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(1)) {
+	for wr := range c.Client.Watch(wctx, c.Layout.Prefix(), clientv3.WithPrefix(), clientv3.WithRev(1)) {
 		if err := wr.Err(); err != nil {
 			return fmt.Errorf("read etcd history: %w", err)
 		}
 		for _, ev := range wr.Events {
-			key := string(ev.Kv.Key)
-			rev := ev.Kv.ModRevision
-			if rev >= end {
+			if ev.Kv.ModRevision >= end {
 				return nil
 			}
-			switch {
-			case strings.HasPrefix(key, c.Layout.OpsPrefix()):
-				if ev.Type != clientv3.EventTypePut {
-					continue
-				}
-				a, err := c.accepted(key, rev, ev.Kv.Value)
-				if err != nil {
-					return err
-				}
-				f.Accepted = append(f.Accepted, a)
-			case strings.HasPrefix(key, c.Layout.RegPrefix()):
-				f.Registrations = append(f.Registrations, checker.RegEvent{
-					Name: c.Layout.NameFromReg(key), Rev: rev, Deleted: ev.Type == clientv3.EventTypeDelete,
-				})
-			case key == c.Layout.Term() && ev.Type == clientv3.EventTypePut:
-				f.Terms = append(f.Terms, rev)
-			case key == c.Layout.Applied() && ev.Type == clientv3.EventTypePut:
-				tok, err := tokenseq.ParseToken(string(ev.Kv.Value))
-				if err != nil {
-					return fmt.Errorf("watermark record at %d: %w", rev, err)
-				}
-				f.Watermarks = append(f.Watermarks, checkerToken(tok))
+			if err := c.addHistoryEvent(f, ev); err != nil {
+				return err
 			}
 		}
 	}
@@ -159,6 +145,38 @@ func (c *Cluster) readHistory(ctx context.Context, f *checker.Final) error {
 		return err
 	}
 	return errors.New("etcd history watch closed before the marker")
+}
+
+// addHistoryEvent adds to f what an event of the namespace's history says:
+// a batch accepted, a registration change, a term taken or a watermark
+// written; other keys are no part of the history.
+func (c *Cluster) addHistoryEvent(f *checker.Final, ev *clientv3.Event) error {
+	key := string(ev.Kv.Key)
+	rev := ev.Kv.ModRevision
+	switch {
+	case strings.HasPrefix(key, c.Layout.OpsPrefix()):
+		if ev.Type != clientv3.EventTypePut {
+			return nil
+		}
+		a, err := c.accepted(key, rev, ev.Kv.Value)
+		if err != nil {
+			return err
+		}
+		f.Accepted = append(f.Accepted, a)
+	case strings.HasPrefix(key, c.Layout.RegPrefix()):
+		f.Registrations = append(f.Registrations, checker.RegEvent{
+			Name: c.Layout.NameFromReg(key), Rev: rev, Deleted: ev.Type == clientv3.EventTypeDelete,
+		})
+	case key == c.Layout.Term() && ev.Type == clientv3.EventTypePut:
+		f.Terms = append(f.Terms, rev)
+	case key == c.Layout.Applied() && ev.Type == clientv3.EventTypePut:
+		tok, err := tokenseq.ParseToken(string(ev.Kv.Value))
+		if err != nil {
+			return fmt.Errorf("watermark record at %d: %w", rev, err)
+		}
+		f.Watermarks = append(f.Watermarks, checkerToken(tok))
+	}
+	return nil
 }
 
 func (c *Cluster) accepted(key string, rev int64, value []byte) (checker.Accepted, error) {

@@ -107,6 +107,11 @@ var randomFaults = []randomFault{
 		}
 		s.healed(i)
 	}},
+	{"compact-etcd", classNode, func(s *scenario, rng *rand.Rand) {
+		// Every node down, batches pending, the history they need
+		// compacted: the next leader reads them with a range read.
+		s.compactedReplay(func() { s.hold(between(rng, 500*time.Millisecond, 3*time.Second)) })
+	}},
 	{"stop-node", classNode, func(s *scenario, rng *rand.Rand) {
 		n := anyNode(s, rng)
 		i := s.stopNode(n)
@@ -204,6 +209,13 @@ func indexOf(ms []*cluster.Member, m *cluster.Member) int {
 	return -1
 }
 
+// randomBurst is the callers' burst in TestRandomFaults
+// (workload.Config.Burst): four transactions' worth, two more than a
+// leader's round, so that rounds end inside the bursts' transactions and
+// the watermark stops at an index short of their last batch, which
+// callers wait for (G8).
+const randomBurst = 256
+
 // TestRandomFaults injects faults drawn from a seeded generator for
 // -faults.duration, in groups of one to -faults.overlap faults held at
 // once (started a little apart; faults of one class one after the other),
@@ -222,7 +234,7 @@ func TestRandomFaults(t *testing.T) {
 	if *flagSoak {
 		name = "soak"
 	}
-	s := start(t, name, setup{seed: seed, callerLink: true, timeout: dur + 8*time.Minute, monitor: *flagSoak, apiCaller: *flagAPI})
+	s := start(t, name, setup{seed: seed, callerLink: true, timeout: dur + 8*time.Minute, monitor: *flagSoak, apiCaller: *flagAPI, burst: randomBurst})
 	if *flagSoak {
 		s.soak = s.startSoak(*flagSoakEvery)
 	}

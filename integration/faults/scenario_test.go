@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -32,6 +33,9 @@ var (
 // leader, operations applied): generous, as the machine may be busy.
 const recoverTimeout = 2 * time.Minute
 
+// scenarioTimeout bounds a whole scenario unless its setup says otherwise.
+const scenarioTimeout = 6 * time.Minute
+
 var (
 	keys  = []string{"k0", "k1", "k2", "k3", "k4", "k5"}
 	names = []string{"w0", "w1", "w2", "w3"}
@@ -56,6 +60,9 @@ type scenario struct {
 	// apiNode is the node whose API caller apiName submits through, when
 	// asked.
 	apiNode *cluster.Node
+	// keys are every key the workload writes: the key space, and the
+	// bursts' keys with setup.burst.
+	keys []string
 
 	// soak samples the processes in a soak run; nil otherwise.
 	soak *soaker
@@ -72,8 +79,11 @@ type setup struct {
 	// callerLink makes caller w0 reach etcd through a proxy the test can
 	// cut (lease expiry).
 	callerLink bool
-	// timeout bounds the whole scenario; default 6 minutes.
+	// timeout bounds the whole scenario; default scenarioTimeout.
 	timeout time.Duration
+	// leaseTTL is the nodes' lease (cluster.Config.LeaseTTL); zero means
+	// the cluster's default.
+	leaseTTL time.Duration
 	// maxPending is workload.Config.MaxPending; zero means no bound.
 	maxPending int
 	// monitor starts the nodes with their HTTP monitor (for /metrics).
@@ -90,6 +100,9 @@ type setup struct {
 	// apiCaller makes caller apiName submit through the caller API of the
 	// node that leads when the workload starts (scenario.apiNode).
 	apiCaller bool
+	// burst is workload.Config.Burst: callers now and then submit this
+	// many batches at once and wait for them; zero means none.
+	burst int
 }
 
 // start starts a cluster and a workload and waits until the workload is
@@ -100,7 +113,7 @@ func start(t *testing.T, name string, o setup) *scenario {
 		t.Skip("fault suite skipped in -short mode")
 	}
 	if o.timeout == 0 {
-		o.timeout = 6 * time.Minute
+		o.timeout = scenarioTimeout
 	}
 	if o.seed == 0 {
 		o.seed = *flagSeed
@@ -111,12 +124,13 @@ func start(t *testing.T, name string, o setup) *scenario {
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	t.Cleanup(cancel)
 	s := &scenario{t: t, name: name, ctx: ctx, began: time.Now(), open: map[int]bool{}, mcDown: map[int]int64{}}
+	s.keys = append(slices.Clone(keys), workload.BurstKeys(o.burst)...)
 	tls := o.tls || (*flagTLS && !o.plain)
 	pool := o.pool
 	if pool == 0 {
 		pool = *flagPool
 	}
-	s.c = cluster.Start(ctx, t, cluster.Config{Monitor: o.monitor, Pool: pool, TLS: tls, API: o.apiCaller})
+	s.c = cluster.Start(ctx, t, cluster.Config{Monitor: o.monitor, Pool: pool, TLS: tls, API: o.apiCaller, LeaseTTL: o.leaseTTL})
 	sel, err := s.c.ReadSelector()
 	if err != nil {
 		t.Fatalf("memcached selector: %v", err)
@@ -128,7 +142,7 @@ func start(t *testing.T, name string, o setup) *scenario {
 	cfg := workload.Config{
 		Endpoints: eps, Namespace: s.c.Namespace, Selector: sel,
 		Security: s.c.CallerSecurity(),
-		Names:    names, Keys: keys, Seed: o.seed, MaxPending: max(o.maxPending, 0),
+		Names:    names, Keys: keys, Seed: o.seed, MaxPending: max(o.maxPending, 0), Burst: o.burst,
 	}
 	if o.callerLink {
 		p, err := proxy.New("127.0.0.1:0", s.c.Members[0].ClientAddr)
@@ -149,7 +163,7 @@ func start(t *testing.T, name string, o setup) *scenario {
 		s.apiNode = n
 		cfg.APIFor = map[string]string{apiName: n.APIAddr}
 	}
-	s.rec = workload.NewRecorder(name, o.seed, keys)
+	s.rec = workload.NewRecorder(name, o.seed, s.keys)
 	w, err := workload.Start(cfg, s.rec)
 	if err != nil {
 		t.Fatalf("start workload: %v", err)
@@ -356,7 +370,7 @@ func (s *scenario) restartPoolServer(p int) {
 	s.c.Pool[p].Memcached.Start()
 	var lost []string
 	if len(s.c.Pool) > 1 {
-		lost = s.c.ServerKeys(p, keys)
+		lost = s.c.ServerKeys(p, s.keys)
 		if len(lost) == 0 {
 			// The server held none of the keys; an empty list would
 			// mean every key.
@@ -437,7 +451,7 @@ func (s *scenario) finish() checker.Report {
 	if err := s.c.WaitDrained(ctx); err != nil {
 		s.t.Errorf("after healing: %v", err) // the checker reports what is left
 	}
-	final, err := s.c.FinalState(ctx, keys)
+	final, err := s.c.FinalState(ctx, s.keys)
 	if err != nil {
 		s.fatalf("read final state: %v", err)
 	}
@@ -517,10 +531,52 @@ func (s *scenario) takeovers() string {
 				out = append(out, n.ID+" "+field(line, "term="))
 			case strings.Contains(line, `msg="replaying pending batches"`):
 				out = append(out, n.ID+" replayed "+field(line, "batches="))
+			case strings.Contains(line, rangeReadMsg):
+				out = append(out, n.ID+" range-read "+field(line, "batches="))
 			}
 		}
 	}
 	return strings.Join(out, ", ")
+}
+
+// rangeReadMsg is what a leader logs when etcd's history was compacted past
+// the watermark and it reads the pending batches with a range read.
+const rangeReadMsg = `msg="etcd history compacted past the watermark; read pending batches with a range read"`
+
+// rangeReads counts the range reads of pending batches in the nodes' logs.
+func (s *scenario) rangeReads() int {
+	n := 0
+	for _, nd := range s.c.Nodes {
+		n += strings.Count(nd.Output(), rangeReadMsg)
+	}
+	return n
+}
+
+// compactedReplay kills every node, runs pileUp while batches pile up,
+// compacts etcd's history (past the watermark: no node applies) and starts
+// the nodes again. Each node's standby then finds the history it would
+// watch gone, and so does the leader: it reads the pending batches with a
+// range read (pkg/applier's fallback). The cluster keeps a copy of the
+// history for the final state (cluster.Compact).
+func (s *scenario) compactedReplay(pileUp func()) {
+	s.t.Helper()
+	var faults []int
+	for _, n := range s.c.Nodes {
+		faults = append(faults, s.killNode(n))
+	}
+	pileUp()
+	ctx, cancel := s.timeout()
+	defer cancel()
+	i := s.fault("compact", "etcd", "history compacted while no node runs")
+	rev, err := s.c.Compact(ctx)
+	if err != nil {
+		s.fatalf("%v", err)
+	}
+	s.healed(i)
+	s.t.Logf("etcd's history compacted at revision %d", rev)
+	for j, n := range s.c.Nodes {
+		s.restartNode(n, faults[j])
+	}
 }
 
 // field returns the value of key=value in a log line.

@@ -136,8 +136,8 @@ func run(ctx context.Context, cfg Config, lead *election.Leadership, st *followS
 	if st != nil {
 		defer st.watch.cancel()
 	}
-	if lead.Term > 0xffffffff {
-		return fmt.Errorf("applier: term %d does not fit memcached's flags", lead.Term)
+	if lead.Term > memfence.MaxTerm {
+		return fmt.Errorf("applier: %w: term %d", memfence.ErrTermExhausted, lead.Term)
 	}
 	a := &applier{cfg: cfg, lead: lead, term: uint32(lead.Term), log: cfg.Logger, stats: cfg.Stats}
 	a.stats.Running.Store(true)

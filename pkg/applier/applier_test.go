@@ -78,6 +78,16 @@ func (e *env) value(t *testing.T, key string) (string, bool) {
 	return string(it.Value), true
 }
 
+// pending counts the batches stored and not applied yet.
+func (e *env) pending(t *testing.T) int64 {
+	t.Helper()
+	resp, err := e.cli.Get(e.ctx, e.layout.OpsPrefix(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.Count
+}
+
 // A record that cannot be decoded neither crashes nor stalls the leader: it
 // is set aside under the quarantine prefix and reported, and later
 // operations are applied.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/client"
 	"github.com/coordinator-dev/coordinator/pkg/election"
 	"github.com/coordinator-dev/coordinator/pkg/inspect"
+	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 	"github.com/coordinator-dev/coordinator/pkg/node"
 	"github.com/coordinator-dev/coordinator/pkg/ops"
 	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
@@ -114,7 +117,8 @@ func TestApplierBehindItsWatchOpensItAgainWithoutLosingBatches(t *testing.T) {
 // watch is still reading history when the first response arrives; the
 // WatchResponse hook compacts etcd then, and writes wait until the
 // compacted response has come, so that what the watch read is still held
-// when it does.
+// when it does. The node's watch reads on only once the compaction is done
+// (stallingWatcher): etcd's resync loop does not wait for the hook.
 func TestCompactionWhileEventsAreHeldLosesNoBatch(t *testing.T) {
 	e := newEnv(t, ops.Limits{})
 	caller := e.register(t, "svc")
@@ -124,7 +128,8 @@ func TestCompactionWhileEventsAreHeldLosesNoBatch(t *testing.T) {
 	var (
 		compactOnce  sync.Once
 		compactedErr = make(chan error, 1)
-		compactedSaw = make(chan int, 1) // events held when the compacted response came
+		compacted    = make(chan struct{}) // closed once the compaction returned
+		compactedSaw = make(chan int, 1)   // events held when the compacted response came
 		released     = make(chan struct{})
 	)
 	hooks := applier.Hooks{
@@ -142,6 +147,7 @@ func TestCompactionWhileEventsAreHeldLosesNoBatch(t *testing.T) {
 				compactOnce.Do(func() {
 					_, err := e.cli.Compact(e.ctx, last.Revision)
 					compactedErr <- err
+					close(compacted)
 				})
 			}
 		},
@@ -152,7 +158,9 @@ func TestCompactionWhileEventsAreHeldLosesNoBatch(t *testing.T) {
 			}
 		},
 	}
-	nd := testenv.StartNode(t, node.Config{Etcd: e.cli, Layout: e.layout, NodeID: "n1", Memcached: []string{e.mc.Addr}, MaxInboxBatches: 8, Hooks: hooks})
+	cli := testenv.Client(t, e.cli.Endpoints())
+	cli.Watcher = &stallingWatcher{Watcher: cli.Watcher, layout: e.layout, resume: compacted}
+	nd := testenv.StartNode(t, node.Config{Etcd: cli, Layout: e.layout, NodeID: "n1", Memcached: []string{e.mc.Addr}, MaxInboxBatches: 8, Hooks: hooks})
 	select {
 	case err := <-compactedErr:
 		if err != nil {
@@ -174,6 +182,81 @@ func TestCompactionWhileEventsAreHeldLosesNoBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.checkRotatingBatches(t, nd, n, 7, 0)
+}
+
+// stallingWatcher passes every watch through but those of the pending
+// batches (a standby's, from the watermark key, and a leader's, from the
+// takeover mark): each of those is read up to its first response with
+// events, and read on from there only once resume is closed, with a new
+// watch from the revision after that response.
+//
+// etcd reads a watch that starts in the past on from its history in its
+// resync loop, up to 1000 revisions every 100 ms, whether or not the
+// client has taken what it sent, and tells a watch of a compaction only
+// while it is still reading history: once it has caught up, a compaction of
+// what it read is never reported to it. A compaction made when the first
+// response arrives thus races that loop, which wins when the machine is busy
+// (the watch then catches up, and its applier waits for room that the held
+// writes never make). A watch from the revision after the first response,
+// opened once the compaction is done, is answered with the compaction,
+// exactly as etcd answers the watch it had not caught up yet.
+type stallingWatcher struct {
+	clientv3.Watcher
+	layout keyspace.Layout
+	resume <-chan struct{}
+}
+
+func (w *stallingWatcher) Watch(ctx context.Context, key string, opts ...clientv3.OpOption) clientv3.WatchChan {
+	select {
+	case <-w.resume:
+		return w.Watcher.Watch(ctx, key, opts...)
+	default:
+	}
+	if key != w.layout.Applied() && key != w.layout.TakeoverMark() {
+		return w.Watcher.Watch(ctx, key, opts...)
+	}
+	out := make(chan clientv3.WatchResponse)
+	fctx, cancel := context.WithCancel(ctx)
+	first := w.Watcher.Watch(fctx, key, opts...)
+	go func() {
+		defer close(out)
+		defer cancel()
+		forward := func(wr clientv3.WatchResponse) bool {
+			select {
+			case out <- wr:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		var next int64
+		for wr := range first {
+			if !forward(wr) {
+				return
+			}
+			if len(wr.Events) > 0 {
+				next = wr.Events[len(wr.Events)-1].Kv.ModRevision + 1
+				break
+			}
+		}
+		cancel()
+		for range first { // what etcd sent after the first response is read again below
+		}
+		if next == 0 {
+			return // the watch ended before it read anything
+		}
+		select {
+		case <-w.resume:
+		case <-ctx.Done():
+			return
+		}
+		for wr := range w.Watcher.Watch(ctx, key, append(slices.Clone(opts), clientv3.WithRev(next))...) {
+			if !forward(wr) {
+				return
+			}
+		}
+	}()
+	return out
 }
 
 // When etcd has compacted the history back to the watermark, a new leader
@@ -214,13 +297,21 @@ func TestReplayAfterCompactionReadsPendingBatches(t *testing.T) {
 
 // Batches stored by one transaction (group commit) share a revision and are
 // applied in the order of their index, on a leader's replay and while it
-// follows new batches alike. Their ids sort against their index, so an order
-// taken from the keys would be wrong.
+// follows new batches alike, and when etcd has compacted the history before
+// the node starts, so that it reads the pending batches with a range read
+// (etcd returns a revision's keys in key order). Their ids sort against
+// their index, so an order taken from the keys would be wrong.
 func TestBatchesOfOneTransactionApplyInIndexOrder(t *testing.T) {
-	for _, mode := range []string{"replay", "follow"} {
+	for _, mode := range []string{"replay", "follow", "compacted"} {
 		t.Run(mode, func(t *testing.T) {
 			e := newEnv(t, ops.Limits{})
 			caller := e.register(t, "svc")
+			var compactedSeen atomic.Bool
+			hooks := applier.Hooks{WatchResponse: func(_, _ int, err error) {
+				if errors.Is(err, applier.ErrHistoryCompacted) {
+					compactedSeen.Store(true)
+				}
+			}}
 			if mode == "follow" {
 				e.startNode(t, "n1", applier.Hooks{}, ops.Limits{})
 				tok, err := caller.Set(e.ctx, "probe", []byte("p"), 0)
@@ -243,11 +334,20 @@ func TestBatchesOfOneTransactionApplyInIndexOrder(t *testing.T) {
 				t.Fatal(err)
 			}
 			last := tokenseq.Token{Revision: resp.Header.Revision, Index: uint32(len(ids) - 1)}
-			if mode == "replay" {
+			switch mode {
+			case "compacted":
+				if _, err := e.cli.Compact(e.ctx, resp.Header.Revision); err != nil {
+					t.Fatal(err)
+				}
+				e.startNode(t, "n1", hooks, ops.Limits{})
+			case "replay":
 				e.startNode(t, "n1", applier.Hooks{}, ops.Limits{})
 			}
-			if err := caller.WaitApplied(e.ctx, last); err != nil {
-				t.Fatal(err)
+			// Applied once no batch is pending: the watermark is checked
+			// below, and an order that is wrong may also leave it short.
+			testenv.Eventually(t, 30*time.Second, func() bool { return e.pending(t) == 0 }, "the batches applied")
+			if mode == "compacted" && !compactedSeen.Load() {
+				t.Fatal("the leader's watch never reported the compaction: the range read did not run")
 			}
 			if v, _ := e.value(t, "k"); v != "v2" {
 				t.Fatalf("k = %q, want the value of index 2", v)

@@ -65,6 +65,104 @@ func TestSessionOldCookieAfterRenewalDoesNotReRegister(t *testing.T) {
 	}
 }
 
+// G9 through the path a refusal takes: a submission is refused as expired
+// under the old incarnation while the re-registration is held, and its
+// refusal is delivered only once the name is registered again. The
+// submission's cookie is the old incarnation, not the session's current
+// one, so it resends under the new incarnation at once and starts no
+// second re-registration (which would revoke the live incarnation's lease).
+func TestSessionLateExpiredRefusalRetriesUnderTheNewIncarnation(t *testing.T) {
+	e := newEnv(t)
+	h := e.history(t)
+	var (
+		log       eventLog
+		first     atomic.Bool
+		sending   = make(chan int64, 1) // the first send, about to go out
+		sendNow   = make(chan struct{}) // closed once the re-registration is held
+		refusedCh = make(chan error, 1) // what etcd answered the first send
+		deliver   = make(chan struct{}) // closed once the name is registered again
+		entered   = make(chan int64, 1) // the re-registration, held
+		gate      = make(chan struct{}) // closed to let it go on
+	)
+	wait := func(c <-chan struct{}) bool {
+		select {
+		case <-c:
+			return true
+		case <-e.ctx.Done():
+			return false
+		}
+	}
+	send := func(ctx context.Context, req tokenseq.Request, submit func() (Token, error)) (Token, error) {
+		if !first.CompareAndSwap(false, true) {
+			return submit()
+		}
+		sending <- req.Incarnation
+		if !wait(sendNow) {
+			return tokenseq.Zero, e.ctx.Err()
+		}
+		tok, err := submit()
+		refusedCh <- err
+		if !wait(deliver) {
+			return tokenseq.Zero, e.ctx.Err()
+		}
+		return tok, err
+	}
+	before := func(old int64) {
+		select {
+		case entered <- old:
+		default:
+		}
+		wait(gate)
+	}
+	s := e.session(t, "svc", SessionConfig{SkipDrain: true, OnEvent: log.add, hooks: &sessionHooks{send: send, beforeRegister: before}})
+	type result struct {
+		tok Token
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		tok, err := s.Set(e.ctx, "k", []byte("v"), 0)
+		done <- result{tok, err}
+	}()
+	old := <-sending
+	if got := e.revoke(t, s); got != old {
+		t.Fatalf("revoked incarnation %d, the submission was sent under %d", got, old)
+	}
+	if got := <-entered; got != old {
+		t.Fatalf("re-registering %d, want %d", got, old)
+	}
+	close(sendNow)
+	if err := <-refusedCh; !errors.Is(err, ErrExpired) {
+		t.Fatalf("the submission under the revoked incarnation: %v, want it refused as expired", err)
+	}
+	close(gate)
+	renewed := log.wait(t, EventRenewed, 1)[0]
+	cur := s.Incarnation()
+	if renewed.Old != old || renewed.New != cur || cur <= old {
+		t.Fatalf("renewed %+v, old %d, current %d", renewed, old, cur)
+	}
+	close(deliver)
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("submission refused late: %v, want it resent and accepted", r.err)
+	}
+	if r.tok.Revision <= cur {
+		t.Fatalf("token %s not after the new incarnation %d", r.tok, cur)
+	}
+	if got := s.Incarnation(); got != cur {
+		t.Fatalf("incarnation %d after the late refusal, want %d: the name was registered again", got, cur)
+	}
+	if st := s.Stats(); st.Registrations != 2 || st.Renewals != 1 || st.Expired != 1 || st.Retries != 1 || st.Accepted != 1 {
+		t.Fatalf("stats %+v, want 2 registrations, 1 renewal, 1 expired, 1 retry, 1 accepted", st)
+	}
+	if n := len(log.of(EventLeaseLost)); n != 1 {
+		t.Fatalf("%d lease-lost events, want 1", n)
+	}
+	if w := h.collect(t); w.regPuts["svc"] != 2 {
+		t.Fatalf("registration puts %d, want 2", w.regPuts["svc"])
+	}
+}
+
 // Calls that fail with the same cookie while a re-registration is under way
 // wait for it instead of starting another one.
 func TestSessionConcurrentFailuresStartOneRenewal(t *testing.T) {
@@ -331,6 +429,11 @@ func TestSessionSubmissionsWaitDuringRenewal(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := e.revoke(t, s)
+	// The old incarnation's batch is not under its lease: it outlives it
+	// (G4), and holds the drain barrier shut.
+	if p := e.count(t, e.layout.OpsPrefix()); p != 1 {
+		t.Fatalf("%d batches pending after the lease was revoked, want the old incarnation's one", p)
+	}
 	log.wait(t, EventLeaseLost, 1)
 
 	const n = 50

@@ -26,3 +26,11 @@ func Queued(s *Submitter) int {
 // OnFailedTransaction makes s run f after a transaction fails at revision
 // rev, before the read that settles its members.
 func OnFailedTransaction(s *Submitter, f func(rev int64)) { s.failedTxn = f }
+
+// Waiting returns how many waiters aw holds: those whose token the
+// watermark it has seen does not reach.
+func Waiting(aw *AppliedWatcher) int {
+	aw.mu.Lock()
+	defer aw.mu.Unlock()
+	return len(aw.waiters)
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/coordinator-dev/coordinator/internal/testenv"
 	"github.com/coordinator-dev/coordinator/pkg/ops"
+	"github.com/coordinator-dev/coordinator/pkg/registry"
 	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
 )
 
@@ -130,6 +131,51 @@ func TestGroupMemberRefusedOthersAccepted(t *testing.T) {
 	}
 	if resp, err := f.cli.Get(f.ctx, f.layout.Batch("a", old.Incarnation, "stale")); err != nil || len(resp.Kvs) != 0 {
 		t.Fatalf("the refused batch was stored: %v %v", resp, err)
+	}
+}
+
+// A group transaction compares each name's registration once, so it must
+// never carry one name under two incarnations (G1). Here the current
+// incarnation's submission is queued first and a superseded incarnation's
+// right behind it, in the same group: the stale one must go in a
+// transaction of its own, whose compare refuses it, and never ride on the
+// current one's compare. Without leases (a Caller) the incarnation alone
+// keeps them apart; with them (a Session), the lease too.
+func TestGroupNeverCarriesAStaleIncarnationBehindTheCurrentOne(t *testing.T) {
+	for _, withLease := range []bool{false, true} {
+		t.Run(map[bool]string{false: "without-lease", true: "with-lease"}[withLease], func(t *testing.T) {
+			f := newFixture(t)
+			old := f.register(t, "a")
+			cur := f.register(t, "a") // supersedes old
+			req := func(inc *registry.Incarnation, id string) tokenseq.Request {
+				r := tokenseq.Request{Name: "a", Incarnation: inc.Incarnation, ID: id, Ops: []ops.Op{ops.Set("k", []byte(id), 0)}}
+				if withLease {
+					r.Lease = inc.LeaseID
+				}
+				return r
+			}
+			reqs := []tokenseq.Request{req(cur, "current-1"), req(old, "stale"), req(cur, "current-2")}
+			out := queueAndRelease(t, f, f.sub, reqs)
+			var refused *tokenseq.RefusedError
+			if !errors.As(out[1].err, &refused) || !errors.Is(out[1].err, tokenseq.ErrSuperseded) || refused.Current != cur.Incarnation {
+				t.Fatalf("stale incarnation queued behind the current one: token %s, %v; want superseded by %d",
+					out[1].tok, out[1].err, cur.Incarnation)
+			}
+			for _, i := range []int{0, 2} {
+				if out[i].err != nil {
+					t.Fatalf("current incarnation's submission %d: %v", i, out[i].err)
+				}
+			}
+			if out[0].tok.Revision != out[2].tok.Revision {
+				t.Fatalf("the current incarnation's submissions %s and %s did not share the group", out[0].tok, out[2].tok)
+			}
+			if resp, err := f.cli.Get(f.ctx, f.layout.Batch("a", old.Incarnation, "stale")); err != nil || len(resp.Kvs) != 0 {
+				t.Fatalf("the refused batch was stored: %v %v", resp, err)
+			}
+			if n := f.pendingBatches(t); n != 2 {
+				t.Fatalf("%d batches stored, want 2", n)
+			}
+		})
 	}
 }
 

@@ -288,3 +288,49 @@ func TestAppliedWatcherReleasesWaitersAsTheWatermarkPasses(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A token's index counts (G8): while the watermark is 1000.0, then 1000.2,
+// a waiter on 1000.3 stays held, and so does one that arrives then; the
+// watermark 1000.3 releases it. Each step first makes sure the watcher has
+// seen the watermark (a waiter on it returns), so "still held" is a fact,
+// not a timing.
+func TestAppliedWatcherHoldsAWaiterUntilItsIndex(t *testing.T) {
+	f := newFixture(t)
+	aw := tokenseq.NewAppliedWatcher(f.cli, f.layout)
+	target := tokenseq.Token{Revision: 1000, Index: 3}
+	done := make(chan error, 1)
+	go func() { done <- aw.Wait(f.ctx, target) }()
+	testenv.Eventually(t, 10*time.Second, func() bool { return tokenseq.Waiting(aw) == 1 }, "the waiter on %s is held", target)
+	gone, cancel := context.WithCancel(f.ctx)
+	cancel()
+	for _, wm := range []tokenseq.Token{{Revision: 1000}, {Revision: 1000, Index: 2}} {
+		if _, err := f.cli.Put(f.ctx, f.layout.Applied(), wm.String()); err != nil {
+			t.Fatal(err)
+		}
+		if err := aw.Wait(f.ctx, wm); err != nil {
+			t.Fatal(err)
+		}
+		if n := tokenseq.Waiting(aw); n != 1 {
+			t.Fatalf("watermark %s released the waiter on %s", wm, target)
+		}
+		// A waiter arriving at this watermark finds it short of its token and
+		// waits: with its context ended, it returns that.
+		if err := aw.Wait(gone, target); !errors.Is(err, context.Canceled) {
+			t.Fatalf("a wait on %s made at watermark %s returned %v, want it held (context.Canceled)", target, wm, err)
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the wait on %s returned %v at watermark %s", target, err, wm)
+		default:
+		}
+	}
+	if _, err := f.cli.Put(f.ctx, f.layout.Applied(), target.String()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := aw.Wait(gone, target); err != nil {
+		t.Fatalf("a wait on %s at watermark %s: %v", target, target, err)
+	}
+}

@@ -42,23 +42,35 @@ func (r etcdRegistrar) Register(ctx context.Context, name string, cfg client.Reg
 type apiRegistrar struct{ cli *apiclient.Client }
 
 func (r apiRegistrar) Register(ctx context.Context, name string, cfg client.RegisterConfig) (session, error) {
-	c, err := r.cli.Register(ctx, name, apiclient.RegisterConfig{TTL: cfg.TTL.Round(time.Second), WaitDrained: cfg.WaitDrained})
+	c, err := RegisterThroughAPI(ctx, r.cli, name, cfg)
 	if err != nil {
 		return nil, err
 	}
-	return apiSession{Caller: c, cli: r.cli, name: name}, nil
+	return c, nil
 }
 
-// apiSession submits with the workload's own batch ids (the values name
+// RegisterThroughAPI registers name through a node's caller API; the
+// caller it returns submits with the workload's own batch ids.
+func RegisterThroughAPI(ctx context.Context, cli *apiclient.Client, name string, cfg client.RegisterConfig) (APISession, error) {
+	c, err := cli.Register(ctx, name, apiclient.RegisterConfig{TTL: cfg.TTL.Round(time.Second), WaitDrained: cfg.WaitDrained})
+	if err != nil {
+		return APISession{}, err
+	}
+	return APISession{Caller: c, cli: cli, name: name}, nil
+}
+
+// APISession submits with the workload's own batch ids (the values name
 // the operation) through the raw API; apiclient.Caller picks ids itself.
-type apiSession struct {
+type APISession struct {
 	*apiclient.Caller
 	cli  *apiclient.Client
 	name string
 }
 
-func (s apiSession) SubmitWithID(ctx context.Context, id string, batch ...ops.Op) (tokenseq.Token, error) {
-	req := &pb.SubmitRequest{Name: s.name, Incarnation: s.Incarnation(), BatchId: id}
+// SubmitWithID submits batch under the batch id id, with the lease, so
+// that a resend is recognised.
+func (s APISession) SubmitWithID(ctx context.Context, id string, batch ...ops.Op) (tokenseq.Token, error) {
+	req := &pb.SubmitRequest{Name: s.name, Incarnation: s.Incarnation(), BatchId: id, LeaseId: s.LeaseID()}
 	for _, o := range batch {
 		switch o.Kind {
 		case ops.KindSet:

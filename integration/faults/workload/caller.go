@@ -64,11 +64,17 @@ func (k *worker) run() {
 		}
 		if restart {
 			// A restart: the new process registers while the old one
-			// still has a submission or two in flight.
+			// still has a submission or two in flight, made right after
+			// the new one's first few (see overlap).
 			old := cur
 			cur = k.register(k.rng.Intn(2) == 0)
+			made := k.overlap(cur, rand.New(rand.NewSource(k.rng.Int63())))
 			k.old.Add(1)
-			go k.zombie(old, 1+k.rng.Intn(2), rand.New(rand.NewSource(k.rng.Int63())))
+			go k.zombie(old, 1+k.rng.Intn(2), rand.New(rand.NewSource(k.rng.Int63())), made)
+			continue
+		}
+		if k.w.cfg.Burst > 0 && k.rng.Intn(k.w.cfg.BurstEvery) == 0 {
+			k.burst(cur)
 			continue
 		}
 		res, tok, opsDone := k.submit(cur, k.rng)
@@ -119,9 +125,47 @@ func (k *worker) register(drain bool) *incarnation {
 	return nil
 }
 
-// zombie submits n more batches under an old incarnation, then closes it.
-func (k *worker) zombie(old *incarnation, n int, rng *rand.Rand) {
+// overlapSubmissions is how many batches a restarted caller's new
+// incarnation submits at once, before its old incarnation's last ones: with
+// two transactions in flight per client, the third waits in the queue, and
+// the old incarnation's submission made right after it lands in the same
+// queue behind it.
+const overlapSubmissions = 3
+
+// overlap submits overlapSubmissions batches at once under a new
+// incarnation, on goroutines of their own, and returns a channel closed
+// once every one of them has been made (it waits for its answer). An old
+// incarnation's submission made after that is queued behind them: a group
+// transaction that carried both would store it under the new
+// incarnation's compare (G1; the checker's RuleFence).
+func (k *worker) overlap(inc *incarnation, rng *rand.Rand) <-chan struct{} {
+	made := make(chan struct{})
+	if inc == nil {
+		close(made)
+		return made
+	}
+	var sent sync.WaitGroup
+	sent.Add(overlapSubmissions)
+	for range overlapSubmissions {
+		id, batch, rec := k.randomBatch(inc, rng)
+		k.old.Add(1)
+		go func() {
+			defer k.old.Done()
+			k.send(inc, id, batch, rec, sent.Done)
+		}()
+	}
+	go func() {
+		sent.Wait()
+		close(made)
+	}()
+	return made
+}
+
+// zombie submits n more batches under an old incarnation, once made is
+// closed, then closes it.
+func (k *worker) zombie(old *incarnation, n int, rng *rand.Rand, made <-chan struct{}) {
 	defer k.old.Done()
+	<-made
 	if old == nil {
 		return
 	}
@@ -129,6 +173,61 @@ func (k *worker) zombie(old *incarnation, n int, rng *rand.Rand) {
 		k.submit(old, rng)
 	}
 	k.close(old)
+}
+
+// BurstKeys are the keys bursts write (Config.Burst), one per batch of a
+// burst: every key of a burst is written by one batch, so that a round of
+// the leader writes as many keys as it holds batches of a burst, one step
+// after another.
+func BurstKeys(n int) []string {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("b%03d", i)
+	}
+	return keys
+}
+
+// burst submits Config.Burst batches at once, one set of a burst key each.
+// They share a few transactions of up to 64 batches, and arrive at the
+// leader faster than it writes them, so that its rounds (at most 127
+// batches) end inside one of those transactions: the watermark then
+// stops at an index short of the transaction's last batch. For each
+// transaction, the caller waits for its last batch of the burst and reads
+// the watermark and the key back (waitAndRead; G8).
+func (k *worker) burst(inc *incarnation) {
+	keys := BurstKeys(k.w.cfg.Burst)
+	type sent struct {
+		res checker.Result
+		tok tokenseq.Token
+		rec []checker.Op
+	}
+	out := make([]sent, len(keys))
+	var wg sync.WaitGroup
+	for i, key := range keys {
+		id := fmt.Sprintf("%s.%d.%d", k.name, inc.n, k.seq.Add(1))
+		v := id + ".0"
+		batch := []ops.Op{ops.Set(key, []byte(v), 0)}
+		rec := []checker.Op{{Kind: checker.KindSet, Key: key, Value: v}}
+		wg.Go(func() {
+			res, tok := k.send(inc, id, batch, rec, nil)
+			out[i] = sent{res, tok, rec}
+		})
+	}
+	wg.Wait()
+	last := map[int64]int{} // revision -> the burst's batch of the highest index in it
+	for i, o := range out {
+		if o.res != checker.OK {
+			continue
+		}
+		if j, ok := last[o.tok.Revision]; !ok || out[j].tok.Less(o.tok) {
+			last[o.tok.Revision] = i
+		}
+	}
+	for _, i := range last {
+		k.waits.Add(1)
+		k.old.Add(1)
+		go k.waitAndRead(inc, out[i].tok, out[i].rec, seq(k.waitSeq.Add(1)))
+	}
 }
 
 func (k *worker) closeLater(inc *incarnation) {
@@ -147,6 +246,14 @@ func (k *worker) close(inc *incarnation) {
 
 // submit sends one batch of one to three operations and records it.
 func (k *worker) submit(inc *incarnation, rng *rand.Rand) (checker.Result, tokenseq.Token, []checker.Op) {
+	id, batch, rec := k.randomBatch(inc, rng)
+	res, tok := k.send(inc, id, batch, rec, nil)
+	return res, tok, rec
+}
+
+// randomBatch draws a batch of one to three operations on the key space,
+// under a new id of inc.
+func (k *worker) randomBatch(inc *incarnation, rng *rand.Rand) (string, []ops.Op, []checker.Op) {
 	seq := k.seq.Add(1)
 	id := fmt.Sprintf("%s.%d.%d", k.name, inc.n, seq)
 	n := 1
@@ -169,8 +276,17 @@ func (k *worker) submit(inc *incarnation, rng *rand.Rand) (checker.Result, token
 		batch = append(batch, ops.Set(key, []byte(v), 0))
 		rec = append(rec, checker.Op{Kind: checker.KindSet, Key: key, Value: v})
 	}
+	return id, batch, rec
+}
+
+// send submits batch (recorded as rec) under id and records the call;
+// made, when not nil, is called right before the submission is made.
+func (k *worker) send(inc *incarnation, id string, batch []ops.Op, rec []checker.Op, made func()) (checker.Result, tokenseq.Token) {
 	ctx, cancel := context.WithTimeout(context.Background(), k.w.cfg.CallTimeout)
 	start := k.w.rec.Now()
+	if made != nil {
+		made()
+	}
 	tok, err := inc.caller.SubmitWithID(ctx, id, batch...)
 	end := k.w.rec.Now()
 	cancel()
@@ -188,7 +304,7 @@ func (k *worker) submit(inc *incarnation, rng *rand.Rand) (checker.Result, token
 		k.w.unknown.Add(1)
 	}
 	k.w.rec.Call(c)
-	return c.Result, tok, rec
+	return c.Result, tok
 }
 
 // checkerToken is tok as the history records it.
@@ -209,7 +325,10 @@ func (k *worker) waitAndRead(inc *incarnation, tok tokenseq.Token, batch []check
 	if err != nil {
 		return
 	}
-	k.w.rec.Applied(checker.Applied{Token: checkerToken(tok), Start: start, End: end})
+	// First the watermark: a wait released early shows in it only until
+	// the leader's next commit.
+	wm := k.w.readWatermark(ctx)
+	k.w.rec.Applied(checker.Applied{Token: checkerToken(tok), Start: start, End: end, Watermark: checkerToken(wm)})
 	mc := k.w.memcachedClient(time.Second)
 	defer mc.Close()
 	for _, o := range batch {

@@ -73,6 +73,16 @@ type Config struct {
 	// their acknowledged submissions are above the applied watermark (a
 	// caller with a bounded queue). Zero means no bound.
 	MaxPending int
+	// Burst, when positive, makes callers now and then submit this many
+	// batches at once, each setting one of BurstKeys(Burst), and wait for
+	// the last batch of each transaction they share: with more than two
+	// transactions' worth (128), the leader's rounds end inside those
+	// transactions. The keys of a burst are not in Keys; read them in the
+	// final state too. Zero means no bursts.
+	Burst int
+	// BurstEvery is the mean number of submissions between a caller's
+	// bursts; default 60.
+	BurstEvery int
 }
 
 func (c *Config) defaults() {
@@ -96,6 +106,9 @@ func (c *Config) defaults() {
 	}
 	if c.RestartEvery == 0 {
 		c.RestartEvery = 40
+	}
+	if c.BurstEvery == 0 {
+		c.BurstEvery = 60
 	}
 }
 
@@ -123,6 +136,10 @@ type Workload struct {
 	lastMu sync.Mutex
 	lastOK tokenseq.Token // the highest token acknowledged
 
+	// etcd reads the applied watermark: right after each WaitApplied
+	// returned, and for the pending bound.
+	etcd *client.Client
+
 	mu      sync.Mutex
 	clients []*client.Client
 	// apiClients are the clients of the names in APIFor.
@@ -147,6 +164,12 @@ func Start(cfg Config, rec *Recorder) (*Workload, error) {
 		w.okFor[name] = new(atomic.Int64)
 	}
 	w.stopCtx, w.cancelStop = context.WithCancel(context.Background())
+	etcd, err := w.newClient(cfg.Endpoints)
+	if err != nil {
+		w.Stop()
+		return nil, fmt.Errorf("workload: watermark client: %w", err)
+	}
+	w.etcd = etcd
 	rng := rand.New(rand.NewSource(cfg.Seed))
 	var shared *client.Client
 	for _, name := range cfg.Names {
@@ -189,13 +212,8 @@ func Start(cfg Config, rec *Recorder) (*Workload, error) {
 		go w.reader("r"+strconv.Itoa(i), rand.New(rand.NewSource(rng.Int63())))
 	}
 	if cfg.MaxPending > 0 {
-		cli, err := w.newClient(cfg.Endpoints)
-		if err != nil {
-			w.Stop()
-			return nil, fmt.Errorf("workload: watermark client: %w", err)
-		}
 		w.wg.Add(1)
-		go w.followWatermark(cli)
+		go w.followWatermark(w.etcd)
 	}
 	return w, nil
 }
@@ -210,6 +228,18 @@ func (w *Workload) newClient(eps []string) (*client.Client, error) {
 	w.clients = append(w.clients, cli)
 	w.mu.Unlock()
 	return cli, nil
+}
+
+// readWatermark reads the applied watermark with a linearizable read; the
+// zero token when it cannot.
+func (w *Workload) readWatermark(ctx context.Context) tokenseq.Token {
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	wm, _, err := tokenseq.Watermark(rctx, w.etcd.Etcd(), w.etcd.Layout())
+	if err != nil {
+		return tokenseq.Zero
+	}
+	return wm
 }
 
 // memcachedClient is a client of the servers readers read.
