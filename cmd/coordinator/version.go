@@ -1,20 +1,21 @@
 package main
 
 import (
-	"runtime"
-	"runtime/debug"
-
 	"github.com/spf13/cobra"
+
+	"github.com/coordinator-dev/coordinator/pkg/buildinfo"
 )
 
 func newVersionCommand(g *globalOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
 		Short: "Show the coordinator's version, commit and Go version",
-		Long: `Show the version of this binary, read from the build information Go records:
-the module version ("(devel)" when built from a checkout rather than with
-go install at a version), the commit it was built from and whether the work
-tree had changes, and the Go version and platform.`,
+		Long: `Show the version of this binary: the version a release build stamped
+(go build -ldflags "-X github.com/coordinator-dev/coordinator/pkg/buildinfo.Version=v1.2.3",
+as scripts/build-image.sh does), or else the module version Go recorded
+("(devel)" when built from a checkout rather than with go install at a
+version); the commit it was built from and whether the work tree had
+changes; and the Go version and platform.`,
 		Example: `  coordinator version
   coordinator version -o json`,
 		Args: noArgs,
@@ -37,27 +38,11 @@ type versionView struct {
 	Platform  string `json:"platform"`
 }
 
-// readVersion reads the build information the Go toolchain embeds.
+// readVersion reads the binary's version (package buildinfo).
 func readVersion() versionView {
-	v := versionView{Version: "unknown", GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return v
-	}
-	if info.Main.Version != "" {
-		v.Version = info.Main.Version
-	}
-	for _, s := range info.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			v.Commit = s.Value
-		case "vcs.time":
-			v.CommitAt = s.Value
-		case "vcs.modified":
-			v.Modified = s.Value == "true"
-		}
-	}
-	return v
+	b := buildinfo.Read()
+	return versionView{Version: b.Version, Commit: b.Commit, CommitAt: b.CommitTime, Modified: b.Modified,
+		GoVersion: b.GoVersion, Platform: b.Platform}
 }
 
 func (v versionView) header() []string {

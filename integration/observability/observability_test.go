@@ -158,7 +158,7 @@ func TestReadyzFollowsMemcached(t *testing.T) {
 			t.Errorf("%s /healthz = %d while only memcached is away: %q", m.ID, code, body)
 		}
 	}
-	if got := scrapeMetrics(t, a).value(t, "coordinator_memcached_up"); got != 0 {
+	if got := scrapeMetrics(t, a).value(t, `coordinator_memcached_up{server="`+mc.Addr+`"}`); got != 0 {
 		t.Errorf("A memcached_up = %v with memcached stopped", got)
 	}
 	ctx := testenv.Ctx(t, 2*time.Minute)

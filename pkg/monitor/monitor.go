@@ -1,6 +1,12 @@
 // Package monitor serves a node's observability over HTTP: /metrics
-// (Prometheus), /healthz and /readyz (200 or 503, with one line per check
-// saying why), and, only when enabled, Go's profiler under /debug/pprof/.
+// (Prometheus); the probes /livez, /healthz, /readyz, /readyz/api and
+// /readyz/applier (200 or 503, with one line per check saying why); and,
+// only when enabled, Go's profiler under /debug/pprof/.
+//
+// The probes have the meanings platforms give them: /livez fails only when
+// the process is wedged (restart it), /readyz/api when the node cannot take
+// callers' calls (route callers elsewhere), /readyz/applier (and /readyz,
+// the same checks) when the node can neither apply nor take over at once.
 package monitor
 
 import (
@@ -24,10 +30,14 @@ import (
 // once its context ends.
 const DefaultShutdownTimeout = 5 * time.Second
 
-// Checks is what /healthz and /readyz report (a *health.Checker).
+// Checks is what the probes report (a *health.Checker): Live on /livez,
+// Health on /healthz, Ready on /readyz and /readyz/applier, APIReady on
+// /readyz/api.
 type Checks interface {
+	Live() health.Report
 	Health() health.Report
 	Ready() health.Report
+	APIReady() health.Report
 }
 
 // Config configures a monitor. Zero values mean the defaults noted.
@@ -42,7 +52,7 @@ type Config struct {
 	EnablePprof bool
 	// Gatherer is served on /metrics; nil serves 404 there.
 	Gatherer prometheus.Gatherer
-	// Checks answer /healthz and /readyz; nil serves 404 there.
+	// Checks answer the probes; nil serves 404 there.
 	Checks Checks
 	// Logger receives the server's errors; nil means slog.Default().
 	Logger *slog.Logger
@@ -136,8 +146,11 @@ func Handler(cfg Config) http.Handler {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))
 	}
 	if cfg.Checks != nil {
+		mux.Handle("GET /livez", reportHandler(cfg.Checks.Live))
 		mux.Handle("GET /healthz", reportHandler(cfg.Checks.Health))
 		mux.Handle("GET /readyz", reportHandler(cfg.Checks.Ready))
+		mux.Handle("GET /readyz/api", reportHandler(cfg.Checks.APIReady))
+		mux.Handle("GET /readyz/applier", reportHandler(cfg.Checks.Ready))
 	}
 	if cfg.EnablePprof {
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)

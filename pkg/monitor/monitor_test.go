@@ -17,10 +17,12 @@ import (
 )
 
 // fixed answers the checks with fixed reports.
-type fixed struct{ healthy, ready health.Report }
+type fixed struct{ live, healthy, ready, apiReady health.Report }
 
-func (f fixed) Health() health.Report { return f.healthy }
-func (f fixed) Ready() health.Report  { return f.ready }
+func (f fixed) Live() health.Report     { return f.live }
+func (f fixed) Health() health.Report   { return f.healthy }
+func (f fixed) Ready() health.Report    { return f.ready }
+func (f fixed) APIReady() health.Report { return f.apiReady }
 
 // serve starts a monitor for cfg on a free port; it is stopped when the
 // test ends, and Serve must then return nil.
@@ -70,6 +72,8 @@ func TestRoutes(t *testing.T) {
 			{Name: "lease", OK: true, Detail: "valid for 4s"},
 			{Name: "memcached", Detail: "unreachable for 11s, over 10s"},
 		}},
+		live:     health.Report{OK: true, Checks: []health.Check{{Name: "loop", OK: true, Detail: "went round 1s ago"}}},
+		apiReady: health.Report{OK: true, Checks: []health.Check{{Name: "etcd", OK: true, Detail: "answered 2ms ago"}}},
 	}
 	url := serve(t, monitor.Config{Gatherer: reg, Checks: checks})
 
@@ -80,6 +84,18 @@ func TestRoutes(t *testing.T) {
 	code, _, body = get(t, url+"/readyz")
 	if code != http.StatusServiceUnavailable || body != "ok lease: valid for 4s\nfail memcached: unreachable for 11s, over 10s\n" {
 		t.Errorf("/readyz = %d %q", code, body)
+	}
+	code, _, body = get(t, url+"/readyz/applier")
+	if code != http.StatusServiceUnavailable || body != "ok lease: valid for 4s\nfail memcached: unreachable for 11s, over 10s\n" {
+		t.Errorf("/readyz/applier = %d %q", code, body)
+	}
+	code, _, body = get(t, url+"/readyz/api")
+	if code != http.StatusOK || body != "ok etcd: answered 2ms ago\n" {
+		t.Errorf("/readyz/api = %d %q", code, body)
+	}
+	code, _, body = get(t, url+"/livez")
+	if code != http.StatusOK || body != "ok loop: went round 1s ago\n" {
+		t.Errorf("/livez = %d %q", code, body)
 	}
 	code, _, body = get(t, url+"/metrics")
 	if code != http.StatusOK || !strings.Contains(body, "# HELP coordinator_test_total A test counter.") ||
@@ -103,7 +119,7 @@ func TestPprofWhenEnabled(t *testing.T) {
 		t.Errorf("/debug/pprof/goroutine = %d", code)
 	}
 	// Neither metrics nor checks were given.
-	for _, p := range []string{"/metrics", "/healthz", "/readyz"} {
+	for _, p := range []string{"/metrics", "/livez", "/healthz", "/readyz", "/readyz/api", "/readyz/applier"} {
 		if code, _, _ := get(t, url+p); code != http.StatusNotFound {
 			t.Errorf("%s = %d, want 404", p, code)
 		}
