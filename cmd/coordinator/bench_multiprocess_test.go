@@ -57,7 +57,7 @@ func TestBenchMultiProcessJSON(t *testing.T) {
 		t.Fatalf("scenarios: %s", r.stdout)
 	}
 	sc := rep.Scenarios[0]
-	if len(sc.Measurements) != 3 || len(sc.Ratios) != 4 {
+	if len(sc.Measurements) != 4 || len(sc.Ratios) != 5 {
 		t.Fatalf("multi-process: %+v", sc)
 	}
 	for _, m := range sc.Measurements {

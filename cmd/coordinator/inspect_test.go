@@ -284,8 +284,8 @@ func TestInspectionOutput(t *testing.T) {
 		mustJSON(t, r.stdout, &out)
 		want := map[string]any{
 			"namespace": "default", "leader": "", "term": 0.0, "applied": "0",
-			"pending_ops": 3.0, "pending_batches": 3.0, "registrations": 1.0, "quarantined": 0.0,
-			"memcached_restarts": 0.0,
+			"pending_ops": 3.0, "pending_ops_lower_bound": false, "pending_batches": 3.0, "registrations": 1.0,
+			"quarantined": 0.0, "memcached_restarts": 0.0,
 		}
 		for k, w := range want {
 			if out[k] != w {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -8,7 +9,38 @@ import (
 	"strings"
 	"text/tabwriter"
 	"unicode"
+	"unicode/utf8"
 )
+
+// maxCellWidth bounds a table cell, in characters: a longer value is cut
+// and ends in "…", so that one long value (a holder host, a key) neither
+// widens every row of its column nor makes a row unbounded. The JSON output
+// keeps every value whole.
+const maxCellWidth = 64
+
+// cut returns s cut to maxCellWidth characters, the last of them "…".
+func cut(s string) string {
+	if utf8.RuneCountInString(s) <= maxCellWidth {
+		return s
+	}
+	n := 0
+	for i := range s {
+		if n == maxCellWidth-1 {
+			return s[:i] + "…"
+		}
+		n++
+	}
+	return s
+}
+
+// cutRow returns r with every cell cut.
+func cutRow(r []string) []string {
+	out := make([]string, len(r))
+	for i, c := range r {
+		out[i] = cut(c)
+	}
+	return out
+}
 
 // view is what a command prints. Its exported fields, with their JSON tags,
 // are the JSON output; header and rows are the table output. JSON field
@@ -43,51 +75,200 @@ func checkOutput(format string) error {
 }
 
 // tablePrinter writes a header row and one row per record, aligned in
-// columns.
+// columns, every cell cut to maxCellWidth.
 type tablePrinter struct{ w io.Writer }
 
 func (p tablePrinter) print(v view) error {
 	tw := tabwriter.NewWriter(p.w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, strings.Join(v.header(), "\t"))
+	fmt.Fprintln(tw, strings.Join(cutRow(v.header()), "\t"))
 	for _, r := range v.rows() {
-		fmt.Fprintln(tw, strings.Join(r, "\t"))
+		fmt.Fprintln(tw, strings.Join(cutRow(r), "\t"))
 	}
 	return tw.Flush()
 }
 
 // rowPrinter writes a table one print at a time, as kubectl get --watch
 // does: the header with the first rows, then only rows, each column as wide
-// as it was first (a longer cell widens only its own row).
+// as it was first (a longer cell widens only its own row). Cells are cut to
+// maxCellWidth, so every row is bounded however long the values.
 type rowPrinter struct {
 	w      io.Writer
 	widths []int
+	// ctx, when set, is checked before each row: once it ends, print
+	// returns its cause with the rest of the rows unwritten.
+	ctx context.Context
 }
 
 func (p *rowPrinter) print(v view) error {
-	rows := v.rows()
+	return p.printRows(v.header(), v.rows())
+}
+
+// printRows writes rows, after header when nothing was written yet.
+func (p *rowPrinter) printRows(header []string, rows [][]string) error {
 	if p.widths == nil {
-		rows = append([][]string{v.header()}, rows...)
+		rows = append([][]string{header}, rows...)
+		p.widths = make([]int, 0, len(header))
 		for _, r := range rows {
 			for i, c := range r {
 				if i >= len(p.widths) {
 					p.widths = append(p.widths, 0)
 				}
-				p.widths[i] = max(p.widths[i], len(c))
+				p.widths[i] = max(p.widths[i], utf8.RuneCountInString(cut(c)))
 			}
 		}
 	}
 	var b strings.Builder
 	for _, r := range rows {
+		if p.ctx != nil && p.ctx.Err() != nil {
+			return context.Cause(p.ctx)
+		}
+		b.Reset()
 		for i, c := range r {
+			c = cut(c)
 			b.WriteString(c)
 			if i < len(r)-1 && i < len(p.widths) {
-				b.WriteString(strings.Repeat(" ", max(p.widths[i]-len(c), 0)+2))
+				b.WriteString(strings.Repeat(" ", max(p.widths[i]-utf8.RuneCountInString(c), 0)+2))
 			}
 		}
 		b.WriteByte('\n')
+		if _, err := io.WriteString(p.w, b.String()); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+// field is one member of a JSON object.
+type field struct {
+	name  string
+	value any
+}
+
+// listPrinter writes a listing that is read a page at a time as it comes,
+// so that nothing holds the whole listing: a table whose columns are as
+// wide as the first page needs (rowPrinter), or one JSON object whose
+// array of rows is written row by row. Between rows it checks its context,
+// and once that ends it stops with the context's cause (the signal that
+// interrupted the command).
+type listPrinter struct {
+	ctx    context.Context
+	w      io.Writer
+	format string
+	header []string // table header
+	array  string   // JSON name of the rows' array
+	head   []field  // JSON members before the array
+
+	rows    *rowPrinter
+	started bool
+	n       int // JSON rows written
+}
+
+// newListPrinter returns the printer of a listing in format ("table" or
+// "json"): the table's header; the JSON object's members before the rows,
+// and the name of the rows' array.
+func newListPrinter(ctx context.Context, format string, w io.Writer, header []string, head []field, array string) *listPrinter {
+	return &listPrinter{
+		ctx: ctx, w: w, format: format, header: header, array: array, head: head,
+		rows: &rowPrinter{w: w, ctx: ctx},
+	}
+}
+
+// page writes one page: items are the rows as JSON values, rows as table
+// cells.
+func (p *listPrinter) page(items []any, rows [][]string) error {
+	if p.format != "json" {
+		return p.rows.printRows(p.header, rows)
+	}
+	if err := p.begin(); err != nil {
+		return err
+	}
+	for _, it := range items {
+		if p.ctx.Err() != nil {
+			return context.Cause(p.ctx)
+		}
+		b, err := json.MarshalIndent(it, "    ", "  ")
+		if err != nil {
+			return err
+		}
+		sep := ",\n    "
+		if p.n == 0 {
+			sep = "\n    "
+		}
+		if _, err := io.WriteString(p.w, sep+string(b)); err != nil {
+			return err
+		}
+		p.n++
+	}
+	return nil
+}
+
+// end finishes the listing: a table with no rows gets its header, a JSON
+// object its array's end and tail, the members after the array.
+func (p *listPrinter) end(tail []field) error {
+	if p.format != "json" {
+		if p.rows.widths == nil {
+			return p.rows.printRows(p.header, nil)
+		}
+		return nil
+	}
+	if err := p.begin(); err != nil {
+		return err
+	}
+	var b strings.Builder
+	if p.n > 0 {
+		b.WriteString("\n  ")
+	}
+	b.WriteString("]")
+	for _, f := range tail {
+		b.WriteString(",")
+		if err := writeMember(&b, f); err != nil {
+			return err
+		}
+	}
+	b.WriteString("\n}\n")
 	_, err := io.WriteString(p.w, b.String())
 	return err
+}
+
+// begin writes the JSON object's start, once: the head members and the
+// array's start.
+func (p *listPrinter) begin() error {
+	if p.started {
+		return nil
+	}
+	p.started = true
+	var b strings.Builder
+	b.WriteString("{")
+	for i, f := range p.head {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		if err := writeMember(&b, f); err != nil {
+			return err
+		}
+	}
+	name, _ := json.Marshal(p.array)
+	if len(p.head) > 0 {
+		b.WriteString(",")
+	}
+	b.WriteString("\n  " + string(name) + ": [")
+	_, err := io.WriteString(p.w, b.String())
+	return err
+}
+
+// writeMember writes a member of an object at the top level as json.Encoder
+// with a two-space indent writes it, without its separating comma.
+func writeMember(b *strings.Builder, f field) error {
+	name, err := json.Marshal(f.name)
+	if err != nil {
+		return err
+	}
+	v, err := json.MarshalIndent(f.value, "  ", "  ")
+	if err != nil {
+		return err
+	}
+	b.WriteString("\n  " + string(name) + ": " + string(v))
+	return nil
 }
 
 // jsonPrinter writes the view as one indented JSON document.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -71,6 +72,11 @@ type globalOptions struct {
 	caCert, cert, key  string
 	insecureSkipVerify bool
 	user, password     string
+	passwordFile       string
+
+	// filePassword is the password read from passwordFile by
+	// validateConn.
+	filePassword string
 
 	// etcdLogger receives the etcd client's log; nil means zap.NewNop().
 	etcdLogger *zap.Logger
@@ -99,16 +105,28 @@ var connFlags = map[string]string{
 	"Username": "--user", "Password": "--password",
 }
 
-// validateConn checks the etcd connection flags; errors are usage errors
-// naming the flag, and never hold the password.
+// passwordFlagsHint says where a password may come from, for the errors
+// of a user without one.
+const passwordFlagsHint = "--user name:password, --password-file or --password ($" + envPrefix + "PASSWORD)"
+
+// validateConn checks the etcd connection flags and reads --password-file;
+// errors are usage errors naming the flag, and never hold the password.
+// A password given two ways is misuse: whichever won would surprise
+// someone.
 func (g *globalOptions) validateConn() error {
 	if user, _, hasColon := strings.Cut(g.user, ":"); hasColon {
 		if g.password != "" {
 			return usagef("--user %q holds a password and --password is set: give one of them", user)
 		}
+		if g.passwordFile != "" {
+			return usagef("--user %q holds a password and --password-file is set: give one of them", user)
+		}
 		if user == "" {
 			return usagef("--user has no name before its colon")
 		}
+	}
+	if g.password != "" && g.passwordFile != "" {
+		return usagef("--password-file and --password ($%sPASSWORD) both give the password: give one of them", envPrefix)
 	}
 	switch {
 	case g.cert != "" && g.key == "":
@@ -119,9 +137,20 @@ func (g *globalOptions) validateConn() error {
 	if g.password != "" && g.user == "" {
 		return usagef("--password needs --user")
 	}
+	if g.passwordFile != "" && g.user == "" {
+		return usagef("--password-file needs --user")
+	}
+	g.filePassword = ""
+	if g.passwordFile != "" {
+		pw, err := etcdconn.ReadPasswordFile(g.passwordFile)
+		if err != nil {
+			return usagef("--password-file: %w", err)
+		}
+		g.filePassword = pw
+	}
 	sec := g.security()
 	if sec.Username != "" && sec.Password == "" {
-		return usagef("--user %q has no password: use --user name:password or --password", sec.Username)
+		return usagef("--user %q has no password: use %s", sec.Username, passwordFlagsHint)
 	}
 	err := g.conn().Validate()
 	var fe *config.FieldError
@@ -138,8 +167,11 @@ func (g *globalOptions) validateConn() error {
 // security returns the TLS and user settings of the flags.
 func (g *globalOptions) security() etcdconn.Security {
 	user, pw := etcdconn.ParseUser(g.user)
-	if g.password != "" {
+	switch {
+	case g.password != "":
 		pw = g.password
+	case g.filePassword != "":
+		pw = g.filePassword
 	}
 	return etcdconn.Security{
 		CACert: g.caCert, Cert: g.cert, Key: g.key, InsecureSkipTLSVerify: g.insecureSkipVerify,
@@ -204,8 +236,11 @@ operations to memcached in token order, fenced against former leaders.`,
 	pf.StringVar(&g.key, "key", "", "private key of --cert (PEM)")
 	pf.BoolVar(&g.insecureSkipVerify, "insecure-skip-tls-verify", false,
 		"accept any etcd server certificate (tests only: anyone on the path can pose as etcd)")
-	pf.StringVar(&g.user, "user", "", "etcd user, as name:password or name with --password")
-	pf.StringVar(&g.password, "password", "", "password of --user")
+	pf.StringVar(&g.user, "user", "", "etcd user, as name or name:password (a password here is visible to ps: prefer --password-file)")
+	pf.StringVar(&g.password, "password", "",
+		"password of --user; any user of the machine can read it in ps and /proc: prefer --password-file or the variable")
+	pf.StringVar(&g.passwordFile, "password-file", "",
+		"file holding the password of --user, one line (its line ending is ignored)")
 	// Misuse is told apart by value: flag errors and argument errors are
 	// *usageError, made by these hooks.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err: err} })
@@ -242,6 +277,56 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fmt.Fprintf(stderr, "Usage: %s\n", cmd.UseLine())
 	fmt.Fprintf(stderr, "Run '%s --help' for more.\n", cmd.CommandPath())
 	return exitUsage
+}
+
+// redactedValue stands for a password in redactArgs's result.
+const redactedValue = "REDACTED"
+
+// redactArgs returns args with every password given on the command line
+// replaced by redactedValue: the values of --password and the password of
+// --user name:password. It is for the copies of the command line a process
+// serves itself (net/http/pprof's /debug/pprof/cmdline prints os.Args);
+// the kernel's copy in /proc/PID/cmdline keeps them, which is why the docs
+// recommend --password-file. changed is false, and args returned as they
+// are, when there is nothing to redact. Arguments after "--" are operands
+// and left alone; a flag's value that looks like a password flag is
+// redacted too, which shows less than the command line held, never more.
+func redactArgs(args []string) (out []string, changed bool) {
+	out = args
+	set := func(i int, v string) {
+		if !changed {
+			out, changed = slices.Clone(args), true
+		}
+		out[i] = v
+	}
+	userValue := func(v string) (string, bool) {
+		if name, _, ok := strings.Cut(v, ":"); ok {
+			return name + ":" + redactedValue, true
+		}
+		return v, false
+	}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			return out, changed
+		case a == "--password" && i+1 < len(args):
+			i++
+			set(i, redactedValue)
+		case strings.HasPrefix(a, "--password="):
+			set(i, "--password="+redactedValue)
+		case a == "--user" && i+1 < len(args):
+			i++
+			if v, ok := userValue(args[i]); ok {
+				set(i, v)
+			}
+		case strings.HasPrefix(a, "--user="):
+			if v, ok := userValue(strings.TrimPrefix(a, "--user=")); ok {
+				set(i, "--user="+v)
+			}
+		}
+	}
+	return out, changed
 }
 
 // unknownCommand is the root's argument validator: the root runs only

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"cmp"
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,14 +13,19 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	grpchealth "google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/coordinator-dev/coordinator/pkg/applier"
+	"github.com/coordinator-dev/coordinator/pkg/buildinfo"
 	"github.com/coordinator-dev/coordinator/pkg/embedded"
+	"github.com/coordinator-dev/coordinator/pkg/health"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 	"github.com/coordinator-dev/coordinator/pkg/logging"
 	"github.com/coordinator-dev/coordinator/pkg/monitor"
 	"github.com/coordinator-dev/coordinator/pkg/node"
 	"github.com/coordinator-dev/coordinator/pkg/ops"
+	"github.com/coordinator-dev/coordinator/pkg/tracing"
 )
 
 type serveOptions struct {
@@ -97,7 +104,7 @@ follower takes over without waiting for the lease to expire.`,
 	f.StringVar(&o.logFormat, "log-format", logging.FormatText,
 		"log format: text (key=value lines) or json (one object per line); the etcd client's warnings are written the same way")
 	f.StringVar(&o.httpListen, "http-listen", "",
-		"host:port to serve /metrics (Prometheus), /healthz and /readyz on; empty serves nothing")
+		"host:port to serve /metrics (Prometheus) and the probes /livez, /healthz, /readyz, /readyz/api, /readyz/applier on; empty serves nothing")
 	f.BoolVar(&o.enablePprof, "enable-pprof", false, "also serve Go's profiler under /debug/pprof/ (needs --http-listen)")
 	o.api.addFlags(f)
 	return cmd
@@ -165,6 +172,11 @@ func validateListen(addr string) error {
 }
 
 func runServe(cmd *cobra.Command, g *globalOptions, o *serveOptions) error {
+	// A node may serve its own command line (--enable-pprof's
+	// /debug/pprof/cmdline prints os.Args): keep the passwords out of it.
+	if args, changed := redactArgs(os.Args); changed {
+		os.Args = args
+	}
 	if err := g.validate(); err != nil {
 		return err
 	}
@@ -212,7 +224,29 @@ func runServe(cmd *cobra.Command, g *globalOptions, o *serveOptions) error {
 	layout := keyspace.MustNew(g.namespace)
 	log.Info("node starting", "node", o.nodeID, "namespace", g.namespace, "etcd", g.endpoints,
 		"memcached", o.memcached, "lease_ttl", o.leaseTTL, "write_concurrency", o.writers)
-	stopAPI, err := o.api.start(ctx, cli, g.namespace, ops.Limits{MaxItemBytes: o.maxItemBytes}, log)
+	// Tracing only when OTEL_* variables ask for it (package tracing).
+	tp, stopTracing, err := tracing.Start(ctx, tracing.Config{ServiceVersion: buildinfo.Read().Version})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(sctx); err != nil {
+			log.Warn("tracing: flushing spans failed", "err", err)
+		}
+	}()
+	if tp != nil {
+		log.Info("tracing to OTLP", "endpoint", cmp.Or(os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT")))
+		o.api.tracerProvider = tp
+	}
+	// The API's gRPC health statuses follow the node's checks; nil runs
+	// no checker for them when there is no API.
+	var grpcHealth *grpchealth.Server
+	if o.api.listen != "" {
+		grpcHealth = newGRPCHealth()
+	}
+	stopAPI, insecureAPI, err := o.api.start(ctx, cli, g.namespace, ops.Limits{MaxItemBytes: o.maxItemBytes}, grpcHealth, log)
 	if err != nil {
 		return err
 	}
@@ -221,12 +255,24 @@ func runServe(cmd *cobra.Command, g *globalOptions, o *serveOptions) error {
 		Etcd: cli, Layout: layout, NodeID: o.nodeID, LeaseTTL: o.leaseTTL,
 		Memcached: splitList(o.memcached), Distribution: o.distribution.value(), Limits: ops.Limits{MaxItemBytes: o.maxItemBytes},
 		WriteConcurrency: o.writers, Logger: log, Monitor: o.monitor(), RestoreOnRestart: o.restore,
+		Health:     health.Config{APIInsecureListener: insecureAPI, GRPC: grpcHealth},
+		Collectors: o.api.collectors(),
 	})
 	log.Info("node stopped", "node", o.nodeID)
 	if err != nil && ctx.Err() == nil {
 		return err
 	}
 	return nil
+}
+
+// newGRPCHealth returns a grpc.health.v1 server with every service the
+// node's checker sets NOT_SERVING until its first round.
+func newGRPCHealth() *grpchealth.Server {
+	hs := grpchealth.NewServer()
+	for _, svc := range []string{"", health.ServiceAPI, health.ServiceApplier} {
+		hs.SetServingStatus(svc, healthpb.HealthCheckResponse_NOT_SERVING)
+	}
+	return hs
 }
 
 // monitor is the node's HTTP monitor, nil without --http-listen.

@@ -6,8 +6,11 @@ import (
 	"log/slog"
 	"net"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/trace"
+	grpchealth "google.golang.org/grpc/health"
 
 	"github.com/coordinator-dev/coordinator/pkg/apiserver"
 	"github.com/coordinator-dev/coordinator/pkg/ops"
@@ -19,6 +22,24 @@ type apiOptions struct {
 	cert     string
 	key      string
 	clientCA string
+	limits   apiserver.Config // the limits and timeouts only
+
+	// stats counts what the limits refused, for the node's metrics.
+	stats apiserver.Stats
+	// metrics are the API's request metrics, set by start when it serves.
+	metrics *apiserver.Metrics
+	// tracerProvider traces the API's calls; nil (no OTEL_* variables)
+	// traces nothing.
+	tracerProvider trace.TracerProvider
+}
+
+// collectors are the API's metrics for the node's registry.
+func (a *apiOptions) collectors() []prometheus.Collector {
+	cs := a.stats.Collectors()
+	if a.metrics != nil {
+		cs = append(cs, a.metrics.Collectors()...)
+	}
+	return cs
 }
 
 func (a *apiOptions) addFlags(f *pflag.FlagSet) {
@@ -29,7 +50,26 @@ func (a *apiOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&a.key, "api-key", "", "PEM key of --api-cert")
 	f.StringVar(&a.clientCA, "api-client-ca", "",
 		"PEM CA bundle that API client certificates must chain to (mTLS); a client may then act only as "+
-			"the names its certificate allows: its subject CN and URI SANs "+apiserver.NameURIPrefix+"<name> ('*' for all)")
+			"the names its certificate allows: its subject CN and URI SANs "+apiserver.NameURIPrefix+"<name> "+
+			"("+apiserver.AllNamesURI+" allows all; a CN of '*' is the name '*')")
+	l := &a.limits
+	f.IntVar(&l.MaxRegistrations, "api-max-registrations", apiserver.DefaultMaxRegistrations,
+		"most live registrations made or kept alive through this node's API")
+	f.IntVar(&l.MaxConcurrentCalls, "api-max-calls", apiserver.DefaultMaxConcurrentCalls,
+		"most API calls served at once (keep-alive streams and waits not counted)")
+	f.IntVar(&l.MaxStreams, "api-max-streams", apiserver.DefaultMaxStreams, "most keep-alive streams held open")
+	f.Float64Var(&l.RegisterRate, "api-register-rate", apiserver.DefaultRegisterRate,
+		"registrations per second of one caller identity (client certificate, or address)")
+	f.IntVar(&l.RegisterBurst, "api-register-burst", apiserver.DefaultRegisterBurst, "registrations one caller identity may make at once")
+	f.Float64Var(&l.CallRate, "api-call-rate", apiserver.DefaultCallRate, "calls per second of one caller identity")
+	f.IntVar(&l.CallBurst, "api-call-burst", apiserver.DefaultCallBurst, "calls one caller identity may make at once")
+	f.DurationVar(&l.ReadTimeout, "api-read-timeout", apiserver.DefaultReadTimeout, "most time to read a request, its body included")
+	f.DurationVar(&l.WriteTimeout, "api-write-timeout", apiserver.DefaultWriteTimeout,
+		"most time for a call from its request to its answer (waits and keep-alive streams have their own)")
+	f.DurationVar(&l.IdleTimeout, "api-idle-timeout", apiserver.DefaultIdleTimeout, "idle time after which a connection is closed")
+	f.DurationVar(&l.MaxWait, "api-max-wait", apiserver.DefaultMaxWait, "longest WaitApplied")
+	f.DurationVar(&l.MaxConnectionAge, "api-max-connection-age", apiserver.DefaultMaxConnectionAge,
+		"age after which a connection is closed gracefully with its next answer (callers reconnect)")
 }
 
 func (a *apiOptions) validate() error {
@@ -46,33 +86,65 @@ func (a *apiOptions) validate() error {
 			return usagef("--api-listen: %w", err)
 		}
 	}
+	cfg := a.limitsConfig(nil)
+	if err := cfg.Validate(); err != nil {
+		return usagef("an --api-* limit: %w", err)
+	}
 	return nil
+}
+
+// limitsConfig is the API server's config with cli and the limits of the
+// flags.
+func (a *apiOptions) limitsConfig(cli *clientv3.Client) apiserver.Config {
+	cfg := a.limits
+	cfg.Etcd, cfg.Stats = cli, &a.stats
+	if cli == nil {
+		// Validate only: any client will do to pass its nil check.
+		cfg.Etcd = &clientv3.Client{}
+	}
+	return cfg
 }
 
 // start serves the API when --api-listen is given; stop ends it and waits
 // for it. The listener is bound before start returns, so a port in use is
-// an error of serve's.
-func (a *apiOptions) start(ctx context.Context, cli *clientv3.Client, namespace string, limits ops.Limits, log *slog.Logger) (stop func(), err error) {
+// an error of serve's. insecure reports an API that listens beyond
+// loopback without client certificates, which start logs as a warning:
+// anyone who reaches it can act as any name.
+//
+// hs is the API's grpc.health.v1 server, whose statuses the node's health
+// checker sets.
+func (a *apiOptions) start(ctx context.Context, cli *clientv3.Client, namespace string, limits ops.Limits, hs *grpchealth.Server, log *slog.Logger) (stop func(), insecure bool, err error) {
 	if a.listen == "" {
-		return func() {}, nil
+		return func() {}, false, nil
 	}
-	cfg := apiserver.Config{Etcd: cli, Namespace: namespace, Limits: limits, Logger: log}
+	cfg := a.limitsConfig(cli)
+	a.metrics = apiserver.NewMetrics()
+	cfg.Namespace, cfg.Limits, cfg.Logger, cfg.Health, cfg.Metrics = namespace, limits, log, hs, a.metrics
+	cfg.TracerProvider = a.tracerProvider
 	if a.cert != "" {
-		tlsCfg, err := apiserver.TLSFiles{CertFile: a.cert, KeyFile: a.key, ClientCAFile: a.clientCA}.Load()
+		// Reloading: a rotated certificate, key or client CA takes effect
+		// for new connections without a restart.
+		tlsCfg, err := apiserver.TLSFiles{CertFile: a.cert, KeyFile: a.key, ClientCAFile: a.clientCA}.Reloading()
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		cfg.TLS, cfg.AuthorizeNames = tlsCfg, a.clientCA != ""
 	}
 	srv, err := apiserver.New(cfg)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	lis, err := net.Listen("tcp", a.listen)
 	if err != nil {
-		return nil, fmt.Errorf("--api-listen: %w", err)
+		return nil, false, fmt.Errorf("--api-listen: %w", err)
 	}
 	log.Info("caller API listening", "addr", lis.Addr().String(), "tls", cfg.TLS != nil, "authorize_names", cfg.AuthorizeNames)
+	insecure = !cfg.AuthorizeNames && !loopbackOnly(lis.Addr())
+	if insecure {
+		log.Warn("caller API listens beyond loopback without client certificates: anyone who reaches it can register, "+
+			"submit and unregister as any name; give --api-client-ca, or listen on loopback or a private network only",
+			"addr", lis.Addr().String())
+	}
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -81,5 +153,13 @@ func (a *apiOptions) start(ctx context.Context, cli *clientv3.Client, namespace 
 			log.Error("caller API stopped", "err", err)
 		}
 	}()
-	return func() { cancel(); <-done }, nil
+	return func() { cancel(); <-done }, insecure, nil
+}
+
+// loopbackOnly reports whether addr, a bound listener's address, is
+// reachable from this machine only. An unspecified address (0.0.0.0, ::,
+// an empty host) listens on every interface.
+func loopbackOnly(addr net.Addr) bool {
+	tcp, ok := addr.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
 }

@@ -17,7 +17,10 @@ func newStatusCommand(g *globalOptions) *cobra.Command {
 		Long: `Show a summary of the namespace: the leader node (empty when none is
 elected), the leadership term, the applied watermark (the highest token such
 that it and every token before it are in memcached), the pending operations
-and batches, the number of live registrations, the number of records the
+and batches (with more than 1000 batches pending, the operations of 1000
+are counted and one for each other batch: a lower bound, shown ending in
+"+", and -o json sets pending_ops_lower_bound),
+the number of live registrations, the number of records the
 leader set aside as undecodable or unappliable (quarantined), and the
 memcached restarts the leaders found (a restarted server lost its items):
 how many, and the latest one as server@time (-o json adds its old and new
@@ -39,6 +42,7 @@ pid and the term of the leader that found it).`,
 			if err != nil {
 				return err
 			}
+			warnTermHeadroom(cmd.ErrOrStderr(), st.Term)
 			return newPrinter(g.output, cmd.OutOrStdout()).print(newStatusView(st))
 		},
 	}
@@ -54,7 +58,7 @@ func watchStatus(cmd *cobra.Command, in *inspect.Inspector, format string) error
 	ctx := cmd.Context()
 	var p printer = newPrinter(format, cmd.OutOrStdout())
 	if format == "table" {
-		p = &rowPrinter{w: cmd.OutOrStdout()}
+		p = &rowPrinter{w: cmd.OutOrStdout(), ctx: ctx}
 	}
 	err := in.WatchStatus(ctx, func(st inspect.Status) error { return p.print(newStatusView(st)) })
 	if ctx.Err() != nil {
@@ -65,14 +69,17 @@ func watchStatus(cmd *cobra.Command, in *inspect.Inspector, format string) error
 
 // statusView is the output of status.
 type statusView struct {
-	Namespace      string `json:"namespace"`
-	Leader         string `json:"leader"`
-	Term           uint64 `json:"term"`
-	Applied        string `json:"applied"`
-	PendingOps     int    `json:"pending_ops"`
-	PendingBatches int    `json:"pending_batches"`
-	Registrations  int    `json:"registrations"`
-	Quarantined    int64  `json:"quarantined"`
+	Namespace  string `json:"namespace"`
+	Leader     string `json:"leader"`
+	Term       uint64 `json:"term"`
+	Applied    string `json:"applied"`
+	PendingOps int    `json:"pending_ops"`
+	// PendingOpsLowerBound reports that PendingOps is a lower bound (see
+	// inspect.CountPending).
+	PendingOpsLowerBound bool  `json:"pending_ops_lower_bound"`
+	PendingBatches       int   `json:"pending_batches"`
+	Registrations        int   `json:"registrations"`
+	Quarantined          int64 `json:"quarantined"`
 	// MemcachedRestarts and LastRestart are the memcached restarts the
 	// leaders recorded, and the latest of them (absent when none is).
 	MemcachedRestarts int64        `json:"memcached_restarts"`
@@ -91,7 +98,7 @@ type restartView struct {
 func newStatusView(st inspect.Status) statusView {
 	v := statusView{
 		Namespace: st.Namespace, Leader: st.Leader, Term: st.Term, Applied: st.Applied.String(),
-		PendingOps: st.PendingOps, PendingBatches: st.PendingBatches,
+		PendingOps: st.PendingOps, PendingOpsLowerBound: st.PendingOpsLowerBound, PendingBatches: st.PendingBatches,
 		Registrations: st.Registrations, Quarantined: st.Quarantined,
 		MemcachedRestarts: st.MemcachedRestarts,
 	}
@@ -110,10 +117,19 @@ func (v statusView) header() []string {
 func (v statusView) rows() [][]string {
 	return [][]string{{
 		cell(v.Namespace), orDash(v.Leader), strconv.FormatUint(v.Term, 10), v.Applied,
-		strconv.Itoa(v.PendingOps), strconv.Itoa(v.PendingBatches),
+		v.pendingOpsCell(), strconv.Itoa(v.PendingBatches),
 		strconv.Itoa(v.Registrations), strconv.FormatInt(v.Quarantined, 10),
 		strconv.FormatInt(v.MemcachedRestarts, 10), v.LastRestart.cell(),
 	}}
+}
+
+// pendingOpsCell is the pending operations, with a "+" when they are more.
+func (v statusView) pendingOpsCell() string {
+	s := strconv.Itoa(v.PendingOps)
+	if v.PendingOpsLowerBound {
+		s += "+"
+	}
+	return s
 }
 
 // cell is the restart in one table cell: "server@time", or "-".

@@ -2,9 +2,12 @@ package security
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -130,8 +133,9 @@ func TestCLIOverTLS(t *testing.T) {
 }
 
 // TestCLIUser: --user name:password and --user name --password work
-// against an etcd with auth on; the wrong password is refused, and no
-// output holds a password.
+// against an etcd with auth on; the wrong password is refused, no output
+// holds a password, and neither does the command line a node serves on
+// /debug/pprof/cmdline.
 func TestCLIUser(t *testing.T) {
 	e := startTLSEtcd(t)
 	enableAuth(t, dial(t, e.conn(e.root)))
@@ -139,8 +143,24 @@ func TestCLIUser(t *testing.T) {
 	// The certificates' common names name users without permissions:
 	// the user of --user is who etcd takes.
 	certFlags := e.tlsFlags(e.ca.Client("nobody"))
-	nodeFlags := append(append([]string{}, certFlags...), "--user", nodeUser, "--password", password)
+	httpAddr := "127.0.0.1:" + strconv.Itoa(harness.FreePort(t))
+	nodeFlags := append(append([]string{}, certFlags...), "--user", nodeUser, "--password", password,
+		"--http-listen", httpAddr, "--enable-pprof")
 	n := startServe(t, mc.Addr, nodeFlags, append(append([]string{}, certFlags...), "--user", "root:"+password))
+
+	// pprof serves the node's command line without the password.
+	resp, err := http.Get("http://" + httpAddr + "/debug/pprof/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmdline, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("/debug/pprof/cmdline: %d %v", resp.StatusCode, err)
+	}
+	if strings.Contains(string(cmdline), password) || !strings.Contains(string(cmdline), "--password\x00REDACTED\x00") {
+		t.Fatalf("/debug/pprof/cmdline = %q: want --password REDACTED and not the password", cmdline)
+	}
 
 	out := runCLIOK(t, append([]string{"submit", "--as", "agent-7", "set", "k7", "by password", "--wait", "-o", "json",
 		"--user", "agent-7:" + password}, certFlags...)...)
@@ -192,5 +212,66 @@ func TestCLIUser(t *testing.T) {
 	}
 	if strings.Contains(n.Output(), password) {
 		t.Fatalf("serve's log holds the password:\n%s", n.Output())
+	}
+}
+
+// TestCLIPasswordFile: --password-file and COORDINATOR_PASSWORD_FILE give
+// the password against an etcd with auth on; a file with the wrong one is
+// refused as a wrong password is; a password given two ways is misuse; no
+// output holds a password. (etcd checks passwords with bcrypt, slow under
+// the race detector: the dial timeout leaves room for it.)
+func TestCLIPasswordFile(t *testing.T) {
+	e := startTLSEtcd(t)
+	enableAuth(t, dial(t, e.conn(e.root)))
+	flags := append(e.tlsFlags(e.ca.Client("nobody")), "--dial-timeout", "30s")
+	dir := t.TempDir()
+	pwFile, wrongFile := filepath.Join(dir, "password"), filepath.Join(dir, "wrong")
+	wrong := "wrong-" + password
+	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(wrongFile, []byte(wrong+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	noPassword := func(t *testing.T, out string) {
+		t.Helper()
+		if strings.Contains(out, password) || strings.Contains(out, wrong) {
+			t.Fatalf("output holds the password:\n%s", out)
+		}
+	}
+	out, errOut, code := runCLI(t, append([]string{"status", "--user", "root", "--password-file", pwFile}, flags...)...)
+	if code != 0 {
+		t.Fatalf("status with --password-file: exit %d\n%s", code, errOut)
+	}
+	noPassword(t, out+errOut)
+	envRun := exec.Command(harness.Binary(t), append([]string{"status", "--user", "root"}, flags...)...)
+	envRun.Env = append(os.Environ(), "COORDINATOR_PASSWORD_FILE="+pwFile)
+	envOut, err := envRun.CombinedOutput()
+	if err != nil {
+		t.Fatalf("status with COORDINATOR_PASSWORD_FILE: %v\n%s", err, envOut)
+	}
+	noPassword(t, string(envOut))
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		says string
+	}{
+		{"wrong password file", []string{"status", "--user", "root", "--password-file", wrongFile}, 1, "refused"},
+		{"password file and password", []string{"status", "--user", "root", "--password-file", pwFile, "--password", wrong},
+			2, "--password-file and --password"},
+		{"password file and user's password", []string{"status", "--user", "root:" + wrong, "--password-file", pwFile},
+			2, "--password-file"},
+		{"password file without user", []string{"status", "--password-file", pwFile}, 2, "--password-file needs --user"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, errOut, code := runCLI(t, append(tc.args, flags...)...)
+			t.Logf("stderr: %s", errOut)
+			if code != tc.code || !strings.Contains(errOut, tc.says) {
+				t.Fatalf("exit %d, want %d saying %q; stderr:\n%s", code, tc.code, tc.says, errOut)
+			}
+			noPassword(t, out+errOut)
+		})
 	}
 }

@@ -170,7 +170,7 @@ func runAndCheck(t *testing.T, scenarios []string, wantTargets int) {
 	}
 	wantRatios := map[string]int{
 		bench.ScenarioSubmit: 6, bench.ScenarioEndToEnd: 6, bench.ScenarioPeer: 2,
-		bench.ScenarioDrain: 1, bench.ScenarioFailover: 0, bench.ScenarioMemory: 1, bench.ScenarioMultiProcess: 4,
+		bench.ScenarioDrain: 1, bench.ScenarioFailover: 0, bench.ScenarioMemory: 1, bench.ScenarioMultiProcess: 5,
 	}
 	repeated := map[string]bool{
 		bench.ScenarioSubmit: true, bench.ScenarioEndToEnd: true, bench.ScenarioPeer: true, bench.ScenarioMultiProcess: true,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"strings"
 	"sync"
@@ -17,9 +18,12 @@ import (
 
 // Measurement names of the multi-process scenario.
 const (
-	whatProcAPI    = "coordinator submit, node API (processes)"
-	whatProcDirect = "coordinator submit, direct (processes)"
-	whatProcPut    = "etcd put (processes)"
+	whatProcAPI = "coordinator submit, node API (processes)"
+	// whatProcAPIOpen is the API with its limits lifted, to measure what
+	// the limits and checks cost.
+	whatProcAPIOpen = "coordinator submit, node API without limits (processes)"
+	whatProcDirect  = "coordinator submit, direct (processes)"
+	whatProcPut     = "etcd put (processes)"
 )
 
 const (
@@ -56,14 +60,19 @@ func (r *runner) runMultiProcess(ctx context.Context) (*ScenarioReport, error) {
 	sr := &ScenarioReport{Name: ScenarioMultiProcess}
 	procs, per := r.cfg.Processes, r.cfg.ProcessConcurrency
 	conc := procs * per
-	addr, stop, err := r.startAPI(ctx)
+	addr, stop, err := r.startAPI(ctx, apiserver.Config{})
 	if err != nil {
 		return sr, err
 	}
 	defer stop()
+	open, stopOpen, err := r.startAPI(ctx, unlimitedAPI)
+	if err != nil {
+		return sr, err
+	}
+	defer stopOpen()
 	r.StopNode()
 	c := newComparison()
-	ours := func(variant, what, label string) func() error {
+	ours := func(variant, what, label, addr string) func() error {
 		return func() error {
 			r.StopNode()
 			m, err := r.measureProcesses(ctx, variant, what, addr)
@@ -82,13 +91,15 @@ func (r *runner) runMultiProcess(ctx context.Context) (*ScenarioReport, error) {
 			r.StopNode()
 			return r.measureProcesses(ctx, variantPut, whatProcPut, addr)
 		}),
-		ours(variantDirect, whatProcDirect, "direct to etcd"),
-		ours(variantAPI, whatProcAPI, "through the API"),
+		ours(variantDirect, whatProcDirect, "direct to etcd", addr),
+		ours(variantAPI, whatProcAPI, "through the API", addr),
+		ours(variantAPI, whatProcAPIOpen, "through the API without limits", open),
 	)
 	if err != nil {
 		return sr, err
 	}
-	sr.Measurements = append(sr.Measurements, c.median(whatProcAPI), c.median(whatProcDirect), c.median(whatProcPut))
+	sr.Measurements = append(sr.Measurements, c.median(whatProcAPI), c.median(whatProcAPIOpen), c.median(whatProcDirect), c.median(whatProcPut))
+	sr.addRatio(ratioProcAPILimits, conc, c.ratio(whatProcAPI, whatProcAPIOpen, opsPerSec))
 	sr.addRatio(ratioProcAPIPut, conc, c.ratio(whatProcAPI, whatProcPut, opsPerSec))
 	sr.addRatio(ratioProcAPIP99, conc, c.ratio(whatProcAPI, whatProcPut, p99Ms))
 	sr.addRatio(ratioProcDirectPut, conc, c.ratio(whatProcDirect, whatProcPut, opsPerSec))
@@ -101,17 +112,24 @@ func (r *runner) runMultiProcess(ctx context.Context) (*ScenarioReport, error) {
 	return sr, nil
 }
 
-// startAPI serves the caller API on a free loopback port, on an etcd
-// connection of its own, until stop is called.
-func (r *runner) startAPI(ctx context.Context) (addr string, stop func(), err error) {
+// unlimitedAPI lifts every limit of the API server that a call pays for:
+// the rates, the concurrent calls and the registrations.
+var unlimitedAPI = apiserver.Config{
+	CallRate: math.Inf(1), RegisterRate: math.Inf(1), MaxConcurrentCalls: math.MaxInt32,
+	MaxRegistrations: math.MaxInt32, MaxStreams: math.MaxInt32,
+}
+
+// startAPI serves the caller API with cfg (its etcd, namespace and logger
+// filled in) on a free loopback port, on an etcd connection of its own,
+// until stop is called.
+func (r *runner) startAPI(ctx context.Context, cfg apiserver.Config) (addr string, stop func(), err error) {
 	cli, err := r.Dial(ctx)
 	if err != nil {
 		return "", nil, err
 	}
-	srv, err := apiserver.New(apiserver.Config{
-		Etcd: cli, Namespace: r.Namespace,
-		Logger: slog.New(slog.NewTextHandler(progressLog{r}, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
+	cfg.Etcd, cfg.Namespace = cli, r.Namespace
+	cfg.Logger = slog.New(slog.NewTextHandler(progressLog{r}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	srv, err := apiserver.New(cfg)
 	if err != nil {
 		cli.Close()
 		return "", nil, err

@@ -134,6 +134,7 @@ const (
 	ratioMemoryBacklog     = "peak RSS: backlog N / backlog N/10"
 	ratioProcAPIPut        = "api/etcd-put ops/s"
 	ratioProcAPIP99        = "api p99 / etcd-put p99"
+	ratioProcAPILimits     = "api/api-without-limits ops/s"
 	ratioProcDirectPut     = "direct/etcd-put ops/s"
 	ratioProcDirectP99     = "direct p99 / etcd-put p99"
 )

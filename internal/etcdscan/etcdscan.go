@@ -17,8 +17,9 @@ const DefaultPageSize = 1000
 // most pageSize keys at a time (zero means DefaultPageSize). Every page is
 // read at the revision of the first, so the pages together are one
 // consistent view; that revision is returned. An error of fn ends the scan
-// and is returned as it is.
-func Prefix(ctx context.Context, kv clientv3.KV, prefix string, pageSize int64, fn func(page []*mvccpb.KeyValue) error) (int64, error) {
+// and is returned as it is. opts are added to every read
+// (clientv3.WithKeysOnly, say).
+func Prefix(ctx context.Context, kv clientv3.KV, prefix string, pageSize int64, fn func(page []*mvccpb.KeyValue) error, opts ...clientv3.OpOption) (int64, error) {
 	if pageSize <= 0 {
 		pageSize = DefaultPageSize
 	}
@@ -26,11 +27,11 @@ func Prefix(ctx context.Context, kv clientv3.KV, prefix string, pageSize int64, 
 	from := prefix
 	var rev int64
 	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(pageSize)}
+		page := append([]clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(pageSize)}, opts...)
 		if rev != 0 {
-			opts = append(opts, clientv3.WithRev(rev))
+			page = append(page, clientv3.WithRev(rev))
 		}
-		resp, err := kv.Get(ctx, from, opts...)
+		resp, err := kv.Get(ctx, from, page...)
 		if err != nil {
 			return rev, err
 		}

@@ -96,12 +96,15 @@ func (cl *Caller) Err() error {
 // Submit submits ops as one batch. Refusals are *Error matching
 // ErrSuperseded, ErrExpired, ErrInvalid and the others. The node
 // validates the batch with its limits and writes nothing for bad input.
+// The node picks the batch id: a reply lost between etcd and the node is
+// settled by the node; one lost between the node and this process is an
+// error, and the batch may have been stored.
 func (cl *Caller) Submit(ctx context.Context, batch ...ops.Op) (Token, error) {
-	return cl.submit(ctx, tokenseq.NewBatchID(), batch)
+	return cl.submit(ctx, batch)
 }
 
-func (cl *Caller) submit(ctx context.Context, id string, batch []ops.Op) (Token, error) {
-	req := &pb.SubmitRequest{Name: cl.name, Incarnation: cl.reg.Incarnation, BatchId: id, Ops: make([]*pb.Op, 0, len(batch))}
+func (cl *Caller) submit(ctx context.Context, batch []ops.Op) (Token, error) {
+	req := &pb.SubmitRequest{Name: cl.name, Incarnation: cl.reg.Incarnation, Ops: make([]*pb.Op, 0, len(batch))}
 	for _, o := range batch {
 		switch o.Kind {
 		case ops.KindSet:
@@ -129,8 +132,9 @@ func (cl *Caller) WaitApplied(ctx context.Context, tok Token) error {
 	return cl.c.WaitApplied(ctx, tok)
 }
 
-// Close ends the KeepAlive stream, which revokes the lease: the name is
-// free at once. Accepted operations are still applied (G4).
+// Close ends the KeepAlive stream and unregisters, which revokes the
+// lease: the name is free at once. Accepted operations are still applied
+// (G4).
 func (cl *Caller) Close(ctx context.Context) error {
 	cl.finish(ErrClosed)
 	cl.cancel()

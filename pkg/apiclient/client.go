@@ -10,11 +10,14 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 
 	pb "github.com/coordinator-dev/coordinator/api/coordinator/v1"
 	"github.com/coordinator-dev/coordinator/pkg/apierr"
@@ -50,6 +53,11 @@ var (
 	ErrUnavailable = apierr.ErrUnavailable
 	// ErrTimeout: WaitApplied's own timeout passed first.
 	ErrTimeout = apierr.ErrTimeout
+	// ErrExhausted: a limit of the node refused the call; retry after its
+	// RetryInfo delay.
+	ErrExhausted = apierr.ErrExhausted
+	// ErrNoSpace: etcd is out of space and refuses every write.
+	ErrNoSpace = apierr.ErrNoSpace
 )
 
 // Error is a call the API refused; see pkg/apierr.
@@ -63,6 +71,11 @@ func wrap(err error) error { return apierr.FromStatus(err) }
 type Config struct {
 	// Addr is the node's API address, host:port.
 	Addr string
+	// Addrs are more nodes' API addresses. With several, a call whose
+	// node is gone goes to the next one (gRPC's pick_first), and a
+	// Caller's keep-alive stream is opened again there with the same
+	// incarnation, well within the lease's TTL.
+	Addrs []string
 	// TLS, when set, dials with TLS (with a client certificate for mTLS);
 	// nil dials plain TCP.
 	TLS *tls.Config
@@ -70,10 +83,23 @@ type Config struct {
 
 // Validate checks the config; its errors are *config.FieldError.
 func (c *Config) Validate() error {
-	if c.Addr == "" {
-		return config.Errorf("apiclient", "Addr", "is empty")
+	if c.Addr == "" && len(c.Addrs) == 0 {
+		return config.Errorf("apiclient", "Addr", "is empty, and so is Addrs")
+	}
+	for i, a := range c.addrs() {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return config.Errorf("apiclient", "Addrs", "address %d %q is not host:port", i, a)
+		}
 	}
 	return nil
+}
+
+// addrs is Addr followed by Addrs.
+func (c *Config) addrs() []string {
+	if c.Addr == "" {
+		return c.Addrs
+	}
+	return append([]string{c.Addr}, c.Addrs...)
 }
 
 // Client calls one node's API. It is safe for concurrent use.
@@ -91,7 +117,15 @@ func New(cfg Config) (*Client, error) {
 	if cfg.TLS != nil {
 		cr = credentials.NewTLS(cfg.TLS)
 	}
-	conn, err := grpc.NewClient(cfg.Addr, grpc.WithTransportCredentials(cr))
+	// A resolver of the configured addresses: pick_first tries them in
+	// order and moves on when the one in use fails.
+	res := manual.NewBuilderWithScheme("coordinator")
+	state := resolver.State{}
+	for _, a := range cfg.addrs() {
+		state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
+	}
+	res.InitialState(state)
+	conn, err := grpc.NewClient(res.Scheme()+":///nodes", grpc.WithTransportCredentials(cr), grpc.WithResolvers(res))
 	if err != nil {
 		return nil, fmt.Errorf("apiclient: %w", err)
 	}

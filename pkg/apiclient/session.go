@@ -102,12 +102,19 @@ func (s *Session) renew(ctx context.Context, inc int64) error {
 	old := s.cur
 	s.mu.Unlock()
 
-	cl, err := s.c.Register(ctx, s.name, s.cfg.Register)
+	// A re-registration never supersedes: a live holder of the name is
+	// another process, and the session ends superseded (as pkg/client's).
+	cfg := s.cfg.Register
+	cfg.IfAbsent = true
+	cl, err := s.c.Register(ctx, s.name, cfg)
 	s.mu.Lock()
 	s.renewing = nil
 	if err == nil {
 		s.cur = cl
 		s.renewals.Add(1)
+	} else if errors.Is(err, ErrNameHeld) && s.final == nil {
+		s.final = fmt.Errorf("apiclient: session of %q superseded by another process: %w: %w", s.name, ErrSuperseded, err)
+		err = s.final
 	}
 	s.mu.Unlock()
 	close(done)
@@ -119,16 +126,14 @@ func (s *Session) renew(ctx context.Context, inc int64) error {
 }
 
 // Submit submits ops as one batch under the current incarnation; a batch
-// refused because the incarnation expired is sent again, under the same
-// batch id, by the next one.
+// refused because the incarnation expired is sent again by the next one.
 func (s *Session) Submit(ctx context.Context, batch ...ops.Op) (Token, error) {
-	id := tokenseq.NewBatchID()
 	for {
 		cl, err := s.acquire(ctx)
 		if err != nil {
 			return tokenseq.Zero, err
 		}
-		tok, err := cl.submit(ctx, id, batch)
+		tok, err := cl.submit(ctx, batch)
 		var e *Error
 		switch {
 		case err == nil:

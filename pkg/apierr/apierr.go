@@ -57,6 +57,15 @@ const (
 	// ReasonTooLarge: an HTTP body over the server's limit.
 	// ResourceExhausted, 413.
 	ReasonTooLarge = "TOO_LARGE"
+	// ReasonExhausted: a limit of the node (a caller identity's rate, the
+	// calls, streams or registrations it holds) refused the call; nothing
+	// was written. Retry after the RetryInfo delay (HTTP: Retry-After).
+	// ResourceExhausted, 429.
+	ReasonExhausted = "RESOURCE_EXHAUSTED"
+	// ReasonNoSpace: etcd raised its NOSPACE alarm and refuses every
+	// write until an operator frees space (docs/deploy.md); nothing was
+	// written. ResourceExhausted, 429.
+	ReasonNoSpace = "NO_SPACE"
 )
 
 // Sentinel errors of the reasons, for errors.Is. Where a package below
@@ -85,6 +94,11 @@ var (
 	ErrTimeout = errors.New("coordinator: timeout")
 	// ErrTooLarge: a request over the server's size limit.
 	ErrTooLarge = errors.New("coordinator: request too large")
+	// ErrExhausted: a limit of the node refused the call; retry later.
+	ErrExhausted = errors.New("coordinator: limit reached")
+	// ErrNoSpace: etcd is out of space and refuses every write. It is
+	// etcd's rpctypes.ErrNoSpace, so either matches.
+	ErrNoSpace = rpctypes.ErrNoSpace
 )
 
 // reason is what one reason means.
@@ -105,6 +119,8 @@ var reasons = map[string]reason{
 	ReasonUnavailable:      {codes.Unavailable, ErrUnavailable},
 	ReasonTimeout:          {codes.DeadlineExceeded, ErrTimeout},
 	ReasonTooLarge:         {codes.ResourceExhausted, ErrTooLarge},
+	ReasonExhausted:        {codes.ResourceExhausted, ErrExhausted},
+	ReasonNoSpace:          {codes.ResourceExhausted, ErrNoSpace},
 }
 
 // Code is the gRPC code a reason travels with; Unknown for a reason the

@@ -28,6 +28,8 @@ func TestEveryReasonRoundTrips(t *testing.T) {
 		{apierr.ReasonUnavailable, codes.Unavailable, apierr.ErrUnavailable},
 		{apierr.ReasonTimeout, codes.DeadlineExceeded, apierr.ErrTimeout},
 		{apierr.ReasonTooLarge, codes.ResourceExhausted, apierr.ErrTooLarge},
+		{apierr.ReasonExhausted, codes.ResourceExhausted, apierr.ErrExhausted},
+		{apierr.ReasonNoSpace, codes.ResourceExhausted, apierr.ErrNoSpace},
 	} {
 		sent := apierr.New(tc.reason, "why", map[string]string{"current": "42"})
 		if got := status.Code(sent); got != tc.code {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -12,24 +13,42 @@ import (
 )
 
 // NameURIPrefix starts a client certificate's URI SAN that allows a name:
-// "urn:coordinator:name:agent-7" allows agent-7, and
-// "urn:coordinator:name:*" allows every name.
+// "urn:coordinator:name:agent-7" allows agent-7.
 const NameURIPrefix = "urn:coordinator:name:"
 
-// CertNames returns the registration names a client certificate may act
-// as: its subject's common name, and every name of a URI SAN that starts
-// with NameURIPrefix. "*" among them allows every name.
+// AllNamesURI is the URI SAN that allows every name: an operator's
+// certificate. It is the only wildcard. A subject common name is always a
+// name: a certificate whose CN is "*" allows the name "*" and no other, so
+// that a CA which signs common names it is asked for cannot be made to issue
+// an operator's certificate by a caller who asks for "*".
+const AllNamesURI = NameURIPrefix + "*"
+
+// CertNames returns the registration names a client certificate allows one
+// by one: its subject's common name, and the name of every URI SAN that
+// starts with NameURIPrefix, AllNamesURI excepted (see CertAllowsAllNames).
 func CertNames(cert *x509.Certificate) []string {
 	var names []string
 	if cert.Subject.CommonName != "" {
 		names = append(names, cert.Subject.CommonName)
 	}
 	for _, u := range cert.URIs {
-		if n, ok := strings.CutPrefix(u.String(), NameURIPrefix); ok && n != "" {
+		if n, ok := strings.CutPrefix(u.String(), NameURIPrefix); ok && n != "" && n != "*" {
 			names = append(names, n)
 		}
 	}
 	return names
+}
+
+// CertAllowsAllNames reports whether a client certificate has the URI SAN
+// AllNamesURI, which allows every name.
+func CertAllowsAllNames(cert *x509.Certificate) bool {
+	return slices.ContainsFunc(cert.URIs, func(u *url.URL) bool { return u.String() == AllNamesURI })
+}
+
+// CertAllows reports whether a client certificate allows acting as name:
+// name is among CertNames, or the certificate allows all names.
+func CertAllows(cert *x509.Certificate, name string) bool {
+	return slices.Contains(CertNames(cert), name) || CertAllowsAllNames(cert)
 }
 
 // verifiedCert returns the verified client certificate of the call, nil
@@ -58,8 +77,7 @@ func (s *Server) authorize(ctx context.Context, name string) error {
 	if cert == nil {
 		return denied(name, "no verified client certificate")
 	}
-	names := CertNames(cert)
-	if slices.Contains(names, name) || slices.Contains(names, "*") {
+	if CertAllows(cert, name) {
 		return nil
 	}
 	return denied(name, "the client certificate ("+cert.Subject.String()+") does not allow this name")

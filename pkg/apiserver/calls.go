@@ -3,12 +3,10 @@ package apiserver
 import (
 	"context"
 	"errors"
-	"net"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/peer"
 
 	pb "github.com/coordinator-dev/coordinator/api/coordinator/v1"
 	"github.com/coordinator-dev/coordinator/pkg/apierr"
@@ -22,6 +20,9 @@ import (
 // limit is zero.
 const DefaultOpsLimit = 1000
 
+// MaxForgetReceipts bounds the batch ids of one ForgetReceipts call.
+const MaxForgetReceipts = 1000
+
 // Register registers the name under a new lease (registry.RegisterLease).
 // The lease is the caller's to keep alive (KeepAlive, KeepAliveOnce).
 func (s *Server) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
@@ -29,8 +30,11 @@ func (s *Server) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.Reg
 	if err := keyspace.ValidateName(name); err != nil {
 		return nil, invalid("name: %v", err)
 	}
-	if err := s.authorize(ctx, name); err != nil {
+	if err := s.allow(ctx, name); err != nil {
 		return nil, err
+	}
+	if n := len(req.GetHolderHost()); n > registry.MaxHolderHost {
+		return nil, invalid("holder_host: %d bytes, at most %d", n, registry.MaxHolderHost)
 	}
 	ttl := time.Duration(req.GetTtlSeconds()) * time.Second
 	if _, err := registry.TTLSeconds(ttl); err != nil {
@@ -40,34 +44,24 @@ func (s *Server) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.Reg
 	if holder.Host == "" {
 		holder.Host = remoteHost(ctx)
 	}
+	release, err := s.lim.admit(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	made, err := s.lim.reserveRegistration()
+	if err != nil {
+		return nil, err
+	}
 	reg, err := s.reg.RegisterLease(ctx, name, registry.RegisterConfig{
 		TTL: ttl, IfAbsent: req.GetIfAbsent(), WaitDrained: req.GetWaitDrained(), Holder: holder,
 	})
+	made(int64(reg.LeaseID), reg.TTL)
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	s.auditRegistered(ctx, reg)
 	return &pb.RegisterResponse{Incarnation: reg.Incarnation, LeaseId: int64(reg.LeaseID), TtlSeconds: int32(reg.TTL / time.Second)}, nil
-}
-
-// revoke revokes lease, also when ctx has ended.
-func (s *Server) revoke(ctx context.Context, lease clientv3.LeaseID) {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), registry.CleanupTimeout)
-	defer cancel()
-	_, _ = s.cli.Revoke(rctx, lease)
-}
-
-// remoteHost is the caller's network address, without the port.
-func remoteHost(ctx context.Context) string {
-	addr := ""
-	if ci, ok := callerInfoFrom(ctx); ok {
-		addr = ci.addr
-	} else if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		addr = p.Addr.String()
-	}
-	if host, _, err := net.SplitHostPort(addr); err == nil {
-		return host
-	}
-	return addr
 }
 
 // check verifies that incarnation inc of name is current and lives under
@@ -76,7 +70,7 @@ func (s *Server) check(ctx context.Context, name string, inc, lease int64) (int6
 	if err := keyspace.ValidateName(name); err != nil {
 		return 0, invalid("name: %v", err)
 	}
-	if err := s.authorize(ctx, name); err != nil {
+	if err := s.allow(ctx, name); err != nil {
 		return 0, err
 	}
 	if inc <= 0 || lease == 0 {
@@ -112,6 +106,11 @@ func (s *Server) KeepAlive(req *pb.KeepAliveRequest, stream pb.Coordinator_KeepA
 	if err != nil {
 		return err
 	}
+	closed, err := s.lim.openStream()
+	if err != nil {
+		return err
+	}
+	defer closed()
 	kctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ka, err := s.cli.KeepAlive(kctx, clientv3.LeaseID(lease))
@@ -132,9 +131,9 @@ func (s *Server) KeepAlive(req *pb.KeepAliveRequest, stream pb.Coordinator_KeepA
 		case <-s.stopping:
 			return apierr.New(apierr.ReasonUnavailable, "node is stopping; keep the lease alive through another node", nil)
 		case <-ctx.Done():
-			if !s.isStopping() {
-				s.revoke(ctx, clientv3.LeaseID(lease))
-			}
+			// The caller went away, or its connection did: the lease runs
+			// out by its TTL unless kept alive again (through any node).
+			// Only Unregister revokes it.
 			return ctx.Err()
 		case r, ok := <-ka:
 			if !ok {
@@ -143,6 +142,7 @@ func (s *Server) KeepAlive(req *pb.KeepAliveRequest, stream pb.Coordinator_KeepA
 				}
 				return s.ended(ctx, name, inc)
 			}
+			s.lim.renewedRegistration(lease, time.Duration(r.TTL)*time.Second)
 			if err := stream.Send(&pb.KeepAliveResponse{TtlSeconds: int32(r.TTL)}); err != nil {
 				continue // the stream's context ends with it
 			}
@@ -190,6 +190,11 @@ func (s *Server) ended(ctx context.Context, name string, inc int64) error {
 
 // KeepAliveOnce renews the lease once.
 func (s *Server) KeepAliveOnce(ctx context.Context, req *pb.KeepAliveRequest) (*pb.KeepAliveResponse, error) {
+	release, err := s.lim.admit(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	if _, err := s.check(ctx, req.GetName(), req.GetIncarnation(), req.GetLeaseId()); err != nil {
 		return nil, err
 	}
@@ -200,13 +205,19 @@ func (s *Server) KeepAliveOnce(ctx context.Context, req *pb.KeepAliveRequest) (*
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	s.lim.renewedRegistration(req.GetLeaseId(), time.Duration(resp.TTL)*time.Second)
 	return &pb.KeepAliveResponse{TtlSeconds: int32(resp.TTL)}, nil
 }
 
 // Unregister revokes the incarnation's lease; an incarnation that has
 // expired already is not an error.
 func (s *Server) Unregister(ctx context.Context, req *pb.UnregisterRequest) (*pb.UnregisterResponse, error) {
-	_, err := s.check(ctx, req.GetName(), req.GetIncarnation(), req.GetLeaseId())
+	release, err := s.lim.admit(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	_, err = s.check(ctx, req.GetName(), req.GetIncarnation(), req.GetLeaseId())
 	switch apierr.ReasonOf(err) {
 	case "":
 	case apierr.ReasonExpired:
@@ -217,6 +228,8 @@ func (s *Server) Unregister(ctx context.Context, req *pb.UnregisterRequest) (*pb
 	if _, err := s.cli.Revoke(ctx, clientv3.LeaseID(req.GetLeaseId())); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		return nil, toStatus(err)
 	}
+	s.lim.forgetRegistration(req.GetLeaseId())
+	s.audit(ctx, "unregister", req.GetName(), "incarnation", req.GetIncarnation())
 	return &pb.UnregisterResponse{}, nil
 }
 
@@ -256,12 +269,22 @@ func (s *Server) Submit(ctx context.Context, req *pb.SubmitRequest) (*pb.SubmitR
 	if err := keyspace.ValidateName(name); err != nil {
 		return nil, invalid("name: %v", err)
 	}
-	if err := s.authorize(ctx, name); err != nil {
+	if err := s.allow(ctx, name); err != nil {
 		return nil, err
 	}
 	if req.GetIncarnation() <= 0 {
 		return nil, invalid("incarnation is required")
 	}
+	if req.GetBatchId() != "" && req.GetLeaseId() == 0 {
+		// Without the lease no receipt is kept, and a resend of an applied
+		// batch would be stored again (G3).
+		return nil, invalid("batch_id needs lease_id, the incarnation's lease, so that a resend is recognised after the batch is applied")
+	}
+	release, err := s.lim.admit(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	batch, err := batchOf(req.GetOps())
 	if err != nil {
 		return nil, err
@@ -291,9 +314,17 @@ func (s *Server) ForgetReceipts(ctx context.Context, req *pb.ForgetReceiptsReque
 	if err := keyspace.ValidateName(name); err != nil {
 		return nil, invalid("name: %v", err)
 	}
-	if err := s.authorize(ctx, name); err != nil {
+	if err := s.allow(ctx, name); err != nil {
 		return nil, err
 	}
+	if n := len(req.GetBatchIds()); n > MaxForgetReceipts {
+		return nil, invalid("batch_ids: %d ids, at most %d a call", n, MaxForgetReceipts)
+	}
+	release, err := s.lim.admit(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	for i, id := range req.GetBatchIds() {
 		if err := keyspace.ValidateName(id); err != nil {
 			return nil, invalid("batch_ids[%d]: %v", i, err)
@@ -311,11 +342,12 @@ func (s *Server) WaitApplied(ctx context.Context, req *pb.WaitAppliedRequest) (*
 	if err != nil || tok.IsZero() {
 		return nil, invalid("token: %q is not a token (REVISION or REVISION.INDEX)", req.GetToken())
 	}
+	wait := s.cfg.MaxWait
 	if ms := req.GetTimeoutMs(); ms > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(ms)*time.Millisecond)
-		defer cancel()
+		wait = min(wait, time.Duration(ms)*time.Millisecond)
 	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
 	if err := s.applied.Wait(ctx, tok); err != nil {
 		return nil, toStatus(err)
 	}
@@ -324,47 +356,85 @@ func (s *Server) WaitApplied(ctx context.Context, req *pb.WaitAppliedRequest) (*
 
 // Status summarises the namespace (pkg/inspect).
 func (s *Server) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
+	release, err := s.lim.admit(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	st, err := s.insp.Status(ctx)
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	return &pb.StatusResponse{
 		Namespace: st.Namespace, Leader: st.Leader, Term: st.Term, Applied: st.Applied.String(),
-		PendingBatches: int64(st.PendingBatches), PendingOps: int64(st.PendingOps),
+		PendingBatches: int64(st.PendingBatches), PendingOps: int64(st.PendingOps), PendingOpsLowerBound: st.PendingOpsLowerBound,
 		Registrations: int64(st.Registrations), Quarantined: st.Quarantined,
 	}, nil
 }
 
-// Registrations lists the registrations view (pkg/inspect).
-func (s *Server) Registrations(ctx context.Context, _ *pb.RegistrationsRequest) (*pb.RegistrationsResponse, error) {
-	views, err := s.insp.Registrations(ctx)
+// Registrations lists one page of the registrations view (pkg/inspect).
+func (s *Server) Registrations(ctx context.Context, req *pb.RegistrationsRequest) (*pb.RegistrationsResponse, error) {
+	release, err := s.lim.admit(ctx, false)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
-	out := &pb.RegistrationsResponse{Registrations: make([]*pb.Registration, 0, len(views))}
-	for _, v := range views {
+	defer release()
+	preq, err := pageRequest(req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	page, err := s.insp.RegistrationsPage(ctx, preq)
+	if err != nil {
+		return nil, inspectError(err)
+	}
+	out := &pb.RegistrationsResponse{
+		Registrations: make([]*pb.Registration, 0, len(page.Registrations)), NextPageToken: page.NextToken,
+	}
+	for _, v := range page.Registrations {
 		out.Registrations = append(out.Registrations, &pb.Registration{
-			Name: v.Name, Incarnation: v.Incarnation, Status: v.Status, Pending: int64(v.Pending),
+			Name: v.Name, Incarnation: v.Incarnation, Status: v.Status,
+			Pending: int64(v.Pending), PendingLowerBound: v.PendingLowerBound,
 			HolderHost: v.Holder.Host, HolderPid: int32(v.Holder.PID), TtlLeftSeconds: int64(v.TTLLeft / time.Second),
 		})
 	}
 	return out, nil
 }
 
-// Ops lists the first pending operations (pkg/inspect).
+// Ops lists one page of the pending operations (pkg/inspect), with their
+// count.
 func (s *Server) Ops(ctx context.Context, req *pb.OpsRequest) (*pb.OpsResponse, error) {
-	limit := int(req.GetLimit())
-	switch {
-	case limit < 0:
-		return nil, invalid("limit: %d is negative", limit)
-	case limit == 0:
-		limit = DefaultOpsLimit
+	release, err := s.lim.admit(ctx, false)
+	if err != nil {
+		return nil, err
 	}
-	page, err := s.insp.PendingOpsFirst(ctx, limit)
+	defer release()
+	size := req.GetPageSize()
+	if size == 0 {
+		// limit is the page size of callers that predate paging.
+		switch size = req.GetLimit(); {
+		case size < 0:
+			return nil, invalid("limit: %d is negative", size)
+		case size == 0:
+			size = DefaultOpsLimit
+		}
+	}
+	preq, err := pageRequest(size, req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	page, err := s.insp.OpsPage(ctx, preq)
+	if err != nil {
+		return nil, inspectError(err)
+	}
+	count, err := s.insp.CountPending(ctx)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	out := &pb.OpsResponse{Total: int64(page.Total), Undecodable: page.Undecodable, Ops: make([]*pb.PendingOp, 0, len(page.Ops))}
+	out := &pb.OpsResponse{
+		Total: int64(count.Ops), TotalLowerBound: count.OpsLowerBound,
+		Undecodable: page.Undecodable, NextPageToken: page.NextToken,
+		Ops: make([]*pb.PendingOp, 0, len(page.Ops)),
+	}
 	for _, o := range page.Ops {
 		out.Ops = append(out.Ops, &pb.PendingOp{
 			Token: o.Token.String(), Index: int32(o.Index), Name: o.Name, Incarnation: o.Incarnation,

@@ -59,7 +59,10 @@ func toStatus(err error) error {
 		return superseded(refused.Name, refused.Incarnation, refused.Current)
 	case errors.As(err, &refused):
 		return expired(refused.Name, refused.Incarnation)
-	case errors.Is(err, ops.ErrInvalid), errors.Is(err, keyspace.ErrInvalidName),
+	case errors.Is(err, rpctypes.ErrNoSpace):
+		return apierr.New(apierr.ReasonNoSpace, "etcd is out of space (NOSPACE alarm) and refuses every write: "+err.Error(), nil)
+	case errors.Is(err, ops.ErrInvalid), errors.Is(err, keyspace.ErrInvalidName), errors.Is(err, registry.ErrBadHolder),
+		errors.Is(err, rpctypes.ErrRequestTooLarge), errors.Is(err, registry.ErrBadTTL),
 		errors.Is(err, config.ErrBadConfig), errors.Is(err, tokenseq.ErrBadToken):
 		return invalid("%v", err)
 	case errors.Is(err, registry.ErrNameHeld):

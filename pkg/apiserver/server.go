@@ -12,6 +12,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"math"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -22,8 +24,17 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	grpchealth "google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -33,7 +44,12 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 	"github.com/coordinator-dev/coordinator/pkg/registry"
 	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
+	"github.com/coordinator-dev/coordinator/pkg/tracing"
 )
+
+// OpenAPIPath is where Serve answers the HTTP/JSON API's OpenAPI document
+// (coordinatorv1.OpenAPI).
+const OpenAPIPath = "/openapi.json"
 
 // shutdownTimeout bounds how long Serve waits for calls under way once its
 // context ends, before it closes their connections.
@@ -51,6 +67,7 @@ type Server struct {
 	sub     *tokenseq.Submitter
 	applied *tokenseq.AppliedWatcher
 	insp    *inspect.Inspector
+	lim     *limiter
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed by Close
@@ -81,6 +98,7 @@ func New(cfg Config) (*Server, error) {
 		sub:      sub,
 		applied:  tokenseq.NewAppliedWatcher(cfg.Etcd, layout),
 		insp:     insp,
+		lim:      newLimiter(cfg, cfg.Stats),
 		stopping: make(chan struct{}),
 	}, nil
 }
@@ -128,58 +146,165 @@ func (s *Server) Handler() http.Handler {
 
 // Serve serves gRPC and HTTP/JSON on lis until ctx ends: requests with
 // HTTP/2 and a content type of application/grpc go to gRPC, the rest to
-// the gateway. With Config.TLS it serves TLS (HTTP/2 negotiated by ALPN);
+// the gateway. Beside the caller API, the gRPC server answers
+// grpc.health.v1.Health (Config.Health) and server reflection (for
+// grpcurl and the like), and GET /openapi.json answers the API's OpenAPI
+// document. With Config.TLS it serves TLS (HTTP/2 negotiated by ALPN);
 // without, plain TCP with HTTP/1.1 and HTTP/2 with prior knowledge (h2c),
 // which gRPC clients speak. It returns nil once ctx ended and the server
 // stopped.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
-	gs := grpc.NewServer()
+	opts := s.cfg.Metrics.grpcOptions()
+	if tp := s.cfg.TracerProvider; tp != nil {
+		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler(
+			otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(tracing.Propagator()))))
+	}
+	gs := grpc.NewServer(opts...)
 	s.RegisterGRPC(gs)
-	gw := s.Handler()
+	hs := s.cfg.Health
+	if hs == nil {
+		hs = grpchealth.NewServer()
+		hs.SetServingStatus(pb.Coordinator_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	}
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+	s.cfg.Metrics.initialize(gs)
+	api := s.Handler()
+	gw := s.cfg.Metrics.instrument(traceHTTP(s.cfg.TracerProvider, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == OpenAPIPath && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(pb.OpenAPI)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})))
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if born, ok := r.Context().Value(connBornKey{}).(time.Time); ok && time.Since(born) > s.cfg.MaxConnectionAge {
+			// An old connection is closed once this answer is sent: HTTP/1
+			// by the header itself, HTTP/2 (gRPC) by net/http's GOAWAY,
+			// which lets the calls under way finish. Clients reconnect,
+			// to this node or through a balancer to another.
+			w.Header().Set("Connection", "close")
+		}
+		if stream, long := longCalls[r.URL.Path]; long {
+			// Bounded by their own deadline, not by the timeouts of
+			// ordinary calls: a wait by MaxWait, a keep-alive stream by
+			// its lease (it ends when the registration does) and the
+			// connection's pings.
+			until := time.Now().Add(s.cfg.MaxWait + s.cfg.WriteTimeout)
+			if stream {
+				until = time.Time{}
+			}
+			rc := http.NewResponseController(w)
+			_ = rc.SetReadDeadline(until)
+			_ = rc.SetWriteDeadline(until)
+		}
 		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 			gs.ServeHTTP(w, r)
 			return
 		}
 		gw.ServeHTTP(w, r)
 	})
-	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	hs.Protocols = new(http.Protocols)
-	hs.Protocols.SetHTTP1(true)
+	srv := &http.Server{
+		Handler: h,
+		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+			// Each connection's age starts with it, jittered by up to a
+			// tenth so that the connections of one start do not all close
+			// at once.
+			jitter := time.Duration(rand.Int64N(int64(s.cfg.MaxConnectionAge)/10 + 1))
+			return context.WithValue(ctx, connBornKey{}, time.Now().Add(-jitter))
+		},
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       s.cfg.ReadTimeout,
+		WriteTimeout:      s.cfg.WriteTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: s.cfg.MaxStreamsPerConn,
+			// A peer that stops answering pings (gone without a FIN: a
+			// cut, a dead host) is closed rather than held.
+			SendPingTimeout: s.cfg.IdleTimeout / 4,
+			PingTimeout:     15 * time.Second,
+		},
+	}
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
 	if s.cfg.TLS != nil {
-		hs.Protocols.SetHTTP2(true)
-		hs.TLSConfig = s.cfg.TLS.Clone()
+		srv.Protocols.SetHTTP2(true)
+		srv.TLSConfig = s.cfg.TLS.Clone()
 	} else {
-		hs.Protocols.SetUnencryptedHTTP2(true)
+		srv.Protocols.SetUnencryptedHTTP2(true)
 	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		<-ctx.Done()
+		// Health watchers (load balancers) learn of the stop before the
+		// connections close.
+		hs.Shutdown()
 		s.Close()
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		defer cancel()
-		if hs.Shutdown(sctx) != nil {
-			hs.Close()
+		if srv.Shutdown(sctx) != nil {
+			srv.Close()
 		}
 		gs.Stop()
 	}()
 	var err error
 	if s.cfg.TLS != nil {
-		err = hs.ServeTLS(lis, "", "")
+		err = srv.ServeTLS(lis, "", "")
 	} else {
-		err = hs.Serve(lis)
+		err = srv.Serve(lis)
 	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
 	if err != nil {
+		hs.Shutdown()
 		s.Close()
-		hs.Close()
+		srv.Close()
 		gs.Stop()
 	}
 	<-done
 	return err
+}
+
+// traceHTTP starts a server span per HTTP/JSON request, a child of the
+// caller's trace context (traceparent), named after the route; h itself
+// for a nil tp. The calls the gateway makes in-process run under it.
+func traceHTTP(tp trace.TracerProvider, h http.Handler) http.Handler {
+	if tp == nil {
+		return h
+	}
+	tracer, prop := tp.Tracer("github.com/coordinator-dev/coordinator/pkg/apiserver"), tracing.Propagator()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		route := r.URL.Path
+		if !httpRoutes()[route] {
+			route = "other"
+		}
+		ctx := prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+		ctx, span := tracer.Start(ctx, r.Method+" "+route, trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("http.route", route)))
+		defer span.End()
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		h.ServeHTTP(rec, r.WithContext(ctx))
+		span.SetAttributes(attribute.Int("http.response.status_code", rec.code))
+		if rec.code >= 500 {
+			span.SetStatus(otelcodes.Error, http.StatusText(rec.code))
+		}
+	})
+}
+
+// connBornKey is the context key of when a connection was accepted.
+type connBornKey struct{}
+
+// longCalls are the paths of calls that may outlast Config.WriteTimeout
+// by design, true for a stream: the keep-alive stream, and waits for a
+// token.
+var longCalls = map[string]bool{
+	"/coordinator.v1.Coordinator/KeepAlive":   true,
+	"/coordinator.v1.Coordinator/WaitApplied": false,
+	"/v1/wait-applied":                        false,
 }
 
 // callerInfo is what the HTTP layer knows of a caller, carried to the calls
@@ -241,6 +366,14 @@ func httpError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, 
 	}
 	if st, ok := status.FromError(err); ok && st.Code() == codes.InvalidArgument && apierr.ReasonOf(err) == "" {
 		err = apierr.New(apierr.ReasonInvalid, st.Message(), nil)
+	}
+	if st, ok := status.FromError(err); ok {
+		for _, d := range st.Details() {
+			if ri, ok := d.(*errdetails.RetryInfo); ok {
+				secs := int64(math.Ceil(ri.GetRetryDelay().AsDuration().Seconds()))
+				w.Header().Set("Retry-After", strconv.FormatInt(max(secs, 1), 10))
+			}
+		}
 	}
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
 }

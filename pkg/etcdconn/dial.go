@@ -1,6 +1,7 @@
 package etcdconn
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -71,7 +72,7 @@ func classify(ctx context.Context, c Config, tc *tls.Config, where string, err e
 		}
 	}
 	if tc != nil {
-		if herr := handshake(ctx, c.Endpoints, tc); herr != nil {
+		if herr := handshake(ctx, c.Endpoints, tc, cmp.Or(c.DialTimeout, DefaultDialTimeout)); herr != nil {
 			hint := ""
 			var unknown x509.UnknownAuthorityError
 			if errors.As(herr, &unknown) && c.Security.CACert == "" {
@@ -124,7 +125,9 @@ func speaksTLS(ctx context.Context, c Config) (string, bool) {
 	return "", false
 }
 
-// probeTimeout bounds each step of a diagnostic handshake.
+// probeTimeout bounds the read that waits for a server's refusal after a
+// diagnostic handshake: a server that accepts the client says nothing, so
+// the read always runs this long then.
 const probeTimeout = time.Second
 
 // handshake makes a TLS handshake with tc to each endpoint and returns the
@@ -132,8 +135,11 @@ const probeTimeout = time.Second
 // refusal of the client's certificate. etcd refuses a client certificate
 // after the client's side of a TLS 1.3 handshake is done, so a short read
 // follows the handshake to receive that refusal; a server that accepts
-// waits for the client to speak and the read times out.
-func handshake(ctx context.Context, endpoints []string, tc *tls.Config) error {
+// waits for the client to speak and the read times out. The dial and
+// handshake are bounded by dialTimeout, the connection's own: a busy or
+// briefly paused server must not turn a certificate refusal into
+// "unreachable".
+func handshake(ctx context.Context, endpoints []string, tc *tls.Config, dialTimeout time.Duration) error {
 	for _, ep := range endpoints {
 		host := hostOf(ep)
 		cfg := tc.Clone()
@@ -143,8 +149,8 @@ func handshake(ctx context.Context, endpoints []string, tc *tls.Config) error {
 			}
 		}
 		cfg.NextProtos = []string{"h2"}
-		d := tls.Dialer{NetDialer: &net.Dialer{Timeout: probeTimeout}, Config: cfg}
-		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), probeTimeout)
+		d := tls.Dialer{NetDialer: &net.Dialer{Timeout: dialTimeout}, Config: cfg}
+		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dialTimeout)
 		conn, err := d.DialContext(hctx, "tcp", host)
 		cancel()
 		if err != nil {

@@ -17,6 +17,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"strings"
@@ -52,6 +53,8 @@ type Security struct {
 	Username string
 	// Password is Username's password; it needs Username. It is never
 	// printed: Security's String and Config's errors leave it out.
+	// ReadPasswordFile reads it from a file, which keeps it off command
+	// lines.
 	Password string
 }
 
@@ -245,6 +248,41 @@ func (c Config) ClientConfig() (clientv3.Config, error) {
 func ParseUser(s string) (user, password string) {
 	user, password, _ = strings.Cut(s, ":")
 	return user, password
+}
+
+// MaxPasswordFileBytes bounds what ReadPasswordFile reads: far more than a
+// password, far less than a file named by mistake.
+const MaxPasswordFileBytes = 4096
+
+// ErrPasswordFile is wrapped by every error of ReadPasswordFile.
+var ErrPasswordFile = errors.New("unusable password file")
+
+// ReadPasswordFile returns the password held in the file at path: its
+// content without the line ending that editors and echo add. A file that
+// cannot be read, is empty, holds more than one line, or is over
+// MaxPasswordFileBytes is an error that wraps ErrPasswordFile (and the
+// cause, such as fs.ErrNotExist); no error holds any of the file's content.
+func ReadPasswordFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrPasswordFile, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxPasswordFileBytes+1))
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: %w", ErrPasswordFile, path, err)
+	}
+	if len(b) > MaxPasswordFileBytes {
+		return "", fmt.Errorf("%w: %s is over %d bytes", ErrPasswordFile, path, MaxPasswordFileBytes)
+	}
+	pw := strings.TrimRight(string(b), "\r\n")
+	switch {
+	case pw == "":
+		return "", fmt.Errorf("%w: %s holds no password", ErrPasswordFile, path)
+	case strings.ContainsAny(pw, "\r\n"):
+		return "", fmt.Errorf("%w: %s holds more than one line", ErrPasswordFile, path)
+	}
+	return pw, nil
 }
 
 // Errors of Dial, for errors.Is; each error Dial returns for a valid Config

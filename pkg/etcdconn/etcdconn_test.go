@@ -136,3 +136,53 @@ func TestParseUser(t *testing.T) {
 		}
 	}
 }
+
+// ReadPasswordFile returns the file's one line without its line ending;
+// anything else is ErrPasswordFile, and no error holds the file's content.
+func TestReadPasswordFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	for content, want := range map[string]string{
+		"hunter2":         "hunter2",
+		"hunter2\n":       "hunter2",
+		"hunter2\r\n":     "hunter2",
+		"hunter2\n\n":     "hunter2",
+		" pass phrase \n": " pass phrase ",
+		"pa:ss\x00wörd\n": "pa:ss\x00wörd",
+	} {
+		got, err := etcdconn.ReadPasswordFile(write("ok", content))
+		if err != nil || got != want {
+			t.Errorf("ReadPasswordFile(%q) = %q, %v, want %q", content, got, err, want)
+		}
+	}
+	const secret = "s3cret-in-file"
+	missing := filepath.Join(dir, "absent")
+	for _, tc := range []struct {
+		name, path, says string
+		cause            error
+	}{
+		{"missing", missing, missing, os.ErrNotExist},
+		{"a directory", dir, dir, nil},
+		{"empty", write("empty", ""), "holds no password", nil},
+		{"only a newline", write("newline", "\n"), "holds no password", nil},
+		{"two lines", write("two", secret+"\n"+secret+"\n"), "more than one line", nil},
+		{"too large", write("large", strings.Repeat(secret, 1000)), "over 4096 bytes", nil},
+	} {
+		_, err := etcdconn.ReadPasswordFile(tc.path)
+		if !errors.Is(err, etcdconn.ErrPasswordFile) || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("%s: %v, want ErrPasswordFile saying %q", tc.name, err, tc.says)
+		}
+		if tc.cause != nil && !errors.Is(err, tc.cause) {
+			t.Errorf("%s: %v does not wrap %v", tc.name, err, tc.cause)
+		}
+		if err != nil && strings.Contains(err.Error(), secret) {
+			t.Errorf("%s: %v holds the file's content", tc.name, err)
+		}
+	}
+}

@@ -1,25 +1,44 @@
-// Package health judges whether a coordinator node is healthy (its process
-// serves and etcd answers it) and ready (it leads and applies, or stands by
-// able to take over), each with one line of reasons per check.
+// Package health judges whether a coordinator node is alive (its process is
+// not wedged), healthy (its process serves and etcd answers it), ready to
+// take callers' calls (its caller API can store submissions) and ready to
+// apply (it leads and applies, or stands by able to take over), each with
+// one line of reasons per check.
 //
-// Health: etcd answered the node (granted or renewed its election lease)
-// within Config.EtcdWindow, by default one lease TTL. Readiness: the node's
+// Liveness: the Checker's own loop, which probes memcached and reads etcd's
+// alarms with bounded waits, went round within Config.StallWindow. It never
+// depends on etcd or memcached answering, so that a platform that restarts
+// a failing process (a Kubernetes liveness probe) does not restart every
+// node during an outage of either. Health: etcd answered the node (granted
+// or renewed its election lease) within Config.EtcdWindow, by default one
+// lease TTL. API readiness: etcd answered within EtcdWindow and has no
+// NOSPACE alarm, which is all a submission needs; memcached and leading do
+// not matter, since submissions are stored in etcd and applied by whichever
+// node leads. Readiness (the applier's): the node's
 // election lease deadline has not passed; it leads and its applier runs,
 // or it campaigns with a standby that has not fallen behind (see
 // applier.Standby); and memcached has not been unreachable for longer than
 // Config.MemcachedGrace. memcached is probed by the Checker itself (a
 // "version" to every server), since a standby writes nothing to it.
+//
+// With Config.GRPC, the Checker also sets the statuses of a grpc-go health
+// server (grpc.health.v1): ServiceAPI and the empty service name follow API
+// readiness, ServiceApplier follows readiness.
 package health
 
 import (
 	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	grpchealth "google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/coordinator-dev/coordinator/pkg/applier"
 	"github.com/coordinator-dev/coordinator/pkg/config"
@@ -39,6 +58,23 @@ const (
 	DefaultProbeInterval = time.Second
 	// DefaultProbeTimeout bounds one memcached probe.
 	DefaultProbeTimeout = time.Second
+	// DefaultAlarmInterval is the time between reads of etcd's alarms.
+	DefaultAlarmInterval = 5 * time.Second
+	// DefaultStallWindow is the least time the Checker's loop may go
+	// without a round before the process counts as wedged: far longer
+	// than a round takes while etcd and memcached time out (see
+	// Config.StallWindow).
+	DefaultStallWindow = time.Minute
+)
+
+// Service names of the grpc.health.v1 statuses a Checker sets.
+const (
+	// ServiceAPI is the caller API's service, serving while API readiness
+	// passes. The empty service name (the server as a whole, what a
+	// Kubernetes gRPC probe without a service asks) follows it too.
+	ServiceAPI = "coordinator.v1.Coordinator"
+	// ServiceApplier is serving while readiness (the applier's) passes.
+	ServiceApplier = "coordinator.applier"
 )
 
 // Config configures a Checker. Zero values mean the defaults noted.
@@ -60,6 +96,31 @@ type Config struct {
 	ProbeInterval time.Duration
 	// ProbeTimeout bounds one probe; zero means DefaultProbeTimeout.
 	ProbeTimeout time.Duration
+	// APIInsecureListener records that the node's caller API listens
+	// beyond loopback without client certificates, where anyone who
+	// reaches it can act as any name. It is no check (the node is healthy
+	// and ready either way) but a fact the node's metrics export
+	// (coordinator_api_insecure_listener), so that an exposed node shows
+	// on a dashboard and not only in its log.
+	APIInsecureListener bool
+	// Etcd, when set, is asked for etcd's alarms every AlarmInterval: a
+	// NOSPACE alarm (etcd's database reached its quota, and etcd refuses
+	// every write) fails readiness with check "etcd-space".
+	Etcd *clientv3.Client
+	// AlarmInterval is the time between alarm reads; zero means
+	// DefaultAlarmInterval.
+	AlarmInterval time.Duration
+	// StallWindow: the process counts as wedged (liveness fails) once
+	// the Checker's loop has not gone round for longer. A round waits at
+	// most ProbeTimeout for memcached (every server is probed at once)
+	// and AlarmInterval for etcd, so zero means the larger of
+	// DefaultStallWindow and twice ProbeInterval plus those waits.
+	StallWindow time.Duration
+	// GRPC, when set, is a grpc-go health server whose statuses Run sets
+	// after every round (ServiceAPI, "" and ServiceApplier) and sets to
+	// NOT_SERVING when it returns. Its owner registers it on a gRPC
+	// server.
+	GRPC *grpchealth.Server
 }
 
 // Validate checks the config; its errors are *config.FieldError.
@@ -80,13 +141,18 @@ func (c *Config) Validate() error {
 		return config.Errorf(pkg, "ProbeInterval", "%s is negative", c.ProbeInterval)
 	case c.ProbeTimeout < 0:
 		return config.Errorf(pkg, "ProbeTimeout", "%s is negative", c.ProbeTimeout)
+	case c.AlarmInterval < 0:
+		return config.Errorf(pkg, "AlarmInterval", "%s is negative", c.AlarmInterval)
+	case c.StallWindow < 0:
+		return config.Errorf(pkg, "StallWindow", "%s is negative", c.StallWindow)
 	}
 	return nil
 }
 
 // Check is the outcome of one check.
 type Check struct {
-	// Name names the check: process, etcd, lease, role, memcached.
+	// Name names the check: process, loop, etcd, lease, role, memcached,
+	// etcd-space.
 	Name string
 	// OK reports whether it passed.
 	OK bool
@@ -127,12 +193,17 @@ func report(checks ...Check) Report {
 type Checker struct {
 	cfg     Config
 	started time.Time
-	mc      *memcache.Client
+	servers []string           // cfg.Memcached without repeats
+	mcs     []*memcache.Client // one per server, to tell them apart
 
-	mu        sync.Mutex
-	probed    bool
-	failSince time.Time // zero while memcached answers
-	lastErr   error
+	mu         sync.Mutex
+	probed     bool
+	failSince  time.Time // zero while memcached answers
+	lastErr    error
+	serverDown []time.Time // by server: zero while it answers
+	serverErr  []error     // by server: its last probe's error
+	noSpace    []uint64    // members with a NOSPACE alarm, by the last read
+	lastRound  time.Time   // end of the loop's last round, or Run's start; zero before Run
 }
 
 // New returns a Checker; its error is a *config.FieldError. Until Run
@@ -145,29 +216,137 @@ func New(cfg Config) (*Checker, error) {
 	cfg.MemcachedGrace = cmp.Or(cfg.MemcachedGrace, DefaultMemcachedGrace)
 	cfg.ProbeInterval = cmp.Or(cfg.ProbeInterval, DefaultProbeInterval)
 	cfg.ProbeTimeout = cmp.Or(cfg.ProbeTimeout, DefaultProbeTimeout)
-	mc := memcache.New(cfg.Memcached...)
-	mc.Timeout = cfg.ProbeTimeout
-	return &Checker{cfg: cfg, started: time.Now(), mc: mc}, nil
+	cfg.AlarmInterval = cmp.Or(cfg.AlarmInterval, DefaultAlarmInterval)
+	if cfg.StallWindow == 0 {
+		round := cfg.ProbeInterval + cfg.ProbeTimeout + cfg.AlarmInterval
+		cfg.StallWindow = max(DefaultStallWindow, 2*round)
+	}
+	c := &Checker{cfg: cfg, started: time.Now()}
+	seen := map[string]bool{}
+	for _, addr := range cfg.Memcached {
+		if seen[addr] {
+			continue
+		}
+		seen[addr] = true
+		mc := memcache.New(addr)
+		mc.Timeout = cfg.ProbeTimeout
+		c.servers, c.mcs = append(c.servers, addr), append(c.mcs, mc)
+	}
+	c.serverDown, c.serverErr = make([]time.Time, len(c.servers)), make([]error, len(c.servers))
+	return c, nil
 }
 
-// Run probes memcached every ProbeInterval until ctx ends.
+// APIInsecureListener reports Config.APIInsecureListener.
+func (c *Checker) APIInsecureListener() bool { return c.cfg.APIInsecureListener }
+
+// Run probes memcached every ProbeInterval, and reads etcd's alarms every
+// AlarmInterval when Config.Etcd is set, until ctx ends; with Config.GRPC
+// it sets the gRPC statuses after every round.
 func (c *Checker) Run(ctx context.Context) {
-	defer c.mc.Close()
+	defer func() {
+		for _, mc := range c.mcs {
+			_ = mc.Close()
+		}
+	}()
+	if hs := c.cfg.GRPC; hs != nil {
+		defer func() {
+			for _, svc := range []string{"", ServiceAPI, ServiceApplier} {
+				hs.SetServingStatus(svc, healthpb.HealthCheckResponse_NOT_SERVING)
+			}
+		}()
+	}
+	// A first round that never ends counts as a stall too.
+	c.mu.Lock()
+	c.lastRound = time.Now()
+	c.mu.Unlock()
 	tick := time.NewTicker(c.cfg.ProbeInterval)
 	defer tick.Stop()
+	var alarms <-chan time.Time
+	if c.cfg.Etcd != nil {
+		t := time.NewTicker(c.cfg.AlarmInterval)
+		defer t.Stop()
+		alarms = t.C
+		c.readAlarms(ctx)
+	}
 	for {
 		c.probe(time.Now())
+		c.endRound(time.Now())
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-alarms:
+			c.readAlarms(ctx)
 		}
 	}
 }
 
-// probe pings every memcached server once.
+// readAlarms reads etcd's alarms; a failed read keeps the last answer
+// (etcd's own reachability is the etcd check's).
+func (c *Checker) readAlarms(ctx context.Context) {
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.AlarmInterval)
+	defer cancel()
+	resp, err := c.cfg.Etcd.AlarmList(rctx)
+	if err != nil {
+		return
+	}
+	var members []uint64
+	for _, a := range resp.Alarms {
+		if a.Alarm == etcdserverpb.AlarmType_NOSPACE {
+			members = append(members, a.MemberID)
+		}
+	}
+	c.mu.Lock()
+	c.noSpace = members
+	c.mu.Unlock()
+}
+
+// endRound records that the loop went round at, and sets the gRPC
+// statuses.
+func (c *Checker) endRound(at time.Time) {
+	c.mu.Lock()
+	c.lastRound = at
+	c.mu.Unlock()
+	hs := c.cfg.GRPC
+	if hs == nil {
+		return
+	}
+	api, apply := status(c.APIReady().OK), status(c.Ready().OK)
+	hs.SetServingStatus("", api)
+	hs.SetServingStatus(ServiceAPI, api)
+	hs.SetServingStatus(ServiceApplier, apply)
+}
+
+func status(ok bool) healthpb.HealthCheckResponse_ServingStatus {
+	if ok {
+		return healthpb.HealthCheckResponse_SERVING
+	}
+	return healthpb.HealthCheckResponse_NOT_SERVING
+}
+
+// NoSpace reports whether etcd had a NOSPACE alarm raised at the last read
+// of its alarms.
+func (c *Checker) NoSpace() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.noSpace) > 0
+}
+
+// probe pings every memcached server once, all at once, so that a round
+// takes one ProbeTimeout however many servers time out.
 func (c *Checker) probe(at time.Time) {
-	err := c.mc.Ping()
+	errs := make([]error, len(c.mcs))
+	var wg sync.WaitGroup
+	for i, mc := range c.mcs {
+		wg.Go(func() { errs[i] = mc.Ping() })
+	}
+	wg.Wait()
+	var err error // the report's one line: the first failure, and how many
+	if failed := slices.DeleteFunc(slices.Clone(errs), func(e error) bool { return e == nil }); len(failed) == 1 {
+		err = failed[0]
+	} else if len(failed) > 1 {
+		err = fmt.Errorf("%d of %d servers, first: %w", len(failed), len(errs), failed[0])
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.probed, c.lastErr = true, err
@@ -177,6 +356,38 @@ func (c *Checker) probe(at time.Time) {
 	case c.failSince.IsZero():
 		c.failSince = at
 	}
+	for i, e := range errs {
+		c.serverErr[i] = e
+		switch {
+		case e == nil:
+			c.serverDown[i] = time.Time{}
+		case c.serverDown[i].IsZero():
+			c.serverDown[i] = at
+		}
+	}
+}
+
+// ServerState is what the probes found of one memcached server.
+type ServerState struct {
+	// Addr is the server's host:port, as in Config.Memcached.
+	Addr string
+	// DownSince is when it stopped answering the probes; zero while it
+	// answers, and before the first probe.
+	DownSince time.Time
+	// Err is its last probe's error.
+	Err error
+}
+
+// Servers returns the state of every memcached server, in the order of
+// Config.Memcached.
+func (c *Checker) Servers() []ServerState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]ServerState, len(c.servers))
+	for i, addr := range c.servers {
+		out[i] = ServerState{Addr: addr, DownSince: c.serverDown[i], Err: c.serverErr[i]}
+	}
+	return out
 }
 
 // MemcachedDownSince returns when memcached became unreachable, by the
@@ -207,12 +418,64 @@ func (c *Checker) Health() Report {
 	)
 }
 
+// Live reports whether the process is alive: it serves (it is asked) and
+// the Checker's loop went round within StallWindow, or Run has not been
+// called. Neither etcd nor memcached being away fails it.
+func (c *Checker) Live() Report {
+	now := time.Now()
+	c.mu.Lock()
+	last := c.lastRound
+	c.mu.Unlock()
+	loop := Check{Name: "loop", OK: true, Detail: "not started"}
+	if !last.IsZero() {
+		d := now.Sub(last)
+		loop.OK = d <= c.cfg.StallWindow
+		loop.Detail = fmt.Sprintf("last went round %s ago", round(d))
+		if !loop.OK {
+			loop.Detail += fmt.Sprintf(", over %s: the process is wedged", c.cfg.StallWindow)
+		}
+	}
+	return report(Check{Name: "process", OK: true, Detail: "serving, up " + ago(now, c.started)}, loop)
+}
+
+// APIReady reports whether the node's caller API can take calls: etcd
+// answered the node within EtcdWindow and, when Config.Etcd is set, has no
+// NOSPACE alarm. It does not depend on memcached or on the node leading.
+func (c *Checker) APIReady() Report {
+	checks := []Check{c.etcd(time.Now())}
+	if c.cfg.Etcd != nil {
+		checks = append(checks, c.etcdSpace())
+	}
+	return report(checks...)
+}
+
 // Ready reports whether the node is ready: healthy, within its election
 // lease, leading and applying or standing by caught up, and memcached not
 // unreachable for longer than MemcachedGrace.
 func (c *Checker) Ready() Report {
 	now := time.Now()
-	return report(c.etcd(now), c.lease(now), c.role(), c.memcached(now))
+	checks := []Check{c.etcd(now), c.lease(now), c.role(), c.memcached(now)}
+	if c.cfg.Etcd != nil {
+		checks = append(checks, c.etcdSpace())
+	}
+	return report(checks...)
+}
+
+// etcdSpace fails while etcd has a NOSPACE alarm: every write, of every
+// caller and of the leader, is refused until an operator frees space.
+func (c *Checker) etcdSpace() Check {
+	c.mu.Lock()
+	members := c.noSpace
+	c.mu.Unlock()
+	if len(members) == 0 {
+		return Check{Name: "etcd-space", OK: true, Detail: "no NOSPACE alarm"}
+	}
+	ids := make([]string, len(members))
+	for i, m := range members {
+		ids[i] = fmt.Sprintf("%x", m)
+	}
+	return Check{Name: "etcd-space", Detail: "NOSPACE alarm on member " + strings.Join(ids, ", ") +
+		": etcd refuses every write until space is freed (compact, defragment, disarm; docs/deploy.md)"}
 }
 
 func (c *Checker) etcd(now time.Time) Check {

@@ -60,6 +60,7 @@ func TestConfigValidate(t *testing.T) {
 		{Election: obs, Stats: st, Memcached: []string{"x:1"}, MemcachedGrace: -1},
 		{Election: obs, Stats: st, Memcached: []string{"x:1"}, EtcdWindow: -1},
 		{Election: obs, Stats: st, Memcached: []string{"x:1"}, ProbeInterval: -1},
+		{Election: obs, Stats: st, Memcached: []string{"x:1"}, StallWindow: -1},
 	} {
 		if _, err := health.New(cfg); !errors.Is(err, config.ErrBadConfig) {
 			t.Errorf("New(%+v) = %v, want ErrBadConfig", cfg, err)
@@ -160,5 +161,27 @@ func TestStandbyReadiness(t *testing.T) {
 	st.StandbyBehind.Store(true)
 	if r := c.Ready(); r.OK || !strings.Contains(r.String(), "fail role: standby behind") {
 		t.Errorf("a standby behind is ready: %s", r)
+	}
+}
+
+// An insecure API listener is reported as it was configured, and is no
+// check: the reports do not change with it.
+func TestAPIInsecureListenerIsNoCheck(t *testing.T) {
+	for _, insecure := range []bool{false, true} {
+		c, err := health.New(health.Config{
+			Election: &election.Observer{}, Stats: &applier.Stats{}, Memcached: []string{"127.0.0.1:1"},
+			APIInsecureListener: insecure,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.APIInsecureListener() != insecure {
+			t.Errorf("APIInsecureListener() = %v, want %v", c.APIInsecureListener(), insecure)
+		}
+		for _, r := range []health.Report{c.Health(), c.Ready()} {
+			if strings.Contains(r.String(), "api") {
+				t.Errorf("a report mentions the API: %s", r)
+			}
+		}
 	}
 }

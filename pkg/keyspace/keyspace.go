@@ -23,6 +23,41 @@
 // reply was lost find out whether the batch was accepted; see
 // tokenseq.Submitter.Lookup. Receipts are optional and cost one small key per
 // submission while they exist.
+//
+// # Names
+//
+// Registration names, namespaces, batch ids and node ids follow one rule,
+// ValidateName's, because each becomes a segment of an etcd key and is shown
+// to operators in tables, logs and errors: a name must look like what it is.
+// A name is 1 to MaxNameBytes bytes of UTF-8 whose every character is
+// graphic (a letter, mark, number, punctuation or symbol of any script), so
+// "agent-7", "svc.eu_1", "user@host:8080", "名前" and "агент" are names. It
+// may not hold:
+//
+//   - '/', which separates the segments of a key;
+//   - whitespace of any kind (space, tab, no-break space, the line and
+//     paragraph separators U+2028 and U+2029);
+//   - control characters (category Cc: NUL, ESC, DEL, C1 controls);
+//   - format characters (category Cf), which are invisible or reorder what
+//     follows: the zero-width space, joiner and non-joiner (U+200B to
+//     U+200D), the bidirectional embeddings, overrides and isolates (U+202A
+//     to U+202E, U+2066 to U+2069), the byte order mark U+FEFF, the soft
+//     hyphen U+00AD;
+//   - other characters that display as nothing: variation selectors, the
+//     combining grapheme joiner U+034F, the Hangul fillers (Unicode's
+//     default-ignorable code points);
+//   - private-use and unassigned code points (in the Unicode version of the
+//     Go release that built the binary, unicode.Version), and invalid UTF-8
+//     or U+FFFD, which display as boxes or not at all;
+//   - a combining mark as its first character, which would attach to
+//     whatever is printed before the name.
+//
+// So "se\u200bc" and "abc\u202edef", which display as "sec" and "abcfed",
+// are refused, and so are emoji written with a joiner or a variation
+// selector; emoji of one code point are names. Names are compared byte for
+// byte: the rule refuses what cannot be seen, not what looks alike, so "é" as
+// one code point and as "e" with a combining acute are two names, as are
+// letters of different scripts that look the same.
 package keyspace
 
 import (
@@ -32,6 +67,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // Root is the prefix under which every namespace lives.
@@ -48,14 +84,18 @@ var (
 	ErrInvalidName = errors.New("invalid name")
 	ErrNameEmpty   = errors.New("name is empty")
 	ErrNameTooLong = errors.New("name is longer than 128 bytes")
-	ErrNameBadChar = errors.New("name holds '/', whitespace or a control character")
+	ErrNameBadChar = errors.New("name holds '/', whitespace, a control or format character, or a character that displays as nothing")
 )
 
 // ErrNotBatchKey is returned by ParseBatch for a key that is not a batch key
 // of the layout.
 var ErrNotBatchKey = errors.New("keyspace: not a batch key")
 
-// ValidateName checks a registration name or namespace.
+// ValidateName checks a registration name, namespace, batch id or node id
+// against the rule of the package documentation (see Names). A refused name
+// is ErrInvalidName with ErrNameEmpty, ErrNameTooLong or ErrNameBadChar;
+// the last names the first refused character and its byte offset, quoted
+// so that an invisible one shows.
 func ValidateName(name string) error {
 	if name == "" {
 		return fmt.Errorf("%w: %w", ErrInvalidName, ErrNameEmpty)
@@ -63,12 +103,32 @@ func ValidateName(name string) error {
 	if len(name) > MaxNameBytes {
 		return fmt.Errorf("%w: %w (%d bytes)", ErrInvalidName, ErrNameTooLong, len(name))
 	}
-	for _, r := range name {
-		if r == '/' || unicode.IsSpace(r) || unicode.IsControl(r) || r == unicode.ReplacementChar {
-			return fmt.Errorf("%w: %w: %q", ErrInvalidName, ErrNameBadChar, name)
+	for i, r := range name {
+		if !nameRune(r) || (i == 0 && unicode.Is(unicode.M, r)) {
+			what := fmt.Sprintf("%U", r)
+			if r == utf8.RuneError {
+				what = "invalid UTF-8 or " + what
+			}
+			return fmt.Errorf("%w: %w: %s at byte %d of %+q", ErrInvalidName, ErrNameBadChar, what, i, name)
 		}
 	}
 	return nil
+}
+
+// nameRune reports whether r may appear in a name: a graphic character
+// (which excludes categories Cc, Cf, Co, Cs, Cn, Zl and Zp) that is not
+// whitespace, '/', U+FFFD, nor a default-ignorable code point, all of which
+// display as nothing, as a box, or change how their neighbours display.
+func nameRune(r rune) bool {
+	switch {
+	case r == '/' || r == utf8.RuneError:
+		return false
+	case r < utf8.RuneSelf:
+		// ASCII: the printable characters but the space.
+		return r > ' ' && r < 0x7f
+	}
+	return unicode.IsGraphic(r) && !unicode.IsSpace(r) &&
+		!unicode.In(r, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point)
 }
 
 // Layout builds the keys of one namespace.

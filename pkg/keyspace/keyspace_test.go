@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 func TestValidateName(t *testing.T) {
@@ -19,15 +20,79 @@ func TestValidateName(t *testing.T) {
 		{"a\u00a0b", ErrNameBadChar},
 		{"a\x00b", ErrNameBadChar},
 		{"a\xffb", ErrNameBadChar},
+		{"a\x7fb", ErrNameBadChar},    // DEL (Cc)
+		{"a\u0085b", ErrNameBadChar},  // NEL (Cc)
+		{"a\u3000b", ErrNameBadChar},  // ideographic space (Zs)
+		{"a\ufffdb", ErrNameBadChar},  // replacement character
+		{"se\u200bc", ErrNameBadChar}, // zero-width space (Cf)
+		{"a\u200cb", ErrNameBadChar},  // zero-width non-joiner (Cf)
+		{"a\u200db", ErrNameBadChar},  // zero-width joiner (Cf)
+		{"a\u200eb", ErrNameBadChar},  // left-to-right mark (Cf)
+		{"abc\u202edef", ErrNameBadChar},
+		{"a\u202ab", ErrNameBadChar},       // left-to-right embedding (Cf)
+		{"a\u2066b\u2069", ErrNameBadChar}, // isolates (Cf)
+		{"\ufeffagent", ErrNameBadChar},    // byte order mark (Cf)
+		{"a\u00adb", ErrNameBadChar},       // soft hyphen (Cf)
+		{"a\u2060b", ErrNameBadChar},       // word joiner (Cf)
+		{"a\U000e0041b", ErrNameBadChar},   // tag character (Cf)
+		{"a\u2028b", ErrNameBadChar},       // line separator (Zl)
+		{"a\u2029b", ErrNameBadChar},       // paragraph separator (Zp)
+		{"a\ufe0fb", ErrNameBadChar},       // variation selector
+		{"a\u034fb", ErrNameBadChar},       // combining grapheme joiner
+		{"a\u3164b", ErrNameBadChar},       // Hangul filler
+		{"a\ue000b", ErrNameBadChar},       // private use (Co)
+		{"a\U0010fffdb", ErrNameBadChar},   // private use (Co)
+		{"a\U000effffb", ErrNameBadChar},   // unassigned (Cn)
+		{"\u0301agent", ErrNameBadChar},    // a leading combining mark
+		{"\u2764\ufe0f", ErrNameBadChar},
+		{"\U0001f469\u200d\U0001f4bb", ErrNameBadChar},
 	} {
 		err := ValidateName(bad.name)
 		if !errors.Is(err, bad.want) || !errors.Is(err, ErrInvalidName) {
-			t.Errorf("ValidateName(%q) = %v, want %v", bad.name, err, bad.want)
+			t.Errorf("ValidateName(%+q) = %v, want %v", bad.name, err, bad.want)
 		}
 	}
-	for _, good := range []string{"a", "agent-7", "svc.eu_1", strings.Repeat("n", 128), "名前"} {
+	for _, good := range []string{
+		"a", "agent-7", "svc.eu_1", strings.Repeat("n", 128), "名前", "агент-7", "δ", "وكيل", "עברית",
+		"user@host:8080", "a*b", "*", "~x+y=z", "café", "cafe\u0301", "agent\U0001f600", "नमस्ते", "한국어",
+		"18edc1cfb6fe1cc82741f4c469d73b31",
+	} {
 		if err := ValidateName(good); err != nil {
-			t.Errorf("ValidateName(%q) = %v", good, err)
+			t.Errorf("ValidateName(%+q) = %v", good, err)
+		}
+	}
+}
+
+// A refused name's error names the character and where it is, and shows the
+// name with its invisible characters escaped.
+func TestValidateNameErrorShowsTheCharacter(t *testing.T) {
+	err := ValidateName("se\u200bc")
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{"U+200B", "at byte 2", `"se\u200bc"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q does not say %s", err, want)
+		}
+	}
+	if strings.ContainsRune(err.Error(), '\u200b') {
+		t.Errorf("%q holds the invisible character", err)
+	}
+	if err := ValidateName("a\xffb"); err == nil || !strings.Contains(err.Error(), "invalid UTF-8") {
+		t.Errorf("invalid UTF-8: %v", err)
+	}
+}
+
+// Every character the rule lets through is graphic, and none is a space,
+// a slash or a format character; a sweep of the whole code space guards
+// the rule against a Unicode version with new categories.
+func TestNameRunesAreVisible(t *testing.T) {
+	for r := rune(0); r <= unicode.MaxRune; r++ {
+		if !nameRune(r) {
+			continue
+		}
+		if !unicode.IsGraphic(r) || unicode.IsSpace(r) || unicode.In(r, unicode.Cc, unicode.Cf, unicode.Co, unicode.Cs) || r == '/' {
+			t.Fatalf("%U is a name character", r)
 		}
 	}
 }

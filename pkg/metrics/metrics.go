@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/coordinator-dev/coordinator/pkg/applier"
+	"github.com/coordinator-dev/coordinator/pkg/buildinfo"
 	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/election"
 	"github.com/coordinator-dev/coordinator/pkg/health"
@@ -137,7 +138,13 @@ func since(ns int64) float64 {
 // nodeCollectors are the metrics read from the node's state when scraped.
 func nodeCollectors(cfg Config) []prometheus.Collector {
 	obs, st := cfg.Election, cfg.Stats
+	b := buildinfo.Read()
 	cs := []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "build_info",
+			Help:        "Always 1; the labels are the binary's version (stamped, or Go's module version), VCS revision and Go version.",
+			ConstLabels: prometheus.Labels{"version": b.Version, "revision": b.Commit, "goversion": b.GoVersion},
+		}, func() float64 { return 1 }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: Namespace, Name: "node_info", Help: "Always 1; the node label is the node's name in the election.",
 			ConstLabels: prometheus.Labels{"node": cfg.NodeID},
@@ -146,6 +153,8 @@ func nodeCollectors(cfg Config) []prometheus.Collector {
 			func() float64 { return boolf(obs.IsLeader()) }),
 		gauge("term", "Leadership term of this node's current leadership, or of its latest one; 0 if it never led.",
 			func() float64 { return float64(obs.Term()) }),
+		gauge("term_headroom", "Terms left after coordinator_term before the highest an item's flags hold (65535); at 0 a new leader refuses to lead until `coordinator topology reset-term`.",
+			func() float64 { return float64(memfence.TermHeadroom(obs.Term())) }),
 		counter("leaderships_total", "Leaderships this node has won.",
 			func() float64 { return float64(obs.Won()) }),
 		gauge("lease_remaining_seconds", "Time left until the local deadline of this node's election lease; negative once passed, 0 without a session.",
@@ -202,28 +211,58 @@ func nodeCollectors(cfg Config) []prometheus.Collector {
 				func() float64 { return float64(ms.Restarts.Load()) }),
 			counter("memcached_restart_checks_total", "Checks of every memcached server's stats for restarts that this node completed while it led.",
 				func() float64 { return float64(ms.RestartChecks.Load()) }),
+			counter("topology_moved_keys_total", "Keys this node's changes of topology moved to their new memcached server and read back there.",
+				func() float64 { return float64(ms.MovedKeys.Load()) }),
+			counter("topology_unmoved_keys_total", "Keys this node's changes of topology could not move: each stayed on its old server, named in the change record (`coordinator topology show -o json`).",
+				func() float64 { return float64(ms.UnmovedKeys.Load()) }),
 		)
 	}
 	if h := cfg.Health; h != nil {
 		cs = append(cs,
+			gauge("live", "1 while /livez passes.", func() float64 { return boolf(h.Live().OK) }),
 			gauge("healthy", "1 while /healthz passes.", func() float64 { return boolf(h.Health().OK) }),
-			gauge("ready", "1 while /readyz passes.", func() float64 { return boolf(h.Ready().OK) }),
-			gauge("memcached_up", "1 while the last memcached probe succeeded.", func() float64 {
-				down, _ := h.MemcachedDownSince()
-				return boolf(down.IsZero())
-			}),
-			gauge("memcached_unreachable_seconds", "Time memcached has been unreachable by the probes; 0 while it answers.", func() float64 {
-				down, _ := h.MemcachedDownSince()
-				if down.IsZero() {
-					return 0
-				}
-				return time.Since(down).Seconds()
-			}),
+			gauge("ready", "1 while /readyz (the applier's readiness) passes.", func() float64 { return boolf(h.Ready().OK) }),
+			gauge("api_ready", "1 while /readyz/api (the caller API's readiness) passes.", func() float64 { return boolf(h.APIReady().OK) }),
+			&serversCollector{h: h},
 			gauge("etcd_last_answer_seconds", "Time since etcd last granted or renewed this node's election lease.",
 				func() float64 { return time.Since(h.EtcdLastAnswer()).Seconds() }),
+			gauge("api_insecure_listener", "1 while this node's caller API listens beyond loopback without client certificates: anyone who reaches it can act as any name.",
+				func() float64 { return boolf(h.APIInsecureListener()) }),
+			gauge("etcd_nospace_alarm", "1 while etcd has a NOSPACE alarm raised: its database reached its quota and it refuses every write.",
+				func() float64 { return boolf(h.NoSpace()) }),
 		)
 	}
 	return cs
+}
+
+// Descriptors of the per-server memcached gauges of serversCollector.
+var (
+	memcachedUpDesc = prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "memcached_up"),
+		"1 while the last probe of the memcached server succeeded.", []string{"server"}, nil)
+	memcachedUnreachableDesc = prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "memcached_unreachable_seconds"),
+		"Time the memcached server has been unreachable by the probes; 0 while it answers.", []string{"server"}, nil)
+)
+
+// serversCollector exports the health probes' view of each memcached
+// server.
+type serversCollector struct{ h *health.Checker }
+
+// Describe sends the collector's descriptors.
+func (c *serversCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- memcachedUpDesc
+	ch <- memcachedUnreachableDesc
+}
+
+// Collect sends one series of each per server.
+func (c *serversCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.h.Servers() {
+		down := 0.0
+		if !s.DownSince.IsZero() {
+			down = time.Since(s.DownSince).Seconds()
+		}
+		ch <- prometheus.MustNewConstMetric(memcachedUpDesc, prometheus.GaugeValue, boolf(s.DownSince.IsZero()), s.Addr)
+		ch <- prometheus.MustNewConstMetric(memcachedUnreachableDesc, prometheus.GaugeValue, down, s.Addr)
+	}
 }
 
 // campaignStateCollector exports the campaign state as one series per

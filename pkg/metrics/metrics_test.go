@@ -14,6 +14,7 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/applier"
 	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/election"
+	"github.com/coordinator-dev/coordinator/pkg/health"
 	"github.com/coordinator-dev/coordinator/pkg/memfence"
 	"github.com/coordinator-dev/coordinator/pkg/metrics"
 )
@@ -165,6 +166,36 @@ func TestMemcachedRestartCounters(t *testing.T) {
 	}
 	if _, ok := gather(t, bare)["coordinator_memcached_restarts_total"]; ok {
 		t.Fatal("restart counters without memfence.Stats")
+	}
+}
+
+// coordinator_api_insecure_listener follows the health configuration: 1
+// for a node whose API listens beyond loopback without client
+// certificates, 0 otherwise, and absent without health.
+func TestAPIInsecureListenerGauge(t *testing.T) {
+	for _, insecure := range []bool{false, true} {
+		h, err := health.New(health.Config{
+			Election: &election.Observer{}, Stats: &applier.Stats{}, Memcached: []string{"127.0.0.1:1"},
+			APIInsecureListener: insecure,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := metrics.New(metrics.Config{NodeID: "n", Election: &election.Observer{}, Stats: &applier.Stats{}, Health: h})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, ok := gather(t, m)["coordinator_api_insecure_listener"]
+		if want := map[bool]float64{false: 0, true: 1}[insecure]; !ok || v != want {
+			t.Errorf("insecure=%v: gauge %v (present %v), want %v", insecure, v, ok, want)
+		}
+	}
+	bare, err := metrics.New(metrics.Config{NodeID: "n", Election: &election.Observer{}, Stats: &applier.Stats{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := gather(t, bare)["coordinator_api_insecure_listener"]; ok {
+		t.Fatal("coordinator_api_insecure_listener without health")
 	}
 }
 

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,8 @@ import (
 //
 // Leading (lead, election.Run's callback), when the node wins, in order:
 //
+//  0. check the term: beyond Config.MaxTerm no item can carry it, and the
+//     node refuses to lead (ending Run); close to it, it warns;
 //  1. note the leadership: with Config.RestoreOnRestart, the applier keeps
 //     the restore records of each commit under it;
 //  2. take the topology (topoLeader.take), moving keys to it when it is not
@@ -58,7 +61,13 @@ type lifecycle struct {
 	// standby follows the pending batches while the node campaigns; the
 	// applier takes it over when the node wins.
 	standby *applier.Standby
+	// refuse logs why the node does not lead and ends Run with it.
+	refuse func(error)
 }
+
+// lowTermHeadroom is the number of terms left below which a winning node
+// warns that the namespace nears Config.MaxTerm.
+const lowTermHeadroom = 1000
 
 // startStandby is the standby phase: a standby starts following the
 // pending batches.
@@ -75,6 +84,15 @@ func (lc *lifecycle) stopStandby() {
 // order). It returns what ended leading: the error of taking the topology,
 // or of applying.
 func (lc *lifecycle) lead(l *election.Leadership) error {
+	if l.Term > lc.cfg.MaxTerm {
+		err := fmt.Errorf("node: %w: won term %d, the highest this node leads under is %d", memfence.ErrTermExhausted, l.Term, lc.cfg.MaxTerm)
+		lc.refuse(err)
+		return err
+	}
+	if left := lc.cfg.MaxTerm - l.Term; left < lowTermHeadroom {
+		lc.cfg.Logger.Warn("the namespace's term nears the highest an item's flags hold; plan `coordinator topology reset-term` (every node stopped)",
+			"term", l.Term, "max_term", lc.cfg.MaxTerm, "terms_left", left)
+	}
 	lc.leading.Store(l)
 	rev, err := lc.tl.take(l)
 	if err != nil {

@@ -13,6 +13,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/coordinator-dev/coordinator/pkg/applier"
 	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/election"
@@ -79,8 +81,17 @@ type Config struct {
 	// the leader writes in etcd (see package restore), and writes a
 	// restarted memcached server's keys back from them, between rounds.
 	// Off, a restart is reported and its keys stay misses until written
-	// again.
+	// again. A change of topology takes the keys to move from that record
+	// when it is on, and from the servers' listings when it is off (see
+	// topology.Migrate).
 	RestoreOnRestart bool
+	// MaxTerm is the highest term the node leads under; zero means
+	// memfence.MaxTerm, the highest an item's flags hold. A node that wins
+	// a later term refuses to lead and Run returns an error matching
+	// memfence.ErrTermExhausted: every node stopped, topology.ResetTerm
+	// (`coordinator topology reset-term`) starts the terms again. A lower
+	// value keeps a margin below the layout's limit.
+	MaxTerm uint64
 	// Hooks observe the applier's writes (tests, tracing).
 	Hooks applier.Hooks
 	// Election, when set, is kept up to date with the node's campaign
@@ -91,6 +102,9 @@ type Config struct {
 	// Checks are the node's own (package metrics, package health) unless
 	// set.
 	Monitor *monitor.Config
+	// Collectors are more metrics for the registry Monitor serves, such as
+	// the caller API's (apiserver.Stats.Collectors).
+	Collectors []prometheus.Collector
 	// Health holds the thresholds of the checks Monitor serves
 	// (MemcachedGrace, ProbeInterval, ProbeTimeout, EtcdWindow, whose zero
 	// here means LeaseTTL); the node fills in the rest.
@@ -116,6 +130,8 @@ func (c *Config) Validate() error {
 		return config.Errorf(pkg, "MaxInboxBatches", "%d is negative", c.MaxInboxBatches)
 	case c.RestartCheckInterval < 0:
 		return config.Errorf(pkg, "RestartCheckInterval", "%s is negative", c.RestartCheckInterval)
+	case c.MaxTerm > memfence.MaxTerm:
+		return config.Errorf(pkg, "MaxTerm", "%d is beyond %d, the highest term an item's flags hold", c.MaxTerm, memfence.MaxTerm)
 	}
 	if len(c.Memcached) > 0 {
 		if _, err := c.localTopology(); err != nil {
@@ -140,6 +156,9 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.MaxTerm == 0 {
+		c.MaxTerm = memfence.MaxTerm
+	}
 	return c
 }
 
@@ -152,8 +171,9 @@ func (c *Config) election() election.Config {
 // invalid cfg, and a *topology.MismatchError (matching
 // topology.ErrMismatch) without leading when the node's memcached servers
 // differ from both the namespace's topology and the applied one, at start
-// or when it wins. A topology set while the node leads is taken between
-// rounds (see topology.Migrate).
+// or when it wins. It returns an error matching memfence.ErrTermExhausted
+// without leading when it wins a term beyond Config.MaxTerm. A topology set
+// while the node leads is taken between rounds (see topology.Migrate).
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -202,17 +222,19 @@ func Run(ctx context.Context, cfg Config) error {
 	defer lc.stopStandby()
 	// A topology that matches neither the node's servers nor the applied
 	// one when the node wins ends Run: the node would otherwise win, refuse
-	// and win again, keeping nodes that match from leading. A change while
-	// it leads is taken between rounds (see lifecycle.apply).
+	// and win again, keeping nodes that match from leading. A term beyond
+	// MaxTerm ends it likewise. A change while it leads is taken between
+	// rounds (see lifecycle.apply).
 	runCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	refuse := func(err error) {
-		cfg.Logger.Error("refusing to lead: memcached topology", "err", err)
+		cfg.Logger.Error("refusing to lead", "err", err)
 		stop(err)
 	}
+	lc.refuse = refuse
 	lc.tl = &topoLeader{cfg: cfg, sel: sel, mw: mw, local: local, refuse: refuse}
 	err = election.Run(runCtx, cfg.election(), lc.lead)
-	if cause := context.Cause(runCtx); errors.Is(cause, topology.ErrMismatch) {
+	if cause := context.Cause(runCtx); errors.Is(cause, topology.ErrMismatch) || errors.Is(cause, memfence.ErrTermExhausted) {
 		return cause
 	}
 	return err

@@ -61,6 +61,7 @@ func TestRunRefusesBadConfig(t *testing.T) {
 	for _, cfg := range []node.Config{
 		{Layout: keyspace.MustNew("t"), NodeID: "n1"},
 		{Etcd: cli, Layout: keyspace.MustNew("t"), NodeID: "n1", Memcached: []string{"127.0.0.1:notaport"}},
+		{Etcd: cli, Layout: keyspace.MustNew("t"), NodeID: "n1", MaxTerm: 1 << 16},
 	} {
 		if err := node.Run(ctx, cfg); !errors.Is(err, config.ErrBadConfig) {
 			t.Errorf("Run(%+v) = %v, want ErrBadConfig", cfg, err)

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
 	"github.com/coordinator-dev/coordinator/pkg/applier"
@@ -15,12 +16,14 @@ import (
 
 // validateObserving checks Monitor and Health.
 func (c *Config) validateObserving() error {
-	if c.Monitor == nil {
+	if c.Monitor == nil && c.Health.GRPC == nil {
 		return nil
 	}
-	mcfg := *c.Monitor
-	if err := mcfg.Validate(); err != nil {
-		return err
+	if c.Monitor != nil {
+		mcfg := *c.Monitor
+		if err := mcfg.Validate(); err != nil {
+			return err
+		}
 	}
 	// The checker's own state comes from the node; its thresholds are
 	// checked here.
@@ -31,7 +34,9 @@ func (c *Config) validateObserving() error {
 
 // startObserving fills in cfg's Stats and Election and, with a Monitor,
 // starts its health checker and HTTP server, adding the metrics' hooks to
-// cfg's. stop stops what it started and waits for it.
+// cfg's; with Health.GRPC and no Monitor, it starts the health checker
+// alone, to set the gRPC statuses. stop stops what it started and waits
+// for it.
 func startObserving(ctx context.Context, cfg Config) (_ Config, stop func(), _ error) {
 	if cfg.Stats == nil {
 		cfg.Stats = &applier.Stats{}
@@ -42,11 +47,14 @@ func startObserving(ctx context.Context, cfg Config) (_ Config, stop func(), _ e
 	if cfg.MemcachedStats == nil {
 		cfg.MemcachedStats = &memfence.Stats{}
 	}
-	if cfg.Monitor == nil {
+	if cfg.Monitor == nil && cfg.Health.GRPC == nil {
 		return cfg, func() {}, nil
 	}
 	hcfg := cfg.Health
 	hcfg.Election, hcfg.Stats, hcfg.Memcached = cfg.Election, cfg.Stats, memcachedAddrs(cfg.Memcached)
+	if hcfg.Etcd == nil {
+		hcfg.Etcd = cfg.Etcd
+	}
 	if hcfg.EtcdWindow == 0 {
 		hcfg.EtcdWindow = cfg.LeaseTTL
 	}
@@ -54,9 +62,20 @@ func startObserving(ctx context.Context, cfg Config) (_ Config, stop func(), _ e
 	if err != nil {
 		return cfg, nil, err
 	}
+	if cfg.Monitor == nil {
+		mctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); checker.Run(mctx) }()
+		return cfg, func() { cancel(); <-done }, nil
+	}
 	m, err := metrics.New(metrics.Config{NodeID: cfg.NodeID, Election: cfg.Election, Stats: cfg.Stats, Health: checker, Memcached: cfg.MemcachedStats})
 	if err != nil {
 		return cfg, nil, err
+	}
+	for _, c := range cfg.Collectors {
+		if err := m.Registry().Register(c); err != nil {
+			return cfg, nil, fmt.Errorf("node: metrics: %w", err)
+		}
 	}
 	cfg.Hooks = joinHooks(cfg.Hooks, m.Hooks())
 	mcfg := *cfg.Monitor

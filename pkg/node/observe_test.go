@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -8,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	grpchealth "google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/coordinator-dev/coordinator/internal/testenv"
 	"github.com/coordinator-dev/coordinator/pkg/config"
@@ -71,4 +75,123 @@ func TestRunRefusesBadMonitor(t *testing.T) {
 			t.Errorf("Run with Monitor %+v, Health %+v = %v, want ErrBadConfig", cfg.Monitor, cfg.Health, err)
 		}
 	}
+}
+
+// monitorURL serves a node's monitor on a free loopback port and returns
+// its URL and a getter of its paths.
+func monitorURL(t *testing.T) (*monitor.Config, func(path string) (int, string)) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String()
+	return &monitor.Config{Listener: ln}, func(path string) (int, string) {
+		resp, err := http.Get(url + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+}
+
+// waitCode waits until path answers code, and returns its body.
+func waitCode(t *testing.T, get func(string) (int, string), path string, code int) string {
+	t.Helper()
+	var body string
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		var got int
+		got, body = get(path)
+		return got == code
+	}, "%s never answered %d (last: %q)", path, code, body)
+	return body
+}
+
+// With etcd gone, the node is neither healthy nor ready to take calls, but
+// alive: a liveness probe must not restart it during an etcd outage.
+func TestLivezPassesWithoutEtcd(t *testing.T) {
+	srv, cli := testenv.Etcd(t)
+	mc := testenv.StartMemcached(t)
+	mcfg, get := monitorURL(t)
+	testenv.StartNode(t, node.Config{
+		Etcd: cli, Layout: keyspace.MustNew("t"), NodeID: "n1", Memcached: []string{mc.Addr},
+		Monitor: mcfg, Health: health.Config{ProbeInterval: 20 * time.Millisecond},
+	})
+	waitCode(t, get, "/readyz/applier", http.StatusOK)
+	waitCode(t, get, "/readyz/api", http.StatusOK)
+	waitCode(t, get, "/livez", http.StatusOK)
+	srv.Close()
+	waitCode(t, get, "/healthz", http.StatusServiceUnavailable)
+	if body := waitCode(t, get, "/readyz/api", http.StatusServiceUnavailable); !strings.Contains(body, "fail etcd: last answered") {
+		t.Errorf("/readyz/api without etcd does not say etcd is away: %q", body)
+	}
+	code, body := get("/livez")
+	if code != http.StatusOK || !strings.Contains(body, "ok loop: last went round") {
+		t.Errorf("/livez without etcd = %d %q, want 200", code, body)
+	}
+}
+
+// With memcached gone for longer than the grace, the node's applier is not
+// ready but its API is: submissions are stored in etcd and applied later.
+// The gRPC health statuses say the same.
+func TestAPIReadyWithoutMemcached(t *testing.T) {
+	_, cli := testenv.Etcd(t)
+	mc := testenv.StartMemcached(t)
+	mcfg, get := monitorURL(t)
+	hs := grpchealth.NewServer()
+	testenv.StartNode(t, node.Config{
+		Etcd: cli, Layout: keyspace.MustNew("t"), NodeID: "n1", Memcached: []string{mc.Addr}, Monitor: mcfg,
+		Health: health.Config{MemcachedGrace: 200 * time.Millisecond, ProbeInterval: 20 * time.Millisecond, GRPC: hs},
+	})
+	grpcStatus := func(svc string) healthpb.HealthCheckResponse_ServingStatus {
+		resp, err := hs.Check(context.Background(), &healthpb.HealthCheckRequest{Service: svc})
+		if err != nil {
+			return healthpb.HealthCheckResponse_UNKNOWN
+		}
+		return resp.GetStatus()
+	}
+	waitGRPC := func(svc string, want healthpb.HealthCheckResponse_ServingStatus) {
+		t.Helper()
+		testenv.Eventually(t, 30*time.Second, func() bool { return grpcStatus(svc) == want },
+			"gRPC health of %q never was %s (last: %s)", svc, want, grpcStatus(svc))
+	}
+	waitCode(t, get, "/readyz/applier", http.StatusOK)
+	waitGRPC(health.ServiceApplier, healthpb.HealthCheckResponse_SERVING)
+	waitGRPC(health.ServiceAPI, healthpb.HealthCheckResponse_SERVING)
+
+	mc.Stop()
+	if body := waitCode(t, get, "/readyz/applier", http.StatusServiceUnavailable); !strings.Contains(body, "fail memcached: unreachable") {
+		t.Errorf("/readyz/applier does not say memcached is away: %q", body)
+	}
+	waitCode(t, get, "/readyz", http.StatusServiceUnavailable)
+	waitGRPC(health.ServiceApplier, healthpb.HealthCheckResponse_NOT_SERVING)
+	for _, path := range []string{"/readyz/api", "/livez", "/healthz"} {
+		if code, body := get(path); code != http.StatusOK {
+			t.Errorf("%s with memcached away = %d %q, want 200", path, code, body)
+		}
+	}
+	for _, svc := range []string{health.ServiceAPI, ""} {
+		if st := grpcStatus(svc); st != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("gRPC health of %q with memcached away = %s, want SERVING", svc, st)
+		}
+	}
+}
+
+// Without a Monitor, a node given Health.GRPC still runs its checker, to
+// set the gRPC statuses of its caller API.
+func TestGRPCHealthWithoutMonitor(t *testing.T) {
+	_, cli := testenv.Etcd(t)
+	mc := testenv.StartMemcached(t)
+	hs := grpchealth.NewServer()
+	hs.SetServingStatus(health.ServiceApplier, healthpb.HealthCheckResponse_NOT_SERVING)
+	testenv.StartNode(t, node.Config{
+		Etcd: cli, Layout: keyspace.MustNew("t"), NodeID: "n1", Memcached: []string{mc.Addr},
+		Health: health.Config{ProbeInterval: 20 * time.Millisecond, GRPC: hs},
+	})
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		resp, err := hs.Check(context.Background(), &healthpb.HealthCheckRequest{Service: health.ServiceApplier})
+		return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
+	}, "the applier's gRPC status never was SERVING")
 }

@@ -238,14 +238,21 @@ func (tl *topoLeader) takeOnce(ctx context.Context, l *election.Leadership) (int
 		log.Info("memcached topology changed: moving keys", "from", from.String(), "to", to.String(), "term", l.Term)
 		start := time.Now()
 		res, err := topology.Migrate(ctx, topology.MigrateConfig{
-			Etcd: cli, Layout: lay, Lead: l, From: from, To: to, Cleaned: cleaned,
-			Timeout: tl.cfg.MemcachedTimeout, Logger: log,
+			Etcd: cli, Layout: lay, Lead: l, From: from, To: to, Cleaned: cleaned, Records: tl.cfg.RestoreOnRestart,
+			Timeout: tl.cfg.MemcachedTimeout, Stats: tl.cfg.MemcachedStats, Logger: log,
 		})
 		if err != nil {
 			return err
 		}
-		log.Info("memcached topology applied", "topology", to.String(), "listed", res.Listed, "moved", res.Moved,
-			"newer_at_destination", res.Newer, "cleaned", res.Cleaned, "unreachable", res.Unreachable, "took", time.Since(start))
+		attrs := []any{"topology", to.String(), "recorded", res.Recorded, "listed", res.Listed, "moved", res.Moved,
+			"newer_at_destination", res.Newer, "cleaned", res.Cleaned, "unmoved", res.UnmovedCount,
+			"unreachable", res.Unreachable, "listing_short", res.ListingShort, "took", time.Since(start)}
+		if res.UnmovedCount > 0 || len(res.ListingShort) > 0 {
+			// Each unmoved key was logged; the change record names them.
+			log.Error("memcached topology applied, with keys left on their old servers or not listed: see `coordinator topology show`", attrs...)
+			return nil
+		}
+		log.Info("memcached topology applied", attrs...)
 		return nil
 	}
 	if app.To != nil {

@@ -16,6 +16,7 @@ import (
 	"os"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -102,7 +103,20 @@ type Registration struct {
 	// TTL is the lease's time to live as the record states it (the TTL the
 	// registration asked for), not the lease's remaining time.
 	TTL time.Duration
+	// Superseded is the live incarnation this registration replaced (a
+	// takeover), zero when the name was free. Only set by Register and
+	// RegisterLease.
+	Superseded int64
 }
+
+// MaxHolderHost bounds Holder.Host, so that a registration record has a
+// stated maximum size: with a name of keyspace.MaxNameLen bytes, a record
+// is under 512 bytes.
+const MaxHolderHost = 255
+
+// ErrBadHolder is returned for a Holder whose Host is over MaxHolderHost
+// bytes or not valid UTF-8; nothing is written.
+var ErrBadHolder = errors.New("registry: holder host must be valid UTF-8 of at most 255 bytes")
 
 // RegisterConfig configures Register. Zero values mean the defaults noted.
 type RegisterConfig struct {
@@ -209,6 +223,9 @@ func (r *Registry) write(ctx context.Context, name string, cfg RegisterConfig) (
 		return Registration{}, err
 	}
 	cfg = cfg.withDefaults()
+	if len(cfg.Holder.Host) > MaxHolderHost || !utf8.ValidString(cfg.Holder.Host) {
+		return Registration{}, fmt.Errorf("%w: %d bytes", ErrBadHolder, len(cfg.Holder.Host))
+	}
 	ttlSec, err := TTLSeconds(cfg.TTL)
 	if err != nil {
 		return Registration{}, err
@@ -221,12 +238,12 @@ func (r *Registry) write(ctx context.Context, name string, cfg RegisterConfig) (
 	if err != nil {
 		return Registration{}, fmt.Errorf("registry: grant lease: %w", err)
 	}
-	put := clientv3.OpPut(r.layout.Reg(name), string(val), clientv3.WithLease(grant.ID))
-	var rev int64
+	put := clientv3.OpPut(r.layout.Reg(name), string(val), clientv3.WithLease(grant.ID), clientv3.WithPrevKV())
+	var rev, prev int64
 	if cfg.IfAbsent {
 		rev, err = r.putIfAbsent(ctx, name, put)
 	} else {
-		rev, err = r.putAlways(ctx, name, put)
+		rev, prev, err = r.putAlways(ctx, name, put)
 	}
 	if err != nil {
 		r.revoke(ctx, grant.ID)
@@ -234,6 +251,7 @@ func (r *Registry) write(ctx context.Context, name string, cfg RegisterConfig) (
 	}
 	return Registration{
 		Name: name, Incarnation: rev, Holder: cfg.Holder, LeaseID: grant.ID, TTL: time.Duration(grant.TTL) * time.Second,
+		Superseded: prev,
 	}, nil
 }
 
@@ -267,13 +285,16 @@ func (r *Registry) waitDrainedKeepingAlive(ctx context.Context, reg Registration
 }
 
 // putAlways writes name's registration, superseding a live incarnation, and
-// returns its revision.
-func (r *Registry) putAlways(ctx context.Context, name string, put clientv3.Op) (int64, error) {
+// returns its revision and the incarnation it superseded (zero: none).
+func (r *Registry) putAlways(ctx context.Context, name string, put clientv3.Op) (rev, prev int64, err error) {
 	resp, err := r.cli.Do(ctx, put)
 	if err != nil {
-		return 0, fmt.Errorf("registry: register %q: %w", name, err)
+		return 0, 0, fmt.Errorf("registry: register %q: %w", name, err)
 	}
-	return resp.Put().Header.Revision, nil
+	if kv := resp.Put().PrevKv; kv != nil {
+		prev = kv.ModRevision
+	}
+	return resp.Put().Header.Revision, prev, nil
 }
 
 // putIfAbsent writes name's registration unless one exists, and returns its

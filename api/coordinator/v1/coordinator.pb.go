@@ -1002,8 +1002,13 @@ type StatusResponse struct {
 	PendingOps     int64  `protobuf:"varint,6,opt,name=pending_ops,json=pendingOps,proto3" json:"pending_ops,omitempty"`
 	Registrations  int64  `protobuf:"varint,7,opt,name=registrations,proto3" json:"registrations,omitempty"`
 	Quarantined    int64  `protobuf:"varint,8,opt,name=quarantined,proto3" json:"quarantined,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// pending_ops_lower_bound is set when more than 1000 batches are
+	// pending: so that a status costs the same with any backlog, pending_ops
+	// then counts the operations of 1000 of them and one for each other (a
+	// batch holds at least one), a lower bound. pending_batches is exact.
+	PendingOpsLowerBound bool `protobuf:"varint,9,opt,name=pending_ops_lower_bound,json=pendingOpsLowerBound,proto3" json:"pending_ops_lower_bound,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -1092,9 +1097,23 @@ func (x *StatusResponse) GetQuarantined() int64 {
 	return 0
 }
 
-// RegistrationsRequest is empty.
+func (x *StatusResponse) GetPendingOpsLowerBound() bool {
+	if x != nil {
+		return x.PendingOpsLowerBound
+	}
+	return false
+}
+
+// RegistrationsRequest asks for one page of the registrations.
 type RegistrationsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// page_size is the most rows of the page; 0 means 500, over 1000 means
+	// 1000. A page may hold fewer rows and still have a next_page_token (a
+	// page carries at most about 1 MiB of names and hosts).
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// page_token is the next_page_token of the previous page; empty for the
+	// first. A token that is not one is INVALID.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1129,6 +1148,20 @@ func (*RegistrationsRequest) Descriptor() ([]byte, []int) {
 	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{17}
 }
 
+func (x *RegistrationsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *RegistrationsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 // Registration is one incarnation: a current registration, or an earlier
 // incarnation that still has pending operations.
 type Registration struct {
@@ -1137,14 +1170,20 @@ type Registration struct {
 	Incarnation int64                  `protobuf:"varint,2,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	// status is "active" or "draining".
 	Status string `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
-	// pending counts its operations not yet applied.
+	// pending counts its operations not yet applied (see
+	// pending_lower_bound).
 	Pending    int64  `protobuf:"varint,4,opt,name=pending,proto3" json:"pending,omitempty"`
 	HolderHost string `protobuf:"bytes,5,opt,name=holder_host,json=holderHost,proto3" json:"holder_host,omitempty"`
 	HolderPid  int32  `protobuf:"varint,6,opt,name=holder_pid,json=holderPid,proto3" json:"holder_pid,omitempty"`
 	// ttl_left_seconds is the lease time left; 0 for draining incarnations.
 	TtlLeftSeconds int64 `protobuf:"varint,7,opt,name=ttl_left_seconds,json=ttlLeftSeconds,proto3" json:"ttl_left_seconds,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// pending_lower_bound is set when pending is a lower bound: a page reads
+	// at most 1000 pending batches to count their operations, shared out
+	// among its incarnations (the small ones' first), and counts one for
+	// each other batch (a batch holds at least one).
+	PendingLowerBound bool `protobuf:"varint,8,opt,name=pending_lower_bound,json=pendingLowerBound,proto3" json:"pending_lower_bound,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Registration) Reset() {
@@ -1226,10 +1265,20 @@ func (x *Registration) GetTtlLeftSeconds() int64 {
 	return 0
 }
 
-// RegistrationsResponse lists the registrations by name, then incarnation.
+func (x *Registration) GetPendingLowerBound() bool {
+	if x != nil {
+		return x.PendingLowerBound
+	}
+	return false
+}
+
+// RegistrationsResponse is one page of the registrations by name, then
+// incarnation.
 type RegistrationsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Registrations []*Registration        `protobuf:"bytes,1,rep,name=registrations,proto3" json:"registrations,omitempty"`
+	// next_page_token asks for the next page; empty on the last.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1271,11 +1320,25 @@ func (x *RegistrationsResponse) GetRegistrations() []*Registration {
 	return nil
 }
 
-// OpsRequest bounds the listing.
+func (x *RegistrationsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// OpsRequest asks for one page of the pending operations.
 type OpsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// limit is the most operations listed; 0 means 1000.
-	Limit         int32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	// limit is the page size of callers that predate page_size: it is used
+	// when page_size is 0.
+	Limit int32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	// page_size is the most operations of the page; 0 (and limit 0) means
+	// 1000, over 1000 means 1000.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// page_token is the next_page_token of the previous page; empty for the
+	// first. A token that is not one is INVALID.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1315,6 +1378,20 @@ func (x *OpsRequest) GetLimit() int32 {
 		return x.Limit
 	}
 	return 0
+}
+
+func (x *OpsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *OpsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
 }
 
 // PendingOp is one operation waiting to be applied.
@@ -1411,16 +1488,23 @@ func (x *PendingOp) GetValueBytes() int64 {
 	return 0
 }
 
-// OpsResponse is the first pending operations in token order.
+// OpsResponse is one page of the pending operations in token order.
 type OpsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Ops   []*PendingOp           `protobuf:"bytes,1,rep,name=ops,proto3" json:"ops,omitempty"`
-	// total counts every pending operation, listed or not.
+	// total counts the pending operations, listed or not, as
+	// StatusResponse.pending_ops does (see total_lower_bound).
 	Total int64 `protobuf:"varint,2,opt,name=total,proto3" json:"total,omitempty"`
-	// undecodable lists the etcd keys of pending records that cannot be read.
-	Undecodable   []string `protobuf:"bytes,3,rep,name=undecodable,proto3" json:"undecodable,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// undecodable lists the etcd keys of the pending records among the
+	// page's tokens that cannot be read.
+	Undecodable []string `protobuf:"bytes,3,rep,name=undecodable,proto3" json:"undecodable,omitempty"`
+	// next_page_token asks for the next page; empty on the last.
+	NextPageToken string `protobuf:"bytes,4,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// total_lower_bound is set when total is a lower bound (see
+	// StatusResponse.pending_ops_lower_bound).
+	TotalLowerBound bool `protobuf:"varint,5,opt,name=total_lower_bound,json=totalLowerBound,proto3" json:"total_lower_bound,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *OpsResponse) Reset() {
@@ -1472,6 +1556,20 @@ func (x *OpsResponse) GetUndecodable() []string {
 		return x.Undecodable
 	}
 	return nil
+}
+
+func (x *OpsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *OpsResponse) GetTotalLowerBound() bool {
+	if x != nil {
+		return x.TotalLowerBound
+	}
+	return false
 }
 
 var File_api_coordinator_v1_coordinator_proto protoreflect.FileDescriptor
@@ -1537,7 +1635,7 @@ const file_api_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\n" +
 	"timeout_ms\x18\x02 \x01(\rR\ttimeoutMs\"\x15\n" +
 	"\x13WaitAppliedResponse\"\x0f\n" +
-	"\rStatusRequest\"\x86\x02\n" +
+	"\rStatusRequest\"\xbd\x02\n" +
 	"\x0eStatusResponse\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\x12\x12\n" +
@@ -1547,8 +1645,12 @@ const file_api_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\vpending_ops\x18\x06 \x01(\x03R\n" +
 	"pendingOps\x12$\n" +
 	"\rregistrations\x18\a \x01(\x03R\rregistrations\x12 \n" +
-	"\vquarantined\x18\b \x01(\x03R\vquarantined\"\x16\n" +
-	"\x14RegistrationsRequest\"\xe0\x01\n" +
+	"\vquarantined\x18\b \x01(\x03R\vquarantined\x125\n" +
+	"\x17pending_ops_lower_bound\x18\t \x01(\bR\x14pendingOpsLowerBound\"R\n" +
+	"\x14RegistrationsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"\x90\x02\n" +
 	"\fRegistration\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vincarnation\x18\x02 \x01(\x03R\vincarnation\x12\x16\n" +
@@ -1558,12 +1660,17 @@ const file_api_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"holderHost\x12\x1d\n" +
 	"\n" +
 	"holder_pid\x18\x06 \x01(\x05R\tholderPid\x12(\n" +
-	"\x10ttl_left_seconds\x18\a \x01(\x03R\x0ettlLeftSeconds\"[\n" +
+	"\x10ttl_left_seconds\x18\a \x01(\x03R\x0ettlLeftSeconds\x12.\n" +
+	"\x13pending_lower_bound\x18\b \x01(\bR\x11pendingLowerBound\"\x83\x01\n" +
 	"\x15RegistrationsResponse\x12B\n" +
-	"\rregistrations\x18\x01 \x03(\v2\x1c.coordinator.v1.RegistrationR\rregistrations\"\"\n" +
+	"\rregistrations\x18\x01 \x03(\v2\x1c.coordinator.v1.RegistrationR\rregistrations\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"^\n" +
 	"\n" +
 	"OpsRequest\x12\x14\n" +
-	"\x05limit\x18\x01 \x01(\x05R\x05limit\"\xb0\x01\n" +
+	"\x05limit\x18\x01 \x01(\x05R\x05limit\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\xb0\x01\n" +
 	"\tPendingOp\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x05R\x05index\x12\x12\n" +
@@ -1572,11 +1679,13 @@ const file_api_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x02op\x18\x05 \x01(\tR\x02op\x12\x10\n" +
 	"\x03key\x18\x06 \x01(\tR\x03key\x12\x1f\n" +
 	"\vvalue_bytes\x18\a \x01(\x03R\n" +
-	"valueBytes\"r\n" +
+	"valueBytes\"\xc6\x01\n" +
 	"\vOpsResponse\x12+\n" +
 	"\x03ops\x18\x01 \x03(\v2\x19.coordinator.v1.PendingOpR\x03ops\x12\x14\n" +
 	"\x05total\x18\x02 \x01(\x03R\x05total\x12 \n" +
-	"\vundecodable\x18\x03 \x03(\tR\vundecodable2\xc4\x06\n" +
+	"\vundecodable\x18\x03 \x03(\tR\vundecodable\x12&\n" +
+	"\x0fnext_page_token\x18\x04 \x01(\tR\rnextPageToken\x12*\n" +
+	"\x11total_lower_bound\x18\x05 \x01(\bR\x0ftotalLowerBound2\xc4\x06\n" +
 	"\vCoordinator\x12M\n" +
 	"\bRegister\x12\x1f.coordinator.v1.RegisterRequest\x1a .coordinator.v1.RegisterResponse\x12R\n" +
 	"\tKeepAlive\x12 .coordinator.v1.KeepAliveRequest\x1a!.coordinator.v1.KeepAliveResponse0\x01\x12T\n" +

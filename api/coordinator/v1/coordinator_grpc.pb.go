@@ -50,11 +50,12 @@ type CoordinatorClient interface {
 	// KeepAlive or KeepAliveOnce: it must do so within the TTL.
 	Register(ctx context.Context, in *RegisterRequest, opts ...grpc.CallOption) (*RegisterResponse, error)
 	// KeepAlive keeps the incarnation's lease alive for as long as the stream
-	// lasts, sending a response each time etcd renews it. When the caller
-	// ends the stream, the node revokes the lease at once (the name is free).
-	// When the node stops or dies, the lease is left to expire and the caller
-	// carries on through any other node with the same incarnation and lease.
-	// The stream ends with SUPERSEDED or EXPIRED when the incarnation ends.
+	// lasts, sending a response each time etcd renews it. A stream that ends,
+	// for any reason (the caller, a cut connection, the node stopping),
+	// leaves the lease to run out by its TTL: the caller opens it again, on
+	// any node, with the same incarnation and lease. Only Unregister revokes
+	// the lease. The stream ends with SUPERSEDED or EXPIRED when the
+	// incarnation ends.
 	KeepAlive(ctx context.Context, in *KeepAliveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[KeepAliveResponse], error)
 	// KeepAliveOnce renews the lease once (for callers without streams,
 	// such as HTTP/JSON ones: call it every third of the TTL).
@@ -73,9 +74,10 @@ type CoordinatorClient interface {
 	WaitApplied(ctx context.Context, in *WaitAppliedRequest, opts ...grpc.CallOption) (*WaitAppliedResponse, error)
 	// Status summarises the namespace.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
-	// Registrations lists the registrations and the draining incarnations.
+	// Registrations lists the registrations and the draining incarnations,
+	// a page at a time.
 	Registrations(ctx context.Context, in *RegistrationsRequest, opts ...grpc.CallOption) (*RegistrationsResponse, error)
-	// Ops lists the pending operations in token order.
+	// Ops lists the pending operations in token order, a page at a time.
 	Ops(ctx context.Context, in *OpsRequest, opts ...grpc.CallOption) (*OpsResponse, error)
 }
 
@@ -208,11 +210,12 @@ type CoordinatorServer interface {
 	// KeepAlive or KeepAliveOnce: it must do so within the TTL.
 	Register(context.Context, *RegisterRequest) (*RegisterResponse, error)
 	// KeepAlive keeps the incarnation's lease alive for as long as the stream
-	// lasts, sending a response each time etcd renews it. When the caller
-	// ends the stream, the node revokes the lease at once (the name is free).
-	// When the node stops or dies, the lease is left to expire and the caller
-	// carries on through any other node with the same incarnation and lease.
-	// The stream ends with SUPERSEDED or EXPIRED when the incarnation ends.
+	// lasts, sending a response each time etcd renews it. A stream that ends,
+	// for any reason (the caller, a cut connection, the node stopping),
+	// leaves the lease to run out by its TTL: the caller opens it again, on
+	// any node, with the same incarnation and lease. Only Unregister revokes
+	// the lease. The stream ends with SUPERSEDED or EXPIRED when the
+	// incarnation ends.
 	KeepAlive(*KeepAliveRequest, grpc.ServerStreamingServer[KeepAliveResponse]) error
 	// KeepAliveOnce renews the lease once (for callers without streams,
 	// such as HTTP/JSON ones: call it every third of the TTL).
@@ -231,9 +234,10 @@ type CoordinatorServer interface {
 	WaitApplied(context.Context, *WaitAppliedRequest) (*WaitAppliedResponse, error)
 	// Status summarises the namespace.
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
-	// Registrations lists the registrations and the draining incarnations.
+	// Registrations lists the registrations and the draining incarnations,
+	// a page at a time.
 	Registrations(context.Context, *RegistrationsRequest) (*RegistrationsResponse, error)
-	// Ops lists the pending operations in token order.
+	// Ops lists the pending operations in token order, a page at a time.
 	Ops(context.Context, *OpsRequest) (*OpsResponse, error)
 	mustEmbedUnimplementedCoordinatorServer()
 }
