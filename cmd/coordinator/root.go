@@ -256,6 +256,7 @@ operations to memcached in token order, fenced against former leaders.`,
 		newBenchCommand(g),
 		newVersionCommand(g),
 		newTopologyCommand(g),
+		newVerifyCommand(g),
 	)
 	bindEnv(root, os.LookupEnv)
 	usageArgs(root)

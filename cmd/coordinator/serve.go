@@ -25,6 +25,7 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/monitor"
 	"github.com/coordinator-dev/coordinator/pkg/node"
 	"github.com/coordinator-dev/coordinator/pkg/ops"
+	"github.com/coordinator-dev/coordinator/pkg/readback"
 	"github.com/coordinator-dev/coordinator/pkg/tracing"
 )
 
@@ -35,6 +36,7 @@ type serveOptions struct {
 	memcached    string
 	distribution distributionFlag
 	restore      bool
+	readback     float64
 	nodeID       string
 	leaseTTL     time.Duration
 	maxItemBytes int
@@ -91,6 +93,9 @@ follower takes over without waiting for the lease to expire.`,
 	f.BoolVar(&o.restore, "restore-on-restart", false,
 		"keep the latest value of every key written in etcd (one etcd key per memcached key) and write a restarted "+
 			"memcached server's keys back from it; off, a restart is reported and its keys stay missing until written again")
+	f.Float64Var(&o.readback, "readback-rate", readback.DefaultRate,
+		"fraction of the leader's writes it reads back a moment later from the server a reader would use, "+
+			"counted in coordinator_readback_total{result}; off the write path (samples beyond its queue are dropped); 0 turns it off")
 	f.StringVar(&o.nodeID, "node-id", defaultNodeID(), "this node's name in the election")
 	f.DurationVar(&o.leaseTTL, "lease-ttl", 5*time.Second,
 		"leadership lease TTL: a dead leader is replaced within about this long")
@@ -127,6 +132,9 @@ func (o *serveOptions) validate() error {
 	}
 	if o.maxItemBytes < 1024 {
 		return usagef("--max-item-bytes must be at least 1024")
+	}
+	if o.readback < 0 || o.readback > 1 {
+		return usagef("--readback-rate must be a fraction from 0 to 1 (got %g)", o.readback)
 	}
 	if o.writers < 1 {
 		return usagef("--write-concurrency must be at least 1 (got %d)", o.writers)
@@ -255,8 +263,9 @@ func runServe(cmd *cobra.Command, g *globalOptions, o *serveOptions) error {
 		Etcd: cli, Layout: layout, NodeID: o.nodeID, LeaseTTL: o.leaseTTL,
 		Memcached: splitList(o.memcached), Distribution: o.distribution.value(), Limits: ops.Limits{MaxItemBytes: o.maxItemBytes},
 		WriteConcurrency: o.writers, Logger: log, Monitor: o.monitor(), RestoreOnRestart: o.restore,
-		Health:     health.Config{APIInsecureListener: insecureAPI, GRPC: grpcHealth},
-		Collectors: o.api.collectors(),
+		ReadbackRate: o.readback,
+		Health:       health.Config{APIInsecureListener: insecureAPI, GRPC: grpcHealth},
+		Collectors:   o.api.collectors(),
 	})
 	log.Info("node stopped", "node", o.nodeID)
 	if err != nil && ctx.Err() == nil {

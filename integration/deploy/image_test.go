@@ -77,9 +77,11 @@ func TestContainerImage(t *testing.T) {
 	mc := testenv.StartMemcached(t)
 	httpAddr := "127.0.0.1:" + freePort(t)
 	// Host networking: the node's embedded etcd, its monitor and
-	// memcached all on loopback ports picked free here.
+	// memcached all on loopback ports picked free here. The tmpfs holds
+	// etcd's first WAL segment, which etcd preallocates at 64 MiB, and
+	// its database beside it.
 	id, err := podman(t, conf, "run", "--detach", "--name", name, "--network", "host",
-		"--read-only", "--tmpfs", "/data:rw,size=64m,mode=1777", "--cap-drop", "all",
+		"--read-only", "--tmpfs", "/data:rw,size=512m,mode=1777", "--cap-drop", "all",
 		"--security-opt", "no-new-privileges", tag,
 		"serve", "--data-dir", "/data/etcd", "--embed-listen", "127.0.0.1:"+freePort(t),
 		"--http-listen", httpAddr, "--memcached", mc.Addr, "--node-id", "image", "--lease-ttl", "2s")

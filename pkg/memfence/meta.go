@@ -219,3 +219,18 @@ func (w *Writer) metaExchange(ctx context.Context, addr net.Addr, req []byte, re
 	healthy = stop()
 	return nil
 }
+
+// Holders returns the servers, of every server the selector knows, that
+// hold key: where a key absent from its own server went (a read-back on
+// the leader tells a misplaced key from a missing one by it).
+func (w *Writer) Holders(ctx context.Context, key string) ([]string, error) {
+	var out []string
+	err := w.servers.Each(func(addr net.Addr) error {
+		_, found, err := w.metaGet(ctx, addr, key)
+		if found {
+			out = append(out, addr.String())
+		}
+		return err
+	})
+	return out, err
+}

@@ -23,6 +23,10 @@ type ServerStats struct {
 	Uptime time.Duration
 	// CurrItems is the number of items it holds.
 	CurrItems uint64
+	// Evictions counts the unexpired items it removed to make room since
+	// it started: a key missing from a server that evicted none was not
+	// evicted.
+	Evictions uint64
 }
 
 // Restart is a server found running as another process than when last
@@ -160,6 +164,8 @@ func parseStats(r *bufio.Reader) (ServerStats, error) {
 			st.Uptime = time.Duration(s) * time.Second
 		case "curr_items":
 			st.CurrItems, _ = strconv.ParseUint(f[2], 10, 64)
+		case "evictions":
+			st.Evictions, _ = strconv.ParseUint(f[2], 10, 64)
 		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/election"
 	"github.com/coordinator-dev/coordinator/pkg/health"
 	"github.com/coordinator-dev/coordinator/pkg/memfence"
+	"github.com/coordinator-dev/coordinator/pkg/readback"
 )
 
 // Namespace prefixes every metric name of this package.
@@ -40,6 +41,9 @@ type Config struct {
 	// Memcached, when set, adds the counters of what the leader notices of
 	// its memcached servers (restarts).
 	Memcached *memfence.Stats
+	// Readback, when set, adds the counts of the leader's read-back
+	// check (package readback).
+	Readback *readback.Stats
 }
 
 // Validate checks the config; its errors are *config.FieldError.
@@ -217,6 +221,9 @@ func nodeCollectors(cfg Config) []prometheus.Collector {
 				func() float64 { return float64(ms.UnmovedKeys.Load()) }),
 		)
 	}
+	if rb := cfg.Readback; rb != nil {
+		cs = append(cs, &readbackCollector{st: rb})
+	}
 	if h := cfg.Health; h != nil {
 		cs = append(cs,
 			gauge("live", "1 while /livez passes.", func() float64 { return boolf(h.Live().OK) }),
@@ -287,5 +294,34 @@ func (c *campaignStateCollector) Collect(ch chan<- prometheus.Metric) {
 	cur := c.obs.State()
 	for _, s := range election.CampaignStates {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, boolf(s == cur), s.String())
+	}
+}
+
+// Descriptors of the read-back counters of readbackCollector.
+var (
+	readbackDesc = prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "readback_total"),
+		"Keys the leader read back a moment after writing them, from the server a reader would use, by result: ok, missing (on no server), stale (an older term or value, or present after its delete), misplaced (on another server only).",
+		[]string{"result"}, nil)
+	readbackDroppedDesc = prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "readback_dropped_total"),
+		"Read-back samples not judged, by reason: queue_full (the check fell behind; the applier never waits for it), superseded (the key was written again, or moved, before its read), error (the read failed).",
+		[]string{"reason"}, nil)
+)
+
+// readbackCollector exports readback.Stats.
+type readbackCollector struct{ st *readback.Stats }
+
+// Describe sends the collector's descriptors.
+func (c *readbackCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- readbackDesc
+	ch <- readbackDroppedDesc
+}
+
+// Collect sends one series per result and per reason.
+func (c *readbackCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, r := range readback.Results {
+		ch <- prometheus.MustNewConstMetric(readbackDesc, prometheus.CounterValue, float64(c.st.Count(r)), r.String())
+	}
+	for _, reason := range []string{readback.DropQueueFull, readback.DropSuperseded, readback.DropError} {
+		ch <- prometheus.MustNewConstMetric(readbackDroppedDesc, prometheus.CounterValue, float64(c.st.Dropped(reason)), reason)
 	}
 }

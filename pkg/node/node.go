@@ -24,6 +24,7 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/memfence"
 	"github.com/coordinator-dev/coordinator/pkg/monitor"
 	"github.com/coordinator-dev/coordinator/pkg/ops"
+	"github.com/coordinator-dev/coordinator/pkg/readback"
 	"github.com/coordinator-dev/coordinator/pkg/restore"
 	"github.com/coordinator-dev/coordinator/pkg/topology"
 )
@@ -92,6 +93,14 @@ type Config struct {
 	// (`coordinator topology reset-term`) starts the terms again. A lower
 	// value keeps a margin below the layout's limit.
 	MaxTerm uint64
+	// ReadbackRate is the fraction of the leader's writes it reads back a
+	// moment later, from the server a reader would use (see package
+	// readback); zero turns the check off (serve's --readback-rate
+	// defaults to readback.DefaultRate).
+	ReadbackRate float64
+	// ReadbackStats, when set, counts the read-backs; Run makes one when
+	// it is nil and ReadbackRate is set.
+	ReadbackStats *readback.Stats
 	// Hooks observe the applier's writes (tests, tracing).
 	Hooks applier.Hooks
 	// Election, when set, is kept up to date with the node's campaign
@@ -130,6 +139,8 @@ func (c *Config) Validate() error {
 		return config.Errorf(pkg, "MaxInboxBatches", "%d is negative", c.MaxInboxBatches)
 	case c.RestartCheckInterval < 0:
 		return config.Errorf(pkg, "RestartCheckInterval", "%s is negative", c.RestartCheckInterval)
+	case c.ReadbackRate < 0 || c.ReadbackRate > 1:
+		return config.Errorf(pkg, "ReadbackRate", "%g is not a fraction in [0, 1]", c.ReadbackRate)
 	case c.MaxTerm > memfence.MaxTerm:
 		return config.Errorf(pkg, "MaxTerm", "%d is beyond %d, the highest term an item's flags hold", c.MaxTerm, memfence.MaxTerm)
 	}
@@ -210,6 +221,19 @@ func Run(ctx context.Context, cfg Config) error {
 		Etcd: cfg.Etcd, Layout: cfg.Layout, Memcached: mw, Limits: cfg.Limits,
 		WriteConcurrency: cfg.WriteConcurrency, MaxInboxBatches: cfg.MaxInboxBatches,
 		Logger: cfg.Logger, Stats: cfg.Stats, Hooks: cfg.Hooks,
+	}
+	if cfg.ReadbackRate > 0 {
+		// Off the write path: the hook queues a sample, this goroutine
+		// reads it back.
+		rb, err := readback.New(readback.Config{Reader: mw, Rate: cfg.ReadbackRate, Stats: cfg.ReadbackStats, Timeout: cfg.MemcachedTimeout})
+		if err != nil {
+			return err
+		}
+		lc.acfg.Hooks = joinHooks(lc.acfg.Hooks, applier.Hooks{AfterWrite: rb.Observe})
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); rb.Run(rctx) }()
+		defer func() { cancel(); <-done }()
 	}
 	if cfg.RestoreOnRestart {
 		lc.acfg.BeforeCommit = func(ctx context.Context, ws []applier.Write) error {

@@ -12,6 +12,7 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/memfence"
 	"github.com/coordinator-dev/coordinator/pkg/metrics"
 	"github.com/coordinator-dev/coordinator/pkg/monitor"
+	"github.com/coordinator-dev/coordinator/pkg/readback"
 )
 
 // validateObserving checks Monitor and Health.
@@ -44,6 +45,9 @@ func startObserving(ctx context.Context, cfg Config) (_ Config, stop func(), _ e
 	if cfg.Election == nil {
 		cfg.Election = &election.Observer{}
 	}
+	if cfg.ReadbackRate > 0 && cfg.ReadbackStats == nil {
+		cfg.ReadbackStats = &readback.Stats{}
+	}
 	if cfg.MemcachedStats == nil {
 		cfg.MemcachedStats = &memfence.Stats{}
 	}
@@ -68,7 +72,7 @@ func startObserving(ctx context.Context, cfg Config) (_ Config, stop func(), _ e
 		go func() { defer close(done); checker.Run(mctx) }()
 		return cfg, func() { cancel(); <-done }, nil
 	}
-	m, err := metrics.New(metrics.Config{NodeID: cfg.NodeID, Election: cfg.Election, Stats: cfg.Stats, Health: checker, Memcached: cfg.MemcachedStats})
+	m, err := metrics.New(metrics.Config{NodeID: cfg.NodeID, Election: cfg.Election, Stats: cfg.Stats, Health: checker, Memcached: cfg.MemcachedStats, Readback: cfg.ReadbackStats})
 	if err != nil {
 		return cfg, nil, err
 	}

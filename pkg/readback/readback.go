@@ -1,0 +1,317 @@
+// Package readback is the leader's online check of what readers see: it
+// re-reads a sample of the keys the applier wrote, a moment after each
+// write, from the server a reader would use (the leader's own ring), and
+// counts what it found as ok, missing, stale or misplaced (see Result).
+//
+// It is off the write path. The applier's AfterWrite hook (Observe) only
+// draws the sample and hands it to a bounded queue without waiting: a
+// full queue drops the sample and counts it (Stats.Dropped). One
+// goroutine (Run) reads the queued keys, each once its Delay has passed.
+// A sampled key written again before it is read is not judged (its read
+// would race the newer write) and is counted as superseded; a key whose
+// server changed meanwhile (a change of topology) likewise.
+package readback
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+
+	"github.com/coordinator-dev/coordinator/pkg/applier"
+	"github.com/coordinator-dev/coordinator/pkg/config"
+	"github.com/coordinator-dev/coordinator/pkg/memfence"
+	"github.com/coordinator-dev/coordinator/pkg/ops"
+)
+
+// Defaults of Config.
+const (
+	// DefaultRate is the fraction of writes serve reads back.
+	DefaultRate = 0.01
+	// DefaultDelay is how long after a write its key is read back.
+	DefaultDelay = 100 * time.Millisecond
+	// DefaultQueueSize bounds the samples waiting to be read.
+	DefaultQueueSize = 4096
+)
+
+// Result is what a read-back found.
+type Result int
+
+// The results.
+const (
+	// OK: the reader's server holds the written value under the write's
+	// term (or a newer term's item), or nothing after a delete or an
+	// expiry.
+	OK Result = iota
+	// Missing: no server holds the key the write set.
+	Missing
+	// Stale: the reader's server holds an older term's item, another value
+	// under the write's term, or an item after the delete.
+	Stale
+	// Misplaced: the key is absent from the reader's server and present
+	// on another.
+	Misplaced
+	numResults
+)
+
+// Results are the results in order, as the metric's result label spells
+// them.
+var Results = []Result{OK, Missing, Stale, Misplaced}
+
+// String is the result's label: ok, missing, stale or misplaced.
+func (r Result) String() string {
+	return [...]string{"ok", "missing", "stale", "misplaced"}[r]
+}
+
+// Reasons a sample is dropped, the metric's reason label.
+const (
+	// DropQueueFull: the queue was full when the sample was drawn.
+	DropQueueFull = "queue_full"
+	// DropSuperseded: the key was written again, or its server changed,
+	// before it was read.
+	DropSuperseded = "superseded"
+	// DropError: the read failed (a server down, a timeout).
+	DropError = "error"
+)
+
+// Stats counts the read-backs. Its zero value is ready; it may be shared
+// with an exporter of metrics.
+type Stats struct {
+	results          [numResults]atomic.Uint64
+	queueFull, super atomic.Uint64
+	errs             atomic.Uint64
+}
+
+// Count returns how many read-backs found r.
+func (s *Stats) Count(r Result) uint64 { return s.results[r].Load() }
+
+// Dropped returns how many samples were dropped for reason (DropQueueFull,
+// DropSuperseded, DropError).
+func (s *Stats) Dropped(reason string) uint64 {
+	switch reason {
+	case DropQueueFull:
+		return s.queueFull.Load()
+	case DropSuperseded:
+		return s.super.Load()
+	case DropError:
+		return s.errs.Load()
+	}
+	return 0
+}
+
+// Reader reads keys as the leader's writer does; *memfence.Writer is one.
+type Reader interface {
+	// Get reads key from the server PickServer names;
+	// memcache.ErrCacheMiss when it is absent.
+	Get(ctx context.Context, key string) (memfence.Item, error)
+	// PickServer names key's server.
+	PickServer(key string) (string, error)
+	// Holders lists the servers holding key.
+	Holders(ctx context.Context, key string) ([]string, error)
+}
+
+// Config configures a Checker. Zero values mean the defaults noted.
+type Config struct {
+	// Reader reads the keys; required.
+	Reader Reader
+	// Rate is the fraction of writes read back, in (0, 1]; zero means
+	// DefaultRate.
+	Rate float64
+	// Delay is how long after a write its key is read; zero means
+	// DefaultDelay.
+	Delay time.Duration
+	// QueueSize bounds the samples waiting; zero means DefaultQueueSize.
+	QueueSize int
+	// Stats counts the results; nil means the Checker's own.
+	Stats *Stats
+	// Timeout bounds one read-back (every read of it); zero means a
+	// second.
+	Timeout time.Duration
+}
+
+// Validate checks the config; its errors are *config.FieldError.
+func (c *Config) Validate() error {
+	switch {
+	case c.Reader == nil:
+		return config.Errorf("readback", "Reader", "is nil")
+	case c.Rate < 0 || c.Rate > 1:
+		return config.Errorf("readback", "Rate", "%g is not a fraction in (0, 1]", c.Rate)
+	case c.Delay < 0:
+		return config.Errorf("readback", "Delay", "%s is negative", c.Delay)
+	case c.QueueSize < 0:
+		return config.Errorf("readback", "QueueSize", "%d is negative", c.QueueSize)
+	case c.Timeout < 0:
+		return config.Errorf("readback", "Timeout", "%s is negative", c.Timeout)
+	}
+	return nil
+}
+
+// sample is one write to read back.
+type sample struct {
+	w      applier.Write
+	at     time.Time // when it was written
+	server string    // the key's server then
+	// superseded is set, under Checker.mu, when the key is written again.
+	superseded bool
+}
+
+// Checker samples writes and reads them back.
+type Checker struct {
+	cfg   Config
+	stats *Stats
+	queue chan *sample
+	// waiting counts the samples in keys, so that Observe takes mu only
+	// while some wait.
+	waiting atomic.Int64
+	mu      sync.Mutex
+	keys    map[string]*sample
+}
+
+// New returns a Checker; its error is a *config.FieldError.
+func New(cfg Config) (*Checker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.Rate = cmp.Or(cfg.Rate, DefaultRate)
+	cfg.Delay = cmp.Or(cfg.Delay, DefaultDelay)
+	cfg.QueueSize = cmp.Or(cfg.QueueSize, DefaultQueueSize)
+	cfg.Timeout = cmp.Or(cfg.Timeout, time.Second)
+	st := cfg.Stats
+	if st == nil {
+		st = &Stats{}
+	}
+	return &Checker{cfg: cfg, stats: st, queue: make(chan *sample, cfg.QueueSize), keys: make(map[string]*sample)}, nil
+}
+
+// Stats returns the counts.
+func (c *Checker) Stats() *Stats { return c.stats }
+
+// Observe is the applier's AfterWrite hook: it marks a waiting sample of
+// the same key superseded, and draws w into the sample at Rate. It never
+// waits.
+func (c *Checker) Observe(w applier.Write) {
+	if c.waiting.Load() > 0 {
+		c.mu.Lock()
+		if s := c.keys[w.Op.Key]; s != nil {
+			s.superseded = true
+		}
+		c.mu.Unlock()
+	}
+	if c.cfg.Rate < 1 && rand.Float64() >= c.cfg.Rate {
+		return
+	}
+	server, err := c.cfg.Reader.PickServer(w.Op.Key)
+	if err != nil {
+		return
+	}
+	s := &sample{w: w, at: time.Now(), server: server}
+	c.mu.Lock()
+	if _, dup := c.keys[w.Op.Key]; dup {
+		// One sample of a key at a time: the waiting one was marked
+		// superseded above, and this one is not needed to tell.
+		c.mu.Unlock()
+		c.stats.super.Add(1)
+		return
+	}
+	select {
+	case c.queue <- s:
+		c.keys[w.Op.Key] = s
+		c.waiting.Add(1)
+	default:
+		c.stats.queueFull.Add(1)
+	}
+	c.mu.Unlock()
+}
+
+// Run reads the samples back until ctx ends.
+func (c *Checker) Run(ctx context.Context) {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		var s *sample
+		select {
+		case <-ctx.Done():
+			return
+		case s = <-c.queue:
+		}
+		if d := time.Until(s.at.Add(c.cfg.Delay)); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-ctx.Done():
+				return
+			case <-timer.C:
+			}
+		}
+		c.check(ctx, s)
+	}
+}
+
+// check reads s back and counts what it found.
+func (c *Checker) check(ctx context.Context, s *sample) {
+	done := func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		delete(c.keys, s.w.Op.Key)
+		c.waiting.Add(-1)
+		return s.superseded
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	res, err := c.judge(ctx, s)
+	// Judged only if no write of the key came while it was read.
+	superseded := done()
+	switch {
+	case superseded:
+		c.stats.super.Add(1)
+	case errors.Is(err, errMoved):
+		c.stats.super.Add(1)
+	case err != nil:
+		c.stats.errs.Add(1)
+	default:
+		c.stats.results[res].Add(1)
+	}
+}
+
+// errMoved means the key's server changed since the write.
+var errMoved = errors.New("readback: the key's server changed")
+
+func (c *Checker) judge(ctx context.Context, s *sample) (Result, error) {
+	key, w := s.w.Op.Key, s.w
+	if server, err := c.cfg.Reader.PickServer(key); err != nil {
+		return 0, err
+	} else if server != s.server {
+		return 0, errMoved
+	}
+	it, err := c.cfg.Reader.Get(ctx, key)
+	switch {
+	case errors.Is(err, memcache.ErrCacheMiss):
+		if w.Op.Kind == ops.KindDelete || (w.Op.Expiration > 0 && time.Since(s.at) >= w.Op.Expiration-time.Second) {
+			return OK, nil
+		}
+		holders, err := c.cfg.Reader.Holders(ctx, key)
+		if err != nil {
+			return 0, err
+		}
+		if len(holders) > 0 {
+			return Misplaced, nil
+		}
+		return Missing, nil
+	case err != nil:
+		return 0, err
+	}
+	switch {
+	case it.Term > w.Term:
+		return OK, nil // a newer leader wrote it
+	case it.Term < w.Term, w.Op.Kind == ops.KindDelete:
+		return Stale, nil
+	case !bytes.Equal(it.Value, w.Op.Value):
+		return Stale, nil
+	}
+	return OK, nil
+}
