@@ -8,10 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -157,26 +155,9 @@ func TestCommonNameStarIsOneName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ctx, lis) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	addr := serveLoopback(t, s)
 
-	pemBytes, err := os.ReadFile(ca.CertFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pemBytes)
+	pool := caPool(t, ca.CertFile)
 	pair, err := tls.LoadX509KeyPair(star.CertFile, star.KeyFile)
 	if err != nil {
 		t.Fatal(err)
@@ -187,7 +168,7 @@ func TestCommonNameStarIsOneName(t *testing.T) {
 	hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	register := func(body string) (int, string) {
 		t.Helper()
-		resp, err := hc.Post("https://"+lis.Addr().String()+"/v1/register", "application/json", strings.NewReader(body))
+		resp, err := hc.Post("https://"+addr+"/v1/register", "application/json", strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -202,7 +183,7 @@ func TestCommonNameStarIsOneName(t *testing.T) {
 		t.Fatalf("HTTPS register * with CN *: %d %s", code, body)
 	}
 
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(clientTLS)))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(clientTLS)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,11 +1,8 @@
 package apiserver
 
 import (
-	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -50,26 +47,9 @@ func TestServeReloadsRotatedCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, lis) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	addr := serveLoopback(t, srv)
 
-	pemCA, err := os.ReadFile(ca.CertFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(pemCA)
+	roots := caPool(t, ca.CertFile)
 	newClient := func() *http.Client {
 		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}
 		t.Cleanup(tr.CloseIdleConnections)
@@ -79,7 +59,7 @@ func TestServeReloadsRotatedCertificate(t *testing.T) {
 	// /v1/status was served with, and the protocol.
 	served := func(c *http.Client) (string, string) {
 		t.Helper()
-		resp, err := c.Get("https://" + lis.Addr().String() + "/v1/status")
+		resp, err := c.Get("https://" + addr + "/v1/status")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,7 +2,6 @@ package apiserver
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -32,19 +31,7 @@ func TestServeTracesCalls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, lis) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	addr := serveLoopback(t, srv)
 
 	// The caller's own provider, recording nothing, makes its span context.
 	callerTP := sdktrace.NewTracerProvider()
@@ -53,7 +40,7 @@ func TestServeTracesCalls(t *testing.T) {
 	defer span.End()
 	want := span.SpanContext()
 
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(callerTP),
 			otelgrpc.WithPropagators(tracing.Propagator()))))
 	if err != nil {
@@ -64,7 +51,7 @@ func TestServeTracesCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	req, err := http.NewRequestWithContext(cctx, http.MethodGet, "http://"+lis.Addr().String()+"/v1/status", nil)
+	req, err := http.NewRequestWithContext(cctx, http.MethodGet, "http://"+addr+"/v1/status", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
