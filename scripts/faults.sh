@@ -81,5 +81,5 @@ go test "${race[@]}" -count="$count" -timeout "$timeout" -v "${run_flag[@]}" \
   ./integration/faults/ "${args[@]}" 2>&1 | tee "$log" || status=$?
 echo
 echo "==== summary ===="
-grep -E '^(FAULTS|SOAK|--- (PASS|FAIL|SKIP)|ok |FAIL)' "$log" || true
+grep -E '^(FAULTS|READBACK|SOAK|--- (PASS|FAIL|SKIP)|ok |FAIL)' "$log" || true
 exit "$status"

@@ -59,6 +59,11 @@ const (
 	// a former leader stops at its next step, so each leadership that
 	// ended can recreate at most one step's writes (History.StepWrites).
 	RuleWindows = "G5-delete-windows"
+	// RuleReadBack: a leader's read-back (pkg/readback) found a key
+	// misplaced, or stale other than by an older leader's item in the
+	// delete window, or more of those than one step of writes per
+	// leadership that ended (History.ReadBacks).
+	RuleReadBack = "G5-readback"
 	// RuleHistory: the history itself is malformed (a value used twice).
 	RuleHistory = "history"
 )
@@ -119,6 +124,8 @@ type Stats struct {
 	// history of terms).
 	Recreations     int `json:"recreations"`
 	RecreationBound int `json:"recreation_bound"`
+	// ReadBacks counts the leaders' read-back judgements.
+	ReadBacks ReadBackStats `json:"read_backs"`
 }
 
 // Report is the result of Check.
@@ -145,10 +152,11 @@ func (r Report) Summary() string {
 	s := r.Stats
 	return fmt.Sprintf("ops=%d calls=%d ok=%d refused=%d unknown=%d (accepted %d) indexed=%d "+
 		"shared-txns=%d max-group=%d incarnations=%d reads=%d applied-waits=%d drains=%d faults=%d "+
-		"wipes=%d violations=%d delete-windows=%d recreations=%d/%d overlap=%d kinds=%s",
+		"wipes=%d violations=%d delete-windows=%d recreations=%d/%d read-backs=%d stale=%d(window %d/%d) misplaced=%d overlap=%d kinds=%s",
 		s.Ops, s.Calls, s.OK, s.Refused, s.Unknown, s.UnknownAccepted, s.Indexed,
 		s.SharedTxns, s.MaxGroup, s.Incarnations, s.Reads, s.Applied, s.Drains, s.Faults,
-		s.Wipes, len(r.Violations), len(r.DeleteWindows), s.Recreations, s.RecreationBound, s.Overlap, kinds(s.Kinds))
+		s.Wipes, len(r.Violations), len(r.DeleteWindows), s.Recreations, s.RecreationBound,
+		s.ReadBacks.Judged, s.ReadBacks.Stale, s.ReadBacks.InWindow, s.ReadBacks.Bound, s.ReadBacks.Misplaced, s.Overlap, kinds(s.Kinds))
 }
 
 // kinds formats fault kinds for the summary: a comma list without spaces
@@ -256,6 +264,7 @@ func Check(h *History) Report {
 		c.checkG8Watermark,
 		// After every rule that excuses a delete window.
 		c.checkWindows,
+		c.checkReadBack,
 		c.checkLeaks,
 	} {
 		rule()

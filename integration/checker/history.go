@@ -210,8 +210,11 @@ type History struct {
 	// --write-concurrency), which bounds the keys a former leader can
 	// recreate after a newer one deleted them (RuleWindows); zero means
 	// DefaultStepWrites.
-	StepWrites int   `json:"step_writes,omitempty"`
-	Final      Final `json:"final"`
+	StepWrites int `json:"step_writes,omitempty"`
+	// ReadBacks are the leaders' read-back judgements, from the nodes'
+	// logs (RuleReadBack).
+	ReadBacks []ReadBack `json:"read_backs,omitempty"`
+	Final     Final      `json:"final"`
 }
 
 // DefaultStepWrites is the nodes' default --write-concurrency

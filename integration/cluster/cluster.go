@@ -71,6 +71,9 @@ type Config struct {
 	// API starts every node with --api-listen on a free port
 	// (Node.APIAddr), its caller API; a node restarted keeps the port.
 	API bool
+	// ReadbackRate is the nodes' --readback-rate; zero means serve's
+	// default.
+	ReadbackRate float64
 }
 
 func (c *Config) defaults() {
@@ -249,6 +252,9 @@ func Start(ctx context.Context, t testing.TB, cfg Config) *Cluster {
 		if cfg.Monitor {
 			mon = "127.0.0.1:" + strconv.Itoa(harness.FreePort(t))
 			extra = append(extra, "--http-listen", mon)
+		}
+		if cfg.ReadbackRate != 0 {
+			extra = append(extra, "--readback-rate", strconv.FormatFloat(cfg.ReadbackRate, 'g', -1, 64))
 		}
 		var api string
 		if cfg.API {

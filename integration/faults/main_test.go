@@ -7,4 +7,4 @@ import (
 	"github.com/coordinator-dev/coordinator/internal/testenv"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m, harness.Cleanup) }
+func TestMain(m *testing.M) { testenv.Main(m, harness.Cleanup, suiteReadBacks.print) }

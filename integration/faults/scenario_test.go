@@ -130,7 +130,10 @@ func start(t *testing.T, name string, o setup) *scenario {
 	if pool == 0 {
 		pool = *flagPool
 	}
-	s.c = cluster.Start(ctx, t, cluster.Config{Monitor: o.monitor, Pool: pool, TLS: tls, API: o.apiCaller, LeaseTTL: o.leaseTTL})
+	// Every write is read back: the read-back rule (checker.RuleReadBack)
+	// judges as many as the workload leaves unsuperseded.
+	s.c = cluster.Start(ctx, t, cluster.Config{Monitor: o.monitor, Pool: pool, TLS: tls, API: o.apiCaller, LeaseTTL: o.leaseTTL,
+		ReadbackRate: 1})
 	sel, err := s.c.ReadSelector()
 	if err != nil {
 		t.Fatalf("memcached selector: %v", err)
@@ -456,6 +459,9 @@ func (s *scenario) finish() checker.Report {
 		s.fatalf("read final state: %v", err)
 	}
 	h := s.rec.History(final)
+	for _, n := range s.c.Nodes {
+		h.ReadBacks = append(h.ReadBacks, checker.ParseReadBacks(n.ID, n.Output())...)
+	}
 	if s.soak != nil {
 		h.Soak = s.soak.finish()
 		for _, line := range checker.SoakCurves(h.Soak) {
@@ -474,6 +480,13 @@ func (s *scenario) finish() checker.Report {
 	}
 	s.finished = true
 	s.say("FAULTS %-20s %s seed=%d elapsed=%s", s.name, rep.Summary(), h.Seed, time.Since(s.began).Round(100*time.Millisecond))
+	rb := rep.Stats.ReadBacks
+	suiteReadBacks.add(rb)
+	s.say("READBACK %-20s ok=%d missing=%d stale=%d (delete window %d of at most %d) misplaced=%d: %s",
+		s.name, rb.OK, rb.Missing, rb.Stale, rb.InWindow, rb.Bound, rb.Misplaced, rb.Nines())
+	if rb.Judged == 0 {
+		s.t.Errorf("%s: no read-back judged: the nodes read back every write, and their logs hold no %q line", s.name, "read back")
+	}
 	if len(rep.DeleteWindows) > 0 || len(rep.Notes) > 0 {
 		s.t.Logf("%s", rep.Describe(10))
 	}

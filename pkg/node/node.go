@@ -225,11 +225,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.ReadbackRate > 0 {
 		// Off the write path: the hook queues a sample, this goroutine
 		// reads it back.
-		rb, err := readback.New(readback.Config{Reader: mw, Rate: cfg.ReadbackRate, Stats: cfg.ReadbackStats, Timeout: cfg.MemcachedTimeout})
+		rb, err := readback.New(readback.Config{Reader: mw, Rate: cfg.ReadbackRate, Stats: cfg.ReadbackStats, Timeout: cfg.MemcachedTimeout,
+			Logger: cfg.Logger})
 		if err != nil {
 			return err
 		}
-		lc.acfg.Hooks = joinHooks(lc.acfg.Hooks, applier.Hooks{AfterWrite: rb.Observe})
+		lc.acfg.Hooks = joinHooks(lc.acfg.Hooks, applier.Hooks{AfterWrite: rb.Observe, Round: rb.RoundDone})
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() { defer close(done); rb.Run(rctx) }()

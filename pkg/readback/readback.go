@@ -10,6 +10,15 @@
 // A sampled key written again before it is read is not judged (its read
 // would race the newer write) and is counted as superseded; a key whose
 // server changed meanwhile (a change of topology) likewise.
+//
+// A write lands in memcached a little before the applier reports it to
+// Observe. So that a read racing a newer write of its key is not taken for
+// a stale or missing item, a finding other than ok is held until the
+// applier's round in progress at the read has ended (RoundDone, the
+// applier's Round hook), by when every write the read could have seen was
+// observed; a write of the key among them makes the sample superseded.
+// Each judgement is logged: ok at debug level, the others at warn, with
+// the key, the terms and the token, so that a finding can be followed.
 package readback
 
 import (
@@ -17,6 +26,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -38,6 +48,9 @@ const (
 	DefaultDelay = 100 * time.Millisecond
 	// DefaultQueueSize bounds the samples waiting to be read.
 	DefaultQueueSize = 4096
+	// DefaultRoundWait bounds how long a finding other than ok waits for
+	// the applier's round in progress to end.
+	DefaultRoundWait = time.Second
 )
 
 // Result is what a read-back found.
@@ -133,6 +146,13 @@ type Config struct {
 	// Timeout bounds one read-back (every read of it); zero means a
 	// second.
 	Timeout time.Duration
+	// RoundWait bounds how long a finding other than ok waits for the
+	// round in progress at its read to end (RoundDone) before it is
+	// counted; zero means DefaultRoundWait. An idle applier ends no round,
+	// so its findings wait this long.
+	RoundWait time.Duration
+	// Logger logs each judgement; nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // Validate checks the config; its errors are *config.FieldError.
@@ -148,6 +168,8 @@ func (c *Config) Validate() error {
 		return config.Errorf("readback", "QueueSize", "%d is negative", c.QueueSize)
 	case c.Timeout < 0:
 		return config.Errorf("readback", "Timeout", "%s is negative", c.Timeout)
+	case c.RoundWait < 0:
+		return config.Errorf("readback", "RoundWait", "%s is negative", c.RoundWait)
 	}
 	return nil
 }
@@ -171,6 +193,37 @@ type Checker struct {
 	waiting atomic.Int64
 	mu      sync.Mutex
 	keys    map[string]*sample
+	rounds  roundClock
+	log     *slog.Logger
+}
+
+// roundClock counts the applier's rounds and wakes whoever waits for the
+// next one.
+type roundClock struct {
+	mu   sync.Mutex
+	n    uint64
+	next chan struct{} // closed when the round after n ends
+}
+
+func (r *roundClock) tick() {
+	r.mu.Lock()
+	r.n++
+	if r.next != nil {
+		close(r.next)
+		r.next = nil
+	}
+	r.mu.Unlock()
+}
+
+// now returns the rounds ended so far and a channel closed when the next
+// one ends.
+func (r *roundClock) now() (uint64, <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.next == nil {
+		r.next = make(chan struct{})
+	}
+	return r.n, r.next
 }
 
 // New returns a Checker; its error is a *config.FieldError.
@@ -182,12 +235,21 @@ func New(cfg Config) (*Checker, error) {
 	cfg.Delay = cmp.Or(cfg.Delay, DefaultDelay)
 	cfg.QueueSize = cmp.Or(cfg.QueueSize, DefaultQueueSize)
 	cfg.Timeout = cmp.Or(cfg.Timeout, time.Second)
+	cfg.RoundWait = cmp.Or(cfg.RoundWait, DefaultRoundWait)
 	st := cfg.Stats
 	if st == nil {
 		st = &Stats{}
 	}
-	return &Checker{cfg: cfg, stats: st, queue: make(chan *sample, cfg.QueueSize), keys: make(map[string]*sample)}, nil
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Checker{cfg: cfg, stats: st, queue: make(chan *sample, cfg.QueueSize), keys: make(map[string]*sample), log: log}, nil
 }
+
+// RoundDone is the applier's Round hook: a round's writes were all made
+// and observed. It never waits.
+func (c *Checker) RoundDone(int, time.Duration) { c.rounds.tick() }
 
 // Stats returns the counts.
 func (c *Checker) Stats() *Stats { return c.stats }
@@ -261,9 +323,12 @@ func (c *Checker) check(ctx context.Context, s *sample) {
 		c.waiting.Add(-1)
 		return s.superseded
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
-	defer cancel()
-	res, err := c.judge(ctx, s)
+	rctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	f, err := c.judge(rctx, s)
+	cancel()
+	if err == nil && f.result != OK {
+		c.awaitRound(ctx)
+	}
 	// Judged only if no write of the key came while it was read.
 	superseded := done()
 	switch {
@@ -274,44 +339,82 @@ func (c *Checker) check(ctx context.Context, s *sample) {
 	case err != nil:
 		c.stats.errs.Add(1)
 	default:
-		c.stats.results[res].Add(1)
+		c.stats.results[f.result].Add(1)
+		level := slog.LevelDebug
+		if f.result != OK {
+			level = slog.LevelWarn
+		}
+		if c.log.Enabled(ctx, level) {
+			w := s.w
+			c.log.Log(ctx, level, "read back", "result", f.result.String(), "key", w.Op.Key, "kind", w.Op.Kind.String(),
+				"term", w.Term, "found_term", f.term, "token", w.Token.String(), "server", s.server, "written_at", s.at.UnixMilli())
+		}
+	}
+}
+
+// awaitRound waits until the applier's round in progress now has ended,
+// or RoundWait has passed.
+func (c *Checker) awaitRound(ctx context.Context) {
+	n0, _ := c.rounds.now()
+	timer := time.NewTimer(c.cfg.RoundWait)
+	defer timer.Stop()
+	for {
+		n, next := c.rounds.now()
+		if n > n0 {
+			return
+		}
+		select {
+		case <-next:
+		case <-timer.C:
+			return
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
 // errMoved means the key's server changed since the write.
 var errMoved = errors.New("readback: the key's server changed")
 
-func (c *Checker) judge(ctx context.Context, s *sample) (Result, error) {
+// finding is what a read-back found: its result and the term of the item
+// read (0 when none was).
+type finding struct {
+	result Result
+	term   uint32
+}
+
+func (c *Checker) judge(ctx context.Context, s *sample) (finding, error) {
 	key, w := s.w.Op.Key, s.w
 	if server, err := c.cfg.Reader.PickServer(key); err != nil {
-		return 0, err
+		return finding{}, err
 	} else if server != s.server {
-		return 0, errMoved
+		return finding{}, errMoved
 	}
 	it, err := c.cfg.Reader.Get(ctx, key)
 	switch {
 	case errors.Is(err, memcache.ErrCacheMiss):
 		if w.Op.Kind == ops.KindDelete || (w.Op.Expiration > 0 && time.Since(s.at) >= w.Op.Expiration-time.Second) {
-			return OK, nil
+			return finding{result: OK}, nil
 		}
 		holders, err := c.cfg.Reader.Holders(ctx, key)
 		if err != nil {
-			return 0, err
+			return finding{}, err
 		}
 		if len(holders) > 0 {
-			return Misplaced, nil
+			return finding{result: Misplaced}, nil
 		}
-		return Missing, nil
+		return finding{result: Missing}, nil
 	case err != nil:
-		return 0, err
+		return finding{}, err
 	}
+	f := finding{result: OK, term: it.Term}
 	switch {
 	case it.Term > w.Term:
-		return OK, nil // a newer leader wrote it
+		// A newer leader wrote it.
 	case it.Term < w.Term, w.Op.Kind == ops.KindDelete:
-		return Stale, nil
+		f.result = Stale
 	case !bytes.Equal(it.Value, w.Op.Value):
-		return Stale, nil
+		f.result = Stale
 	}
-	return OK, nil
+	return f, nil
 }

@@ -55,7 +55,8 @@ func TestReadbackResults(t *testing.T) {
 		return applier.Write{Op: ops.Set(key, []byte(value), 0), Term: term}
 	}
 	st := &readback.Stats{}
-	c, err := readback.New(readback.Config{Reader: mw, Rate: 1, Delay: time.Millisecond, Stats: st})
+	// No applier ends rounds here: findings wait RoundWait.
+	c, err := readback.New(readback.Config{Reader: mw, Rate: 1, Delay: time.Millisecond, Stats: st, RoundWait: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,6 +104,73 @@ func TestReadbackResults(t *testing.T) {
 	}
 	if _, err := readback.New(readback.Config{Reader: mw, Rate: 2}); err == nil {
 		t.Fatal("Rate 2 accepted")
+	}
+}
+
+// signalingReader tells, on reads, that the read was made.
+type signalingReader struct {
+	readback.Reader
+	read chan string
+}
+
+func (r signalingReader) Get(ctx context.Context, key string) (memfence.Item, error) {
+	it, err := r.Reader.Get(ctx, key)
+	select {
+	case r.read <- key:
+	case <-ctx.Done():
+	}
+	return it, err
+}
+
+// A read that sees a newer write of its key before the applier reported
+// that write is not taken for a stale item: the finding waits for the
+// round in progress to end, and the write reported in it supersedes the
+// sample. A round that ends without such a write lets the finding count.
+func TestFindingWaitsForTheRoundInProgress(t *testing.T) {
+	m := testenv.StartMemcached(t)
+	mw, err := memfence.New(memfence.Config{Servers: []string{m.Addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mw.Close()
+	ctx := testenv.Ctx(t, 30*time.Second)
+	const term = 3
+	set := func(key, value string) applier.Write {
+		t.Helper()
+		if err := mw.Set(ctx, key, []byte(value), 0, term); err != nil {
+			t.Fatal(err)
+		}
+		return applier.Write{Op: ops.Set(key, []byte(value), 0), Term: term}
+	}
+	st := &readback.Stats{}
+	r := signalingReader{Reader: mw, read: make(chan string)}
+	// RoundWait longer than the test: only RoundDone ends a wait.
+	c, err := readback.New(readback.Config{Reader: r, Rate: 1, Delay: time.Millisecond, Stats: st, RoundWait: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+
+	first := set("k", "v1")
+	c.Observe(first)
+	second := set("k", "v2") // landed, not reported yet
+	<-r.read
+	c.Observe(second) // reported within the round in progress
+	// Rounds end until the finding is counted: the one the finding waits
+	// for may end only after it started waiting.
+	tick := func(cond func() bool) func() bool { return func() bool { c.RoundDone(1, 0); return cond() } }
+	testenv.Eventually(t, 10*time.Second, tick(func() bool { return st.Dropped(readback.DropSuperseded) == 2 }), "superseded %+v", countsOf(st))
+
+	c.Observe(set("j", "v1"))
+	set("j", "other") // a write no round reports: a stale finding
+	<-r.read
+	testenv.Eventually(t, 10*time.Second, tick(func() bool { return st.Count(readback.Stale) == 1 }), "stale %+v", countsOf(st))
+	// second was not sampled (one sample of a key at a time): superseded too.
+	if got := countsOf(st); got != (counts{stale: 1, superseded: 2}) {
+		t.Fatalf("counts %+v", got)
 	}
 }
 
