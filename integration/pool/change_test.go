@@ -19,6 +19,7 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/memfence"
 	"github.com/coordinator-dev/coordinator/pkg/node"
 	"github.com/coordinator-dev/coordinator/pkg/ops"
+	"github.com/coordinator-dev/coordinator/pkg/readback"
 	"github.com/coordinator-dev/coordinator/pkg/topology"
 )
 
@@ -130,14 +131,17 @@ func waitTopologyApplied(t *testing.T, c *client.Client, l keyspace.Layout, epoc
 // from the moment the change is applied, finds every key with a value no
 // older than the last round applied before the change and never sees a
 // key's value go back; the final values are right; no server holds a key
-// the new topology places elsewhere.
+// the new topology places elsewhere. The leader reads back every write it
+// makes, across the change: none is found stale or misplaced.
 func TestTopologyChangeUnderLoad(t *testing.T) {
 	_, cli := testenv.Etcd(t)
 	_, servers := startPool(t, 4)
 	const ns = "change-load"
 	l := keyspace.MustNew(ns)
 	before, after := servers[:3], servers[1:]
-	leader := testenv.StartNode(t, node.Config{Etcd: cli, Layout: l, NodeID: "a", Memcached: addrs(before), Distribution: hashring.Ketama})
+	rb := &readback.Stats{}
+	leader := testenv.StartNode(t, node.Config{Etcd: cli, Layout: l, NodeID: "a", Memcached: addrs(before), Distribution: hashring.Ketama,
+		ReadbackRate: 1, ReadbackStats: rb})
 	c, err := client.New(client.Config{Etcd: cli, Namespace: ns})
 	if err != nil {
 		t.Fatal(err)
@@ -187,6 +191,21 @@ func TestTopologyChangeUnderLoad(t *testing.T) {
 		t.Fatalf("%d writes fenced: the leader lost its leadership", n)
 	}
 	assertPlaced(t, servers, ring)
+	// The last round's read-backs are judged a moment after it.
+	judged := func() uint64 {
+		var n uint64
+		for _, r := range readback.Results {
+			n += rb.Count(r)
+		}
+		return n
+	}
+	testenv.Eventually(t, 30*time.Second, func() bool { return rb.Count(readback.OK) > 0 }, "nothing read back ok: %d judged, %d missing, dropped %d superseded, %d queue full, %d errors",
+		judged(), rb.Count(readback.Missing), rb.Dropped(readback.DropSuperseded), rb.Dropped(readback.DropQueueFull), rb.Dropped(readback.DropError))
+	if st, mp := rb.Count(readback.Stale), rb.Count(readback.Misplaced); st+mp != 0 {
+		t.Fatalf("read-back across the change: %d stale, %d misplaced of %d judged", st, mp, judged())
+	}
+	t.Logf("read-back across the change: %d judged, %d ok, %d missing, %d superseded or moved", judged(), rb.Count(readback.OK),
+		rb.Count(readback.Missing), rb.Dropped(readback.DropSuperseded))
 }
 
 // assertPlaced checks that no server holds a key ring places elsewhere (a

@@ -174,12 +174,17 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// sample is one write to read back.
+// sample is one write to read back. Until it is read, a newer write of
+// its key takes its place (w and server, under Checker.mu), so that a key
+// written faster than Delay is judged on its newest write rather than
+// never.
 type sample struct {
-	w      applier.Write
-	at     time.Time // when it was written
-	server string    // the key's server then
-	// superseded is set, under Checker.mu, when the key is written again.
+	w       applier.Write
+	at      time.Time // when it was queued
+	written time.Time // when w was observed
+	server  string    // the key's server at w
+	// superseded is set, under Checker.mu, when the key is written again
+	// while it is being read.
 	superseded bool
 }
 
@@ -188,11 +193,12 @@ type Checker struct {
 	cfg   Config
 	stats *Stats
 	queue chan *sample
-	// waiting counts the samples in keys, so that Observe takes mu only
-	// while some wait.
-	waiting atomic.Int64
+	// tracked counts the samples in waiting and reading, so that Observe
+	// takes mu only while there are some.
+	tracked atomic.Int64
 	mu      sync.Mutex
-	keys    map[string]*sample
+	waiting map[string]*sample // queued, by key
+	reading map[string]*sample // being read, by key
 	rounds  roundClock
 	log     *slog.Logger
 }
@@ -244,7 +250,8 @@ func New(cfg Config) (*Checker, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Checker{cfg: cfg, stats: st, queue: make(chan *sample, cfg.QueueSize), keys: make(map[string]*sample), log: log}, nil
+	return &Checker{cfg: cfg, stats: st, queue: make(chan *sample, cfg.QueueSize), log: log,
+		waiting: make(map[string]*sample), reading: make(map[string]*sample)}, nil
 }
 
 // RoundDone is the applier's Round hook: a round's writes were all made
@@ -254,41 +261,52 @@ func (c *Checker) RoundDone(int, time.Duration) { c.rounds.tick() }
 // Stats returns the counts.
 func (c *Checker) Stats() *Stats { return c.stats }
 
-// Observe is the applier's AfterWrite hook: it marks a waiting sample of
-// the same key superseded, and draws w into the sample at Rate. It never
-// waits.
+// Observe is the applier's AfterWrite hook. A write of a key whose sample
+// waits takes that sample's place (the older write is counted superseded);
+// a write of a key being read marks that read superseded; other writes are
+// drawn into the sample at Rate. It never waits.
 func (c *Checker) Observe(w applier.Write) {
-	if c.waiting.Load() > 0 {
+	key := w.Op.Key
+	if c.tracked.Load() > 0 {
 		c.mu.Lock()
-		if s := c.keys[w.Op.Key]; s != nil {
+		if s := c.reading[key]; s != nil {
 			s.superseded = true
+		}
+		if s := c.waiting[key]; s != nil {
+			if server, err := c.cfg.Reader.PickServer(key); err == nil {
+				s.w, s.server, s.written = w, server, time.Now()
+				c.mu.Unlock()
+				c.stats.super.Add(1)
+				return
+			}
 		}
 		c.mu.Unlock()
 	}
 	if c.cfg.Rate < 1 && rand.Float64() >= c.cfg.Rate {
 		return
 	}
-	server, err := c.cfg.Reader.PickServer(w.Op.Key)
+	server, err := c.cfg.Reader.PickServer(key)
 	if err != nil {
 		return
 	}
-	s := &sample{w: w, at: time.Now(), server: server}
+	now := time.Now()
+	s := &sample{w: w, at: now, written: now, server: server}
 	c.mu.Lock()
-	if _, dup := c.keys[w.Op.Key]; dup {
-		// One sample of a key at a time: the waiting one was marked
-		// superseded above, and this one is not needed to tell.
-		c.mu.Unlock()
+	defer c.mu.Unlock()
+	if _, dup := c.waiting[key]; dup {
+		// Queued meanwhile by a concurrent write of the key (the
+		// applier's writes of one key are made one after another, so
+		// only with out-of-order hooks); one waiting sample is enough.
 		c.stats.super.Add(1)
 		return
 	}
 	select {
 	case c.queue <- s:
-		c.keys[w.Op.Key] = s
-		c.waiting.Add(1)
+		c.waiting[key] = s
+		c.tracked.Add(1)
 	default:
 		c.stats.queueFull.Add(1)
 	}
-	c.mu.Unlock()
 }
 
 // Run reads the samples back until ctx ends.
@@ -316,15 +334,21 @@ func (c *Checker) Run(ctx context.Context) {
 
 // check reads s back and counts what it found.
 func (c *Checker) check(ctx context.Context, s *sample) {
+	c.mu.Lock()
+	key := s.w.Op.Key
+	delete(c.waiting, key)
+	c.reading[key] = s
+	w, server, written := s.w, s.server, s.written
+	c.mu.Unlock()
 	done := func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		delete(c.keys, s.w.Op.Key)
-		c.waiting.Add(-1)
+		delete(c.reading, key)
+		c.tracked.Add(-1)
 		return s.superseded
 	}
 	rctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
-	f, err := c.judge(rctx, s)
+	f, err := c.judge(rctx, w, server, written)
 	cancel()
 	if err == nil && f.result != OK {
 		c.awaitRound(ctx)
@@ -345,9 +369,8 @@ func (c *Checker) check(ctx context.Context, s *sample) {
 			level = slog.LevelWarn
 		}
 		if c.log.Enabled(ctx, level) {
-			w := s.w
-			c.log.Log(ctx, level, "read back", "result", f.result.String(), "key", w.Op.Key, "kind", w.Op.Kind.String(),
-				"term", w.Term, "found_term", f.term, "token", w.Token.String(), "server", s.server, "written_at", s.at.UnixMilli())
+			c.log.Log(ctx, level, "read back", "result", f.result.String(), "key", key, "kind", w.Op.Kind.String(),
+				"term", w.Term, "found_term", f.term, "token", w.Token.String(), "server", server, "queued_at", s.at.UnixMilli())
 		}
 	}
 }
@@ -383,17 +406,18 @@ type finding struct {
 	term   uint32
 }
 
-func (c *Checker) judge(ctx context.Context, s *sample) (finding, error) {
-	key, w := s.w.Op.Key, s.w
-	if server, err := c.cfg.Reader.PickServer(key); err != nil {
+// judge reads back w, written to server at written.
+func (c *Checker) judge(ctx context.Context, w applier.Write, server string, written time.Time) (finding, error) {
+	key := w.Op.Key
+	if now, err := c.cfg.Reader.PickServer(key); err != nil {
 		return finding{}, err
-	} else if server != s.server {
+	} else if now != server {
 		return finding{}, errMoved
 	}
 	it, err := c.cfg.Reader.Get(ctx, key)
 	switch {
 	case errors.Is(err, memcache.ErrCacheMiss):
-		if w.Op.Kind == ops.KindDelete || (w.Op.Expiration > 0 && time.Since(s.at) >= w.Op.Expiration-time.Second) {
+		if w.Op.Kind == ops.KindDelete || (w.Op.Expiration > 0 && time.Since(written) >= w.Op.Expiration-time.Second) {
 			return finding{result: OK}, nil
 		}
 		holders, err := c.cfg.Reader.Holders(ctx, key)

@@ -158,20 +158,53 @@ func TestFindingWaitsForTheRoundInProgress(t *testing.T) {
 	c.Observe(first)
 	second := set("k", "v2") // landed, not reported yet
 	<-r.read
-	c.Observe(second) // reported within the round in progress
+	c.Observe(second) // reported within the round in progress, and sampled
 	// Rounds end until the finding is counted: the one the finding waits
 	// for may end only after it started waiting.
 	tick := func(cond func() bool) func() bool { return func() bool { c.RoundDone(1, 0); return cond() } }
-	testenv.Eventually(t, 10*time.Second, tick(func() bool { return st.Dropped(readback.DropSuperseded) == 2 }), "superseded %+v", countsOf(st))
+	testenv.Eventually(t, 10*time.Second, tick(func() bool { return st.Dropped(readback.DropSuperseded) == 1 }), "superseded %+v", countsOf(st))
+	<-r.read // second's read: v2, ok
+	testenv.Eventually(t, 10*time.Second, func() bool { return st.Count(readback.OK) == 1 }, "ok %+v", countsOf(st))
 
 	c.Observe(set("j", "v1"))
 	set("j", "other") // a write no round reports: a stale finding
 	<-r.read
 	testenv.Eventually(t, 10*time.Second, tick(func() bool { return st.Count(readback.Stale) == 1 }), "stale %+v", countsOf(st))
-	// second was not sampled (one sample of a key at a time): superseded too.
-	if got := countsOf(st); got != (counts{stale: 1, superseded: 2}) {
+	if got := countsOf(st); got != (counts{ok: 1, stale: 1, superseded: 1}) {
 		t.Fatalf("counts %+v", got)
 	}
+}
+
+// A key written again and again before its sample is read is judged on its
+// newest write, however often it is written: the newer write takes the
+// waiting sample's place.
+func TestNewestWriteTakesTheWaitingSamplesPlace(t *testing.T) {
+	m := testenv.StartMemcached(t)
+	mw, err := memfence.New(memfence.Config{Servers: []string{m.Addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mw.Close()
+	ctx := testenv.Ctx(t, 30*time.Second)
+	st := &readback.Stats{}
+	c, err := readback.New(readback.Config{Reader: mw, Rate: 1, Delay: time.Millisecond, Stats: st, RoundWait: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Observed before Run starts: no read comes between the writes.
+	for i := range 5 {
+		v := fmt.Sprintf("v%d", i)
+		if err := mw.Set(ctx, "hot", []byte(v), 0, 2); err != nil {
+			t.Fatal(err)
+		}
+		c.Observe(applier.Write{Op: ops.Set("hot", []byte(v), 0), Term: 2})
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+	want := counts{ok: 1, superseded: 4}
+	testenv.Eventually(t, 10*time.Second, func() bool { return countsOf(st) == want }, "counts %+v, want %+v", countsOf(st), want)
 }
 
 // A leader reading back every write it applies finds them all ok.
