@@ -199,6 +199,8 @@ func runServe(cmd *cobra.Command, g *globalOptions, o *serveOptions) error {
 	}
 	log := slog.New(handler)
 	ctx := cmd.Context()
+	// SIGHUP re-reads the TLS files at once (and no longer ends the node).
+	defer reloadOnHangup(ctx, log)()
 
 	if !cmd.Flags().Changed("endpoints") && !cmd.Root().PersistentFlags().Changed("endpoints") {
 		dir, err := filepath.Abs(o.dataDir)
@@ -266,6 +268,8 @@ func runServe(cmd *cobra.Command, g *globalOptions, o *serveOptions) error {
 		ReadbackRate: o.readback,
 		Health:       health.Config{APIInsecureListener: insecureAPI, GRPC: grpcHealth},
 		Collectors:   o.api.collectors(),
+		// The leader's apply spans; nil (tracing off) makes none.
+		TracerProvider: tp,
 	})
 	log.Info("node stopped", "node", o.nodeID)
 	if err != nil && ctx.Err() == nil {

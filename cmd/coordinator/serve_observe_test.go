@@ -198,6 +198,9 @@ func TestServeProbesDiscoveryAndMetrics(t *testing.T) {
 		for _, want := range []string{
 			"\ncoordinator_build_info{",
 			`coordinator_memcached_up{server="` + mc.Addr + `"} 1`,
+			// Every per-server counter from the start, at 0.
+			`coordinator_memcached_errors_total{kind="connection",server="` + mc.Addr + `"} 0`,
+			`coordinator_memcached_restarts_total{server="` + mc.Addr + `"} 0`,
 			`grpc_server_handled_total{grpc_code="OK",grpc_method="Status",grpc_service="coordinator.v1.Coordinator",grpc_type="unary"} 1`,
 			`coordinator_api_http_requests_total{code="200",method="GET",route="/v1/status"} `,
 		} {

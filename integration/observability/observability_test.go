@@ -168,11 +168,18 @@ func TestReadyzFollowsMemcached(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Every failure is counted under the server, by its kind.
+	errorsOf := func(kind string) string {
+		return `coordinator_memcached_errors_total{kind="` + kind + `",server="` + mc.Addr + `"}`
+	}
 	poll(t, "A counts failed memcached writes", func() (bool, string) {
 		s := scrapeMetrics(t, a)
 		sum := 0.0
 		for k, v := range s {
 			if strings.HasPrefix(k, "coordinator_memcached_errors_total{") {
+				if !strings.HasSuffix(k, `server="`+mc.Addr+`"}`) {
+					t.Errorf("%s = %v: not the server %s", k, v, mc.Addr)
+				}
 				sum += v
 			}
 		}
@@ -180,9 +187,8 @@ func TestReadyzFollowsMemcached(t *testing.T) {
 	})
 	s := scrapeMetrics(t, a)
 	t.Logf("memcached errors while it was stopped: connection %v, timeout %v, other %v",
-		s[`coordinator_memcached_errors_total{kind="connection"}`], s[`coordinator_memcached_errors_total{kind="timeout"}`],
-		s[`coordinator_memcached_errors_total{kind="other"}`])
-	if got := s["coordinator_memcached_errors_total{kind=\"other\"}"]; got != 0 {
+		s[errorsOf("connection")], s[errorsOf("timeout")], s[errorsOf("other")])
+	if got := s[errorsOf("other")]; got != 0 {
 		t.Errorf("memcached errors of an unknown kind: %v", got)
 	}
 	if age := s["coordinator_oldest_pending_seconds"]; age <= 0 {
@@ -300,7 +306,7 @@ func TestFencedWriteIsCounted(t *testing.T) {
 
 	letGo()
 	sa := waitMetric(t, a, "coordinator_fenced_writes_total", func(v float64) bool { return v >= 1 }, "grows once A is let go")
-	if got := sa.value(t, `coordinator_memcached_errors_total{kind="fenced"}`); got < 1 {
+	if got := sa.value(t, `coordinator_memcached_errors_total{kind="fenced",server="`+mc.Addr+`"}`); got < 1 {
 		t.Errorf("A memcached_errors_total{kind=fenced} = %v, want at least 1", got)
 	}
 	// A's calls to etcd under way hold its leadership until they fail:

@@ -62,8 +62,14 @@ func TestLeaderReportsRestartedServer(t *testing.T) {
 	if n := stats.Restarts.Load(); n != 0 {
 		t.Fatalf("%d restarts reported before any", n)
 	}
-	if v := metric("coordinator_memcached_restarts_total"); v != "0" {
-		t.Fatalf("coordinator_memcached_restarts_total = %s before any restart", v)
+	// One series per server, each from the start.
+	restarts := func(m *testenv.Memcached) string {
+		return metric(`coordinator_memcached_restarts_total{server="` + m.Addr + `"}`)
+	}
+	for _, m := range ms {
+		if v := restarts(m); v != "0" {
+			t.Fatalf("coordinator_memcached_restarts_total{server=%q} = %s before any restart", m.Addr, v)
+		}
 	}
 	if st, err := in.Status(ctx); err != nil || st.MemcachedRestarts != 0 || st.LastRestart.Server != "" {
 		t.Fatalf("status before any restart: %+v, %v", st, err)
@@ -95,8 +101,11 @@ func TestLeaderReportsRestartedServer(t *testing.T) {
 	if n := stats.Restarts.Load(); n != 1 {
 		t.Fatalf("%d restarts reported for one", n)
 	}
-	if v := metric("coordinator_memcached_restarts_total"); v != "1" {
-		t.Fatalf("coordinator_memcached_restarts_total = %s after one restart", v)
+	for _, m := range ms {
+		want := map[bool]string{false: "0", true: "1"}[m == restarted]
+		if v := restarts(m); v != want {
+			t.Fatalf("coordinator_memcached_restarts_total{server=%q} = %s after one restart of %s, want %s", m.Addr, v, restarted.Addr, want)
+		}
 	}
 	if v, _ := strconv.Atoi(metric("coordinator_memcached_restart_checks_total")); v < int(checks) {
 		t.Fatalf("coordinator_memcached_restart_checks_total = %d, want at least %d", v, checks)

@@ -13,11 +13,15 @@ import (
 	"net"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
+	"google.golang.org/grpc/stats"
 
 	pb "github.com/coordinator-dev/coordinator/api/coordinator/v1"
 	"github.com/coordinator-dev/coordinator/pkg/apierr"
@@ -79,6 +83,16 @@ type Config struct {
 	// TLS, when set, dials with TLS (with a client certificate for mTLS);
 	// nil dials plain TCP.
 	TLS *tls.Config
+	// TracerProvider makes the client span of each call (otelgrpc); nil
+	// means OpenTelemetry's global provider, which makes none until the
+	// process sets one. Either way a call continues the trace of the
+	// span in its context: the node's spans, down to the leader's write to
+	// memcached, join the caller's trace.
+	TracerProvider trace.TracerProvider
+	// Propagator carries a call's trace context to the node; nil means
+	// OpenTelemetry's global propagator, a no-op until the process sets one
+	// (a node reads W3C Trace Context, propagation.TraceContext).
+	Propagator propagation.TextMapPropagator
 }
 
 // Validate checks the config; its errors are *config.FieldError.
@@ -100,6 +114,16 @@ func (c *Config) addrs() []string {
 		return c.Addrs
 	}
 	return append([]string{c.Addr}, c.Addrs...)
+}
+
+// statsHandler is the OpenTelemetry instrumentation of the client's
+// calls. A Caller's KeepAlive stream is left out: it lives as long as its
+// incarnation, in no caller's context, and would be a trace of its own
+// per incarnation.
+func (c *Config) statsHandler() stats.Handler {
+	keepAlive := pb.Coordinator_KeepAlive_FullMethodName
+	return otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(c.TracerProvider), otelgrpc.WithPropagators(c.Propagator),
+		otelgrpc.WithFilter(func(info *stats.RPCTagInfo) bool { return info.FullMethodName != keepAlive }))
 }
 
 // Client calls one node's API. It is safe for concurrent use.
@@ -125,7 +149,8 @@ func New(cfg Config) (*Client, error) {
 		state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
 	}
 	res.InitialState(state)
-	conn, err := grpc.NewClient(res.Scheme()+":///nodes", grpc.WithTransportCredentials(cr), grpc.WithResolvers(res))
+	conn, err := grpc.NewClient(res.Scheme()+":///nodes", grpc.WithTransportCredentials(cr), grpc.WithResolvers(res),
+		grpc.WithStatsHandler(cfg.statsHandler()))
 	if err != nil {
 		return nil, fmt.Errorf("apiclient: %w", err)
 	}

@@ -93,8 +93,10 @@ type Config struct {
 	Health *grpchealth.Server
 	// TracerProvider, when set, traces the calls served: gRPC calls with
 	// otelgrpc, HTTP/JSON requests with a server span per request, both
-	// continuing the caller's W3C trace context (package tracing). Nil
-	// traces nothing.
+	// continuing the caller's W3C trace context (package tracing), and,
+	// unless Submitter is set, the submissions and group transactions
+	// inside them (tokenseq.SubmitterConfig.TracerProvider), whose records
+	// then carry sampled trace contexts to the leader. Nil traces nothing.
 	TracerProvider trace.TracerProvider
 	// Metrics, when set, count and time the calls served, gRPC per
 	// method and HTTP/JSON per route (NewMetrics); nil measures nothing.

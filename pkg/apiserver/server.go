@@ -83,7 +83,10 @@ func New(cfg Config) (*Server, error) {
 	sub := cfg.Submitter
 	if sub == nil {
 		var err error
-		sub, err = tokenseq.NewSubmitter(tokenseq.SubmitterConfig{Etcd: cfg.Etcd, Layout: layout, Limits: cfg.Limits})
+		// Traced with the API's calls: a submission's span is a child of
+		// its call's, and its record carries the trace to the leader.
+		sub, err = tokenseq.NewSubmitter(tokenseq.SubmitterConfig{Etcd: cfg.Etcd, Layout: layout, Limits: cfg.Limits,
+			TracerProvider: cfg.TracerProvider})
 		if err != nil {
 			return nil, err
 		}

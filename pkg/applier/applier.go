@@ -40,6 +40,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/coordinator-dev/coordinator/internal/retry"
 	"github.com/coordinator-dev/coordinator/pkg/election"
@@ -93,12 +94,13 @@ func quarantineRecord(it pending, reason string) QuarantineRecord {
 }
 
 type applier struct {
-	cfg   Config
-	lead  *election.Leadership
-	term  uint32
-	log   *slog.Logger
-	stats *Stats
-	wm    tokenseq.Token
+	cfg    Config
+	lead   *election.Leadership
+	term   uint32
+	log    *slog.Logger
+	stats  *Stats
+	wm     tokenseq.Token
+	tracer trace.Tracer // nil: no tracing
 }
 
 // pending is one batch record read from etcd.
@@ -110,6 +112,7 @@ type pending struct {
 	value []byte
 	batch *ops.Batch // nil when bad
 	bad   string
+	span  trace.Span // the apply's span from its round's writes to its commit; nil when not traced
 }
 
 // opPos is the position of an operation: its batch's token and its index
@@ -140,6 +143,9 @@ func run(ctx context.Context, cfg Config, lead *election.Leadership, st *followS
 		return fmt.Errorf("applier: %w: term %d", memfence.ErrTermExhausted, lead.Term)
 	}
 	a := &applier{cfg: cfg, lead: lead, term: uint32(lead.Term), log: cfg.Logger, stats: cfg.Stats}
+	if cfg.TracerProvider != nil {
+		a.tracer = cfg.TracerProvider.Tracer(tracerName)
+	}
 	a.stats.Running.Store(true)
 	defer a.stats.Running.Store(false)
 	wm, _, err := tokenseq.Watermark(ctx, cfg.Etcd, cfg.Layout)
@@ -233,6 +239,7 @@ func (a *applier) follow(ctx context.Context, mark int64, st *followState) error
 			err := <-committing
 			committing = nil
 			if err != nil {
+				a.endApplies(chunk, 0, err)
 				return err
 			}
 		}
@@ -337,6 +344,7 @@ func (a *applier) apply(ctx context.Context, items []pending, newest map[string]
 // memcached yet.
 func (a *applier) writeRound(ctx context.Context, items []pending, newest map[string]opPos) ([]*QuarantineRecord, error) {
 	start := time.Now()
+	a.startApplies(ctx, items, newest)
 	quarantine := make([]*QuarantineRecord, len(items))
 	var writes []plannedWrite
 	groups := laneGroups(items)
@@ -360,6 +368,7 @@ func (a *applier) writeRound(ctx context.Context, items []pending, newest map[st
 	// are made (or one failed).
 	rejected, err := a.writeAll(ctx, writes)
 	if err != nil {
+		a.endApplies(items, 0, err)
 		return nil, err
 	}
 	if keep := a.cfg.BeforeCommit; keep != nil && len(writes) > 0 {
@@ -368,9 +377,12 @@ func (a *applier) writeRound(ctx context.Context, items []pending, newest map[st
 			ws[i] = pw.w
 		}
 		if err := keep(ctx, ws); err != nil {
-			return nil, fmt.Errorf("applier: before commit: %w", err)
+			err = fmt.Errorf("applier: before commit: %w", err)
+			a.endApplies(items, 0, err)
+			return nil, err
 		}
 	}
+	a.writtenApplies(items, rejected)
 	a.stats.Rounds.Add(1)
 	if a.cfg.Hooks.Round != nil {
 		a.cfg.Hooks.Round(len(items), time.Since(start))
@@ -406,6 +418,7 @@ func (a *applier) commitRound(ctx context.Context, items []pending, quarantine [
 			n, txnOps = n+1, txnOps+k
 		}
 		if err := a.commit(ctx, items[:n], quarantine[:n]); err != nil {
+			a.endApplies(items, 0, err)
 			return err
 		}
 		items, quarantine = items[n:], quarantine[n:]
@@ -503,6 +516,7 @@ func (a *applier) commit(ctx context.Context, items []pending, quarantine []*Qua
 	a.stats.Watermark.Store(wm.Revision)
 	a.stats.Commits.Add(1)
 	a.stats.Batches.Add(uint64(len(items)))
+	a.endApplies(items, resp.Header.Revision, nil)
 	for _, q := range setAside {
 		a.stats.Quarantined.Add(1)
 		a.log.Error("record set aside", "key", q.Key, "token", q.Token, "reason", q.Reason)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
@@ -81,6 +82,10 @@ type Config struct {
 	Stats *Stats
 	// Hooks observe writes; for tests and tracing.
 	Hooks Hooks
+	// TracerProvider, when set, traces the apply of every batch whose
+	// record carries a trace context: a span per batch (SpanApply) in the
+	// trace of the submission that stored it. Nil traces nothing.
+	TracerProvider trace.TracerProvider
 	// BeforeCommit, when set, is called with a round's writes (the newest
 	// operation of each key) once they are all made in memcached and
 	// before the round is committed; an error fails the round, which the
@@ -154,7 +159,10 @@ type Hooks struct {
 	// MemcachedError runs for every memcached write or read that failed,
 	// with its error: memfence.ErrFenced, memfence.ErrRejected,
 	// memfence.ErrContended, a context error, or a transient failure (a
-	// timeout, a refused connection). It runs on the failure path only.
+	// timeout, a refused connection). The error names the server that
+	// failed, a *memfence.ServerError (a read of several servers that
+	// failed at more than one holds one of each: memfence.ServerErrors).
+	// It runs on the failure path only.
 	MemcachedError func(err error)
 }
 

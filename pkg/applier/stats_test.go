@@ -90,6 +90,10 @@ func TestStatsFollowTheWork(t *testing.T) {
 		if errors.Is(err, memfence.ErrFenced) {
 			t.Errorf("memcached away reported as fenced: %v", err)
 		}
+		var se *memfence.ServerError
+		if !errors.As(err, &se) || se.Server != e.mc.Addr {
+			t.Errorf("memcached error %v does not name the server %s", err, e.mc.Addr)
+		}
 	}
 	mu.Unlock()
 	e.mc.Start()

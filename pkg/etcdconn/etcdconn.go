@@ -8,7 +8,8 @@
 // Without CACert the server's certificate is checked against the system's
 // roots. With client-certificate authentication on the server and auth
 // enabled, etcd takes the common name of the client certificate as the user
-// name when no Username is given.
+// name when no Username is given. Rotated TLS files are used by the
+// client's next connections without a restart (see Config.ClientConfig).
 package etcdconn
 
 import (
@@ -25,8 +26,10 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/coordinator-dev/coordinator/pkg/config"
+	"github.com/coordinator-dev/coordinator/pkg/tlsreload"
 )
 
 // DefaultDialTimeout bounds Dial when Config.DialTimeout is zero.
@@ -213,6 +216,15 @@ func (c Config) secure() bool {
 // ClientConfig validates c and returns the etcd client configuration,
 // built by clientv3.NewClientConfig from etcd's own declarative
 // configuration as etcdctl builds it.
+//
+// With TLS files (CACert, Cert and Key), every new connection of the
+// client (the first, and each reconnect) is made with the files as they
+// are then: etcd's configuration reads the client certificate and key at
+// each handshake, and is built again, which reads the CA bundle, when one
+// of the files changes or on tlsreload.ReloadAll (on SIGHUP, say). A CA
+// bundle that does not load keeps the last one that did; a certificate and
+// key that do not match (one written, the other not yet) fail the
+// handshake, which the client makes again.
 func (c Config) ClientConfig() (clientv3.Config, error) {
 	if err := c.Validate(); err != nil {
 		return clientv3.Config{}, err
@@ -240,6 +252,22 @@ func (c Config) ClientConfig() (clientv3.Config, error) {
 		return clientv3.Config{}, fmt.Errorf("%w: etcd TLS settings: %w", ErrTLS, err)
 	}
 	cc.Logger = lg
+	if s := c.Security; s.CACert != "" || s.Cert != "" {
+		files, err := tlsreload.Watch(func() (*tls.Config, error) {
+			cc, err := clientv3.NewClientConfig(spec, lg)
+			if err != nil {
+				return nil, err
+			}
+			return cc.TLS, nil
+		}, s.CACert, s.Cert, s.Key)
+		if err != nil {
+			return clientv3.Config{}, fmt.Errorf("%w: etcd TLS settings: %w", ErrTLS, err)
+		}
+		// The client's options come after its own transport credentials,
+		// which these replace.
+		cc.TLS = files.Current()
+		cc.DialOptions = append(cc.DialOptions, grpc.WithTransportCredentials(&reloadingCreds{files: files}))
+	}
 	return *cc, nil
 }
 

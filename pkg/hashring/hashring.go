@@ -192,6 +192,16 @@ func (r *Ring) PickServer(key string) (net.Addr, error) {
 	return r.addrs[r.Index(key)], nil
 }
 
+// ServerName returns the address addr, one of the ring's (PickServer,
+// Each), was configured by (Server.Addr), or "" when it is not the ring's
+// (memfence.ServerNamer).
+func (r *Ring) ServerName(addr net.Addr) string {
+	if i := slices.Index(r.addrs, addr); i >= 0 {
+		return r.servers[i].Addr
+	}
+	return ""
+}
+
 // Index returns the position in Servers of key's server.
 func (r *Ring) Index(key string) int {
 	if len(r.servers) == 1 {

@@ -143,3 +143,32 @@ func TestParse(t *testing.T) {
 		t.Fatalf("ParseDistribution(Ketama): %v", err)
 	}
 }
+
+// ServerName gives each address the ring picks the address it was
+// configured by, before it was resolved.
+func TestServerName(t *testing.T) {
+	for _, d := range []hashring.Distribution{hashring.Modula, hashring.Ketama} {
+		r := mustRing(t, hashring.Config{Distribution: d, Servers: servers("localhost:11211", "127.0.0.2:11211")})
+		seen := map[string]bool{}
+		for i := range 200 {
+			k := fmt.Sprint("key-", i)
+			addr, err := r.PickServer(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			name := r.ServerName(addr)
+			if want := r.Servers()[r.Index(k)].Addr; name != want {
+				t.Fatalf("%s: ServerName(%s) = %q, want %q", d, addr, name, want)
+			}
+			seen[name] = true
+		}
+		if !seen["localhost:11211"] || !seen["127.0.0.2:11211"] {
+			t.Errorf("%s: names seen %v, want both servers", d, seen)
+		}
+		other := mustRing(t, hashring.Config{Distribution: d, Servers: servers("127.0.0.3:11211")})
+		addr, _ := other.PickServer("k")
+		if name := r.ServerName(addr); name != "" {
+			t.Errorf("%s: ServerName of another ring's address = %q, want empty", d, name)
+		}
+	}
+}

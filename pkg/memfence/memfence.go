@@ -24,8 +24,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
@@ -64,7 +66,8 @@ type Config struct {
 	Servers []string
 	// Selector picks each key's server (a *hashring.Ring, say); every read
 	// and write of a key goes to the server it picks. It must be safe for
-	// concurrent use.
+	// concurrent use. When it is a ServerNamer, servers are named by the
+	// addresses it gives them.
 	Selector memcache.ServerSelector
 	// Timeout bounds each network exchange (a command and its reply, or one
 	// pipeline); zero means DefaultTimeout.
@@ -73,7 +76,7 @@ type Config struct {
 	// zero means DefaultMaxIdleConns.
 	MaxIdleConns int
 	// Stats, when set, counts what the Writer notices of its servers
-	// (restarts, see CheckRestarts).
+	// (restarts, see CheckRestarts), by server.
 	Stats *Stats
 }
 
@@ -106,6 +109,7 @@ func (c Config) withDefaults() Config {
 type Writer struct {
 	mc      *memcache.Client
 	servers memcache.ServerSelector
+	names   ServerNamer // nil: servers are named by their address
 	pipes   *connPool
 	stats   *Stats
 	watch   restartWatch
@@ -120,16 +124,20 @@ func New(cfg Config) (*Writer, error) {
 	}
 	cfg = cfg.withDefaults()
 	ss := cfg.Selector
+	names, _ := ss.(ServerNamer)
 	if ss == nil {
 		sl := new(memcache.ServerList)
 		if err := sl.SetServers(cfg.Servers...); err != nil {
 			return nil, config.Errorf("memfence", "Servers", "%q: %w", cfg.Servers, err)
 		}
-		ss = sl
+		// Each lists the resolved addresses in the order given.
+		ln, i := make(listNames, len(cfg.Servers)), 0
+		_ = sl.Each(func(a net.Addr) error { ln[a.String()] = cfg.Servers[i]; i++; return nil })
+		ss, names = sl, ln
 	}
 	mc := memcache.NewFromSelector(ss)
 	mc.Timeout, mc.MaxIdleConns = cfg.Timeout, cfg.MaxIdleConns
-	return &Writer{mc: mc, servers: ss, pipes: newConnPool(cfg.Timeout, cfg.MaxIdleConns), stats: cfg.Stats}, nil
+	return &Writer{mc: mc, servers: ss, names: names, pipes: newConnPool(cfg.Timeout, cfg.MaxIdleConns), stats: cfg.Stats}, nil
 }
 
 // Close closes the Writer's idle connections.
@@ -139,18 +147,19 @@ func (w *Writer) Close() error {
 }
 
 // Set stores value under key with the given expiration (memcached exptime
-// seconds), stamped with term.
+// seconds), stamped with term. Its error is a *ServerError.
 //
 // Every method that talks to memcached stops at its next exchange once ctx
 // ends, with an error wrapping ctx's; an exchange under way is bounded by
 // Config.Timeout (a pipeline of WriteAll is cut short at once).
 func (w *Writer) Set(ctx context.Context, key string, value []byte, exptime int32, term uint32) error {
-	return w.setFrom(ctx, nil, Write{Key: key, Value: value, Exptime: exptime}, term)
+	return w.atServer(key, w.setFrom(ctx, nil, Write{Key: key, Value: value, Exptime: exptime}, term))
 }
 
 // Delete removes key if the term stored with it is not newer than term.
+// Its error is a *ServerError.
 func (w *Writer) Delete(ctx context.Context, key string, term uint32) error {
-	return w.deleteFrom(ctx, nil, key, term)
+	return w.atServer(key, w.deleteFrom(ctx, nil, key, term))
 }
 
 // ended returns ctx's error, wrapped, once ctx has ended.
@@ -176,7 +185,8 @@ type Snapshot struct {
 const readChunkKeys = 64
 
 // Read reads keys with one gets command per memcached server for every
-// readChunkKeys keys.
+// readChunkKeys of its keys, the servers at once. Its error is a
+// *ServerError, or one per server that failed, joined (see ServerErrors).
 func (w *Writer) Read(ctx context.Context, keys []string) (*Snapshot, error) {
 	s := &Snapshot{items: make(map[string]*memcache.Item, len(keys)), read: make(map[string]bool, len(keys))}
 	if err := w.readInto(ctx, s, keys); err != nil {
@@ -185,19 +195,70 @@ func (w *Writer) Read(ctx context.Context, keys []string) (*Snapshot, error) {
 	return s, nil
 }
 
-// readInto reads keys into s.
+// readInto reads keys into s (see Read).
 func (w *Writer) readInto(ctx context.Context, s *Snapshot, keys []string) error {
-	for chunk := range slices.Chunk(keys, readChunkKeys) {
-		if err := ended(ctx); err != nil {
-			return err
+	if len(keys) == 0 {
+		return nil
+	}
+	first, err := w.servers.PickServer(keys[0])
+	if err != nil {
+		return w.atServer(keys[0], classify(err))
+	}
+	one := true
+	for _, k := range keys[1:] {
+		if a, err := w.servers.PickServer(k); err != nil || a != first {
+			one = false
+			break
 		}
-		items, err := w.mc.GetMulti(chunk)
+	}
+	if one {
+		// The common case, one server: no grouping.
+		return w.readServer(ctx, s, nil, first, keys)
+	}
+	var addrs []net.Addr
+	var groups [][]string
+	for _, k := range keys {
+		a, err := w.servers.PickServer(k)
 		if err != nil {
-			return classify(err)
+			return w.atServer(k, classify(err))
+		}
+		i := slices.Index(addrs, a)
+		if i < 0 {
+			i, addrs, groups = len(addrs), append(addrs, a), append(groups, nil)
+		}
+		groups[i] = append(groups[i], k)
+	}
+	var mu sync.Mutex
+	errs := make([]error, len(addrs))
+	var wg sync.WaitGroup
+	for i, a := range addrs {
+		wg.Go(func() { errs[i] = w.readServer(ctx, s, &mu, a, groups[i]) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// readServer reads keys, all at the server addr, into s, under mu unless
+// it is nil. Its error is a *ServerError.
+func (w *Writer) readServer(ctx context.Context, s *Snapshot, mu *sync.Mutex, addr net.Addr, keys []string) error {
+	for chunk := range slices.Chunk(keys, readChunkKeys) {
+		err := ended(ctx)
+		var items map[string]*memcache.Item
+		if err == nil {
+			items, err = w.mc.GetMulti(chunk)
+		}
+		if err != nil {
+			return &ServerError{Server: w.serverName(addr), Err: classify(err)}
+		}
+		if mu != nil {
+			mu.Lock()
 		}
 		maps.Copy(s.items, items)
 		for _, k := range chunk {
 			s.read[k] = true
+		}
+		if mu != nil {
+			mu.Unlock()
 		}
 	}
 	return nil
@@ -228,8 +289,14 @@ func (w *Writer) get(s *Snapshot, key string) (*memcache.Item, error) {
 }
 
 // WriteFrom makes wr (a Set, or a Delete when wr.Delete) under term,
-// starting from its key's item in s (which may be nil).
+// starting from its key's item in s (which may be nil). Its error is a
+// *ServerError.
 func (w *Writer) WriteFrom(ctx context.Context, s *Snapshot, wr Write, term uint32) error {
+	return w.atServer(wr.Key, w.writeFrom(ctx, s, wr, term))
+}
+
+// writeFrom is WriteFrom, its error not naming the server.
+func (w *Writer) writeFrom(ctx context.Context, s *Snapshot, wr Write, term uint32) error {
 	if wr.Delete {
 		return w.deleteFrom(ctx, s, wr.Key, term)
 	}

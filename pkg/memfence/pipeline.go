@@ -43,8 +43,8 @@ const maxPipelineBytes = 1 << 20
 // WriteAll makes writes under term, each to a different key, starting from
 // their keys' items in s (nil, or not holding a key: WriteAll reads the
 // keys it lacks with one gets per server). It returns one error per write,
-// as Set or Delete would have: nil, ErrFenced, ErrRejected, ErrContended or
-// a transient error.
+// as Set or Delete would have: nil, or a *ServerError of ErrFenced,
+// ErrRejected, ErrContended or a transient error.
 //
 // The commands for one server are sent together and run in the order
 // given; a write whose key changed since it was read is then made again by
@@ -55,7 +55,7 @@ func (w *Writer) WriteAll(ctx context.Context, s *Snapshot, term uint32, writes 
 	errs := make([]error, len(writes))
 	if err := checkTerm(term); err != nil {
 		for i := range errs {
-			errs[i] = err
+			errs[i] = w.atServer(writes[i].Key, err)
 		}
 		return errs
 	}
@@ -121,8 +121,9 @@ func (w *Writer) WriteAll(ctx context.Context, s *Snapshot, term uint32, writes 
 	}
 	for i, wr := range writes {
 		if again[i] {
-			errs[i] = w.WriteFrom(ctx, nil, wr, term)
+			errs[i] = w.writeFrom(ctx, nil, wr, term)
 		}
+		errs[i] = w.atServer(wr.Key, errs[i])
 	}
 	return errs
 }

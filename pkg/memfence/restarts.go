@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"strconv"
 	"strings"
@@ -15,8 +16,10 @@ import (
 
 // ServerStats is what a memcached server says of itself in its "stats".
 type ServerStats struct {
-	// Addr is the server's address.
+	// Addr is the server's address, resolved.
 	Addr string
+	// Name is the server's address as configured (see ServerError.Server).
+	Name string
 	// Pid is memcached's process id.
 	Pid int
 	// Uptime is how long the process has run.
@@ -42,7 +45,9 @@ type Restart struct {
 // leader's changes of topology did with their keys. Its zero value is
 // ready; it may be shared with an exporter of metrics.
 type Stats struct {
-	// Restarts counts servers found restarted (see Writer.CheckRestarts).
+	// Restarts counts servers found restarted (see Writer.CheckRestarts),
+	// of every server; ServerRestarts counts them by server. AddRestart
+	// adds to both.
 	Restarts atomic.Uint64
 	// RestartChecks counts the checks of every server's stats that
 	// completed.
@@ -53,6 +58,31 @@ type Stats struct {
 	// UnmovedKeys counts the keys changes of topology could not move:
 	// each stayed on its old server, and is named in the change record.
 	UnmovedKeys atomic.Uint64
+
+	mu             sync.Mutex
+	serverRestarts map[string]uint64 // by ServerStats.Name
+}
+
+// ServerRestarts returns the restarts counted of each server, by its
+// address as configured (ServerStats.Name); a server never found restarted
+// is left out. The counts add up to Restarts.
+func (s *Stats) ServerRestarts() map[string]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.serverRestarts)
+}
+
+// AddRestart counts a restart of server (its address as configured): in
+// Restarts and in its count of ServerRestarts. CheckRestarts calls it for
+// each restart it finds.
+func (s *Stats) AddRestart(server string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.serverRestarts == nil {
+		s.serverRestarts = make(map[string]uint64)
+	}
+	s.serverRestarts[server]++
+	s.Restarts.Add(1)
 }
 
 // restartWatch holds the stats last seen of each server.
@@ -98,7 +128,9 @@ func (w *Writer) CheckRestarts(ctx context.Context) ([]Restart, error) {
 		}
 	}
 	if w.stats != nil {
-		w.stats.Restarts.Add(uint64(len(restarts)))
+		for _, r := range restarts {
+			w.stats.AddRestart(r.After.Name)
+		}
 		if err == nil {
 			w.stats.RestartChecks.Add(1)
 		}
@@ -132,7 +164,7 @@ func (w *Writer) serverStats(ctx context.Context, addr net.Addr) (ServerStats, e
 	if err != nil {
 		return ServerStats{}, err
 	}
-	st.Addr = addr.String()
+	st.Addr, st.Name = addr.String(), w.serverName(addr)
 	healthy = stop()
 	return st, nil
 }

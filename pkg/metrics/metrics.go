@@ -7,6 +7,12 @@
 // are observed through applier.Hooks, once per round, per commit and per
 // failed memcached call. Every name starts with "coordinator_"; the Go
 // runtime's and the process's standard collectors are registered too.
+//
+// Every per-server memcached metric has a server label, the server's
+// address as configured ("host:port" of the memcached flag, without its
+// weight): coordinator_memcached_up, coordinator_memcached_unreachable_seconds,
+// coordinator_memcached_errors_total (and kind) and
+// coordinator_memcached_restarts_total. sum() over server is the pool's.
 package metrics
 
 import (
@@ -41,6 +47,11 @@ type Config struct {
 	// Memcached, when set, adds the counters of what the leader notices of
 	// its memcached servers (restarts).
 	Memcached *memfence.Stats
+	// MemcachedServers are the memcached servers as configured
+	// ("host:port"), whose per-server counters (errors of every kind,
+	// restarts) exist from the start, at 0, so that rate() and increase()
+	// see their first count; another server's appear when first counted.
+	MemcachedServers []string
 	// Readback, when set, adds the counts of the leader's read-back
 	// check (package readback).
 	Readback *readback.Stats
@@ -62,7 +73,7 @@ type Metrics struct {
 	reg       *prometheus.Registry
 	rounds    prometheus.Histogram
 	commits   prometheus.Histogram
-	memErrors *prometheus.CounterVec
+	memErrors *prometheus.CounterVec // by kind and server
 }
 
 // durationBuckets spans 0.5 ms to about 16 s, doubling.
@@ -87,11 +98,13 @@ func New(cfg Config) (*Metrics, error) {
 		}),
 		memErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "memcached_errors_total",
-			Help: "Failed memcached writes and reads of the applier, by kind: " + kindList() + ".",
-		}, []string{"kind"}),
+			Help: "Failed memcached writes and reads of the applier, by server and kind: " + kindList() + ".",
+		}, []string{"kind", "server"}),
 	}
-	for _, k := range Kinds {
-		m.memErrors.WithLabelValues(k)
+	for _, srv := range cfg.MemcachedServers {
+		for _, k := range Kinds {
+			m.memErrors.WithLabelValues(k, srv)
+		}
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -111,7 +124,21 @@ func (m *Metrics) Hooks() applier.Hooks {
 	return applier.Hooks{
 		Round:          func(_ int, took time.Duration) { m.rounds.Observe(took.Seconds()) },
 		Commit:         func(_ int, took time.Duration) { m.commits.Observe(took.Seconds()) },
-		MemcachedError: func(err error) { m.memErrors.WithLabelValues(ErrorKind(err)).Inc() },
+		MemcachedError: m.memcachedError,
+	}
+}
+
+// memcachedError counts err under its server and kind: once per server it
+// names (memfence.ServerErrors; a read fails at several at once), or once
+// with an empty server when it names none.
+func (m *Metrics) memcachedError(err error) {
+	ses := memfence.ServerErrors(err)
+	if len(ses) == 0 {
+		m.memErrors.WithLabelValues(ErrorKind(err), "").Inc()
+		return
+	}
+	for _, se := range ses {
+		m.memErrors.WithLabelValues(ErrorKind(se), se.Server).Inc()
 	}
 }
 
@@ -211,8 +238,7 @@ func nodeCollectors(cfg Config) []prometheus.Collector {
 	}
 	if ms := cfg.Memcached; ms != nil {
 		cs = append(cs,
-			counter("memcached_restarts_total", "memcached servers this node found restarted while it led (another pid, or a shorter uptime): their items were gone.",
-				func() float64 { return float64(ms.Restarts.Load()) }),
+			&restartsCollector{st: ms, servers: cfg.MemcachedServers},
 			counter("memcached_restart_checks_total", "Checks of every memcached server's stats for restarts that this node completed while it led.",
 				func() float64 { return float64(ms.RestartChecks.Load()) }),
 			counter("topology_moved_keys_total", "Keys this node's changes of topology moved to their new memcached server and read back there.",
@@ -269,6 +295,38 @@ func (c *serversCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(memcachedUpDesc, prometheus.GaugeValue, boolf(s.DownSince.IsZero()), s.Addr)
 		ch <- prometheus.MustNewConstMetric(memcachedUnreachableDesc, prometheus.GaugeValue, down, s.Addr)
+	}
+}
+
+// memcachedRestartsDesc describes the per-server restart counter of
+// restartsCollector.
+var memcachedRestartsDesc = prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "memcached_restarts_total"),
+	"Times this node found the memcached server restarted while it led (another pid, or a shorter uptime): its items were gone.",
+	[]string{"server"}, nil)
+
+// restartsCollector exports memfence.Stats' restarts by server: one series
+// for each configured server, and for any other server counted.
+type restartsCollector struct {
+	st      *memfence.Stats
+	servers []string
+}
+
+// Describe sends the collector's descriptor.
+func (c *restartsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- memcachedRestartsDesc }
+
+// Collect sends one series per server.
+func (c *restartsCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := c.st.ServerRestarts()
+	if counts == nil {
+		counts = make(map[string]uint64, len(c.servers))
+	}
+	for _, srv := range c.servers {
+		if _, ok := counts[srv]; !ok {
+			counts[srv] = 0
+		}
+	}
+	for srv, n := range counts {
+		ch <- prometheus.MustNewConstMetric(memcachedRestartsDesc, prometheus.CounterValue, float64(n), srv)
 	}
 }
 

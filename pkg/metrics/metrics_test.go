@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,7 +32,8 @@ func TestNewValidates(t *testing.T) {
 // do not clash; every coordinator metric has HELP text.
 func TestValuesFromState(t *testing.T) {
 	st := &applier.Stats{}
-	m, err := metrics.New(metrics.Config{NodeID: "n1", Election: &election.Observer{}, Stats: st})
+	m, err := metrics.New(metrics.Config{NodeID: "n1", Election: &election.Observer{}, Stats: st,
+		MemcachedServers: []string{"mc-1:11211", "mc-2:11211"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,8 +48,11 @@ func TestValuesFromState(t *testing.T) {
 	h := m.Hooks()
 	h.Round(3, 20*time.Millisecond)
 	h.Commit(3, 5*time.Millisecond)
-	h.MemcachedError(fmt.Errorf("wrapped: %w", memfence.ErrFenced))
+	h.MemcachedError(fmt.Errorf("wrapped: %w", &memfence.ServerError{Server: "mc-1:11211", Err: memfence.ErrFenced}))
 	h.MemcachedError(context.Canceled)
+	// A read that failed at two servers counts at each.
+	h.MemcachedError(errors.Join(&memfence.ServerError{Server: "mc-2:11211", Err: syscall.ECONNREFUSED},
+		&memfence.ServerError{Server: "mc-3:11211", Err: syscall.ECONNREFUSED}))
 
 	fams, err := m.Registry().Gather()
 	if err != nil {
@@ -73,15 +78,25 @@ func TestValuesFromState(t *testing.T) {
 				t.Errorf("oldest_pending_seconds = %v, want about 60", v)
 			}
 		case "coordinator_memcached_errors_total":
+			// Every kind of each configured server from the start, and
+			// each other server, or none, once counted.
+			type series struct{ kind, server string }
+			want := map[series]float64{
+				{metrics.KindFenced, "mc-1:11211"}: 1, {metrics.KindCanceled, ""}: 1,
+				{metrics.KindConnection, "mc-2:11211"}: 1, {metrics.KindConnection, "mc-3:11211"}: 1,
+			}
 			for _, mm := range f.GetMetric() {
-				kind, v := mm.GetLabel()[0].GetValue(), mm.GetCounter().GetValue()
-				want := map[string]float64{metrics.KindFenced: 1, metrics.KindCanceled: 1}[kind]
-				if v != want {
-					t.Errorf("memcached_errors_total{kind=%q} = %v, want %v", kind, v, want)
+				labels := map[string]string{}
+				for _, l := range mm.GetLabel() {
+					labels[l.GetName()] = l.GetValue()
+				}
+				k := series{labels["kind"], labels["server"]}
+				if v := mm.GetCounter().GetValue(); v != want[k] {
+					t.Errorf("memcached_errors_total{kind=%q,server=%q} = %v, want %v", k.kind, k.server, v, want[k])
 				}
 			}
-			if len(f.GetMetric()) != len(metrics.Kinds) {
-				t.Errorf("memcached_errors_total has %d kinds, want all %d", len(f.GetMetric()), len(metrics.Kinds))
+			if n := len(f.GetMetric()); n != 2*len(metrics.Kinds)+2 {
+				t.Errorf("memcached_errors_total has %d series, want %d (every kind of 2 servers, 2 more)", n, 2*len(metrics.Kinds)+2)
 			}
 		}
 	}
@@ -142,23 +157,51 @@ func TestErrorKind(t *testing.T) {
 	}
 }
 
-// The restart counters are read from memfence.Stats when scraped, and
-// absent without it.
+// The restart counters are read from memfence.Stats when scraped, the
+// restarts by server (every configured server from the start), and absent
+// without it.
 func TestMemcachedRestartCounters(t *testing.T) {
 	ms := &memfence.Stats{}
-	m, err := metrics.New(metrics.Config{NodeID: "n", Election: &election.Observer{}, Stats: &applier.Stats{}, Memcached: ms})
+	m, err := metrics.New(metrics.Config{NodeID: "n", Election: &election.Observer{}, Stats: &applier.Stats{}, Memcached: ms,
+		MemcachedServers: []string{"mc-1:11211", "mc-2:11211"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ms.Restarts.Add(2)
-	ms.RestartChecks.Add(7)
-	values := gather(t, m)
-	if values["coordinator_memcached_restarts_total"] != 2 || values["coordinator_memcached_restart_checks_total"] != 7 {
-		t.Fatalf("restarts %v, checks %v; want 2 and 7", values["coordinator_memcached_restarts_total"], values["coordinator_memcached_restart_checks_total"])
+	restarts := func() map[string]float64 {
+		t.Helper()
+		fams, err := m.Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]float64{}
+		for _, f := range fams {
+			if f.GetName() != "coordinator_memcached_restarts_total" {
+				continue
+			}
+			for _, mm := range f.GetMetric() {
+				if l := mm.GetLabel(); len(l) != 1 || l[0].GetName() != "server" {
+					t.Fatalf("restarts_total labels %v, want server only", l)
+				}
+				out[mm.GetLabel()[0].GetValue()] = mm.GetCounter().GetValue()
+			}
+		}
+		return out
 	}
-	ms.Restarts.Add(1)
-	if v := gather(t, m)["coordinator_memcached_restarts_total"]; v != 3 {
-		t.Fatalf("restarts after one more = %v, want 3", v)
+	if got := restarts(); len(got) != 2 || got["mc-1:11211"] != 0 || got["mc-2:11211"] != 0 {
+		t.Fatalf("restarts before any: %v, want both servers at 0", got)
+	}
+	ms.AddRestart("mc-2:11211")
+	ms.AddRestart("mc-2:11211")
+	ms.RestartChecks.Add(7)
+	if got := restarts(); len(got) != 2 || got["mc-1:11211"] != 0 || got["mc-2:11211"] != 2 {
+		t.Fatalf("restarts %v, want mc-2:11211 at 2", got)
+	}
+	if v := gather(t, m)["coordinator_memcached_restart_checks_total"]; v != 7 {
+		t.Fatalf("checks %v, want 7", v)
+	}
+	ms.AddRestart("mc-3:11211") // a server of a later topology
+	if got := restarts(); len(got) != 3 || got["mc-3:11211"] != 1 || ms.Restarts.Load() != 3 {
+		t.Fatalf("restarts after one more = %v (total %d), want mc-3:11211 at 1 and 3 in all", got, ms.Restarts.Load())
 	}
 	bare, err := metrics.New(metrics.Config{NodeID: "n", Election: &election.Observer{}, Stats: &applier.Stats{}})
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -103,6 +104,10 @@ type Config struct {
 	ReadbackStats *readback.Stats
 	// Hooks observe the applier's writes (tests, tracing).
 	Hooks applier.Hooks
+	// TracerProvider, when set, traces the leader's apply of every batch
+	// whose record carries a submission's trace context (see
+	// applier.Config.TracerProvider); nil traces nothing.
+	TracerProvider trace.TracerProvider
 	// Election, when set, is kept up to date with the node's campaign
 	// state, term and lease; Run makes one when it is nil.
 	Election *election.Observer
@@ -220,7 +225,7 @@ func Run(ctx context.Context, cfg Config) error {
 	lc.acfg = applier.Config{
 		Etcd: cfg.Etcd, Layout: cfg.Layout, Memcached: mw, Limits: cfg.Limits,
 		WriteConcurrency: cfg.WriteConcurrency, MaxInboxBatches: cfg.MaxInboxBatches,
-		Logger: cfg.Logger, Stats: cfg.Stats, Hooks: cfg.Hooks,
+		Logger: cfg.Logger, Stats: cfg.Stats, Hooks: cfg.Hooks, TracerProvider: cfg.TracerProvider,
 	}
 	if cfg.ReadbackRate > 0 {
 		// Off the write path: the hook queues a sample, this goroutine

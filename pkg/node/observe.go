@@ -72,7 +72,8 @@ func startObserving(ctx context.Context, cfg Config) (_ Config, stop func(), _ e
 		go func() { defer close(done); checker.Run(mctx) }()
 		return cfg, func() { cancel(); <-done }, nil
 	}
-	m, err := metrics.New(metrics.Config{NodeID: cfg.NodeID, Election: cfg.Election, Stats: cfg.Stats, Health: checker, Memcached: cfg.MemcachedStats, Readback: cfg.ReadbackStats})
+	m, err := metrics.New(metrics.Config{NodeID: cfg.NodeID, Election: cfg.Election, Stats: cfg.Stats, Health: checker,
+		Memcached: cfg.MemcachedStats, MemcachedServers: hcfg.Memcached, Readback: cfg.ReadbackStats})
 	if err != nil {
 		return cfg, nil, err
 	}

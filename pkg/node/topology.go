@@ -114,6 +114,10 @@ func (s *switchSelector) PickServer(key string) (net.Addr, error) {
 // Each calls f with every server of the current ring.
 func (s *switchSelector) Each(f func(net.Addr) error) error { return s.ring.Load().Each(f) }
 
+// ServerName returns the configured address of addr in the current ring
+// (memfence.ServerNamer).
+func (s *switchSelector) ServerName(addr net.Addr) string { return s.ring.Load().ServerName(addr) }
+
 // topoLeader keeps a leader on the namespace's topology. When the node
 // wins, and each time the topology changes while it leads, the topology is
 // taken between rounds (see lifecycle): the applier is stopped (a round

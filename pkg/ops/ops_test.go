@@ -2,6 +2,8 @@ package ops
 
 import (
 	"bytes"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
@@ -126,6 +128,68 @@ func TestRecordIndex(t *testing.T) {
 	}
 }
 
+// A batch without a trace context is stored exactly as the versions that
+// read only "cb1" and "cb2" records stored it, so that a node of such a
+// version applies it during a rolling upgrade.
+func TestRecordWithoutTraceContextIsVersion2(t *testing.T) {
+	b := &Batch{Name: "agent-1", Incarnation: 9, ID: "id", Index: 3, Ops: []Op{Set("k", []byte("v"), 90*time.Second), Delete("d")}}
+	// Encoded by the version before trace contexts were carried.
+	const v2 = "6362320000000003076167656e742d31120269640201016b01768090d8c69e0500020164000000"
+	if got := hex.EncodeToString(b.Encode()); got != v2 {
+		t.Fatalf("Encode = %s, want the version 2 record %s", got, v2)
+	}
+}
+
+// A batch with a trace context is a "cb3" record: it round-trips, keeps
+// its index settable, and fields of a later version are skipped.
+func TestRecordWithTraceContext(t *testing.T) {
+	tc := TraceContext{Parent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", State: "congo=t61rcWkgMzE"}
+	b := &Batch{Name: "n", Incarnation: 9, ID: "id", Index: 2, Ops: []Op{Set("k", []byte("v"), 0)}, Trace: tc}
+	rec := b.Encode()
+	if string(rec[:len(recordMagic)]) != "cb3\x00" {
+		t.Fatalf("header %q, want cb3", rec[:len(recordMagic)])
+	}
+	if err := SetRecordIndex(rec, 7); err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeBatch(rec)
+	if err != nil || got.Trace != tc || got.Index != 7 || got.Name != "n" || len(got.Ops) != 1 || string(got.Ops[0].Value) != "v" {
+		t.Fatalf("DecodeBatch = %+v, %v", got, err)
+	}
+	if idx, err := RecordIndex(rec); err != nil || idx != 7 {
+		t.Fatalf("RecordIndex = %d, %v", idx, err)
+	}
+	// Only a state, or only a parent.
+	for _, tc := range []TraceContext{{Parent: tc.Parent}, {State: tc.State}} {
+		got, err := DecodeBatch((&Batch{Name: "n", ID: "i", Ops: b.Ops, Trace: tc}).Encode())
+		if err != nil || got.Trace != tc {
+			t.Errorf("trace context %+v: got %+v, %v", tc, got, err)
+		}
+	}
+	// A later version's field (tag 9) is skipped, after ours or between
+	// them (the state field, last, is its tag, length and value).
+	later := appendString(binary.AppendUvarint(nil, 9), "later")
+	stateAt := len(rec) - (2 + len(tc.State))
+	between := append(append(append([]byte{}, rec[:stateAt]...), later...), rec[stateAt:]...)
+	for _, in := range [][]byte{append(append([]byte{}, rec...), later...), between} {
+		got, err := DecodeBatch(in)
+		if err != nil || got.Trace != tc || got.Index != 7 {
+			t.Errorf("with a later field: %+v, %v", got, err)
+		}
+	}
+	// Fields are a "cb3" record's only: a "cb2" record with them is corrupt.
+	v2 := append([]byte("cb2\x00"), rec[len(recordMagic):]...)
+	if _, err := DecodeBatch(v2); !errors.Is(err, ErrCorruptRecord) {
+		t.Errorf("cb2 record with fields = %v, want ErrCorruptRecord", err)
+	}
+	// A truncated field is corrupt.
+	for i := stateAt + 1; i < len(rec); i++ {
+		if _, err := DecodeBatch(rec[:i]); !errors.Is(err, ErrCorruptRecord) {
+			t.Errorf("truncated at %d of %d: %v, want ErrCorruptRecord", i, len(rec), err)
+		}
+	}
+}
+
 func TestDecodeRejectsCorruptRecords(t *testing.T) {
 	good := (&Batch{Name: "n", Incarnation: 1, ID: "i", Ops: []Op{Set("k", []byte("value"), 0)}}).Encode()
 	inputs := [][]byte{nil, []byte("{}"), []byte("cb1\x00"), good[:len(good)-1], append(append([]byte{}, good...), 0)}
@@ -143,13 +207,14 @@ func TestDecodeRejectsCorruptRecords(t *testing.T) {
 func FuzzDecodeBatch(f *testing.F) {
 	f.Add((&Batch{Name: "n", Incarnation: 7, ID: "x", Ops: []Op{Set("k", []byte("v"), time.Second), Delete("d")}}).Encode())
 	f.Add([]byte("cb1\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"))
+	f.Add((&Batch{Name: "n", Incarnation: 7, ID: "x", Ops: []Op{Delete("d")}, Trace: TraceContext{Parent: "p", State: "s"}}).Encode())
 	f.Fuzz(func(t *testing.T, data []byte) {
 		b, err := DecodeBatch(data)
 		if err != nil {
 			return
 		}
 		again, err := DecodeBatch(b.Encode())
-		if err != nil || again.Name != b.Name || again.Index != b.Index || len(again.Ops) != len(b.Ops) {
+		if err != nil || again.Name != b.Name || again.Index != b.Index || len(again.Ops) != len(b.Ops) || again.Trace != b.Trace {
 			t.Fatalf("re-encoding a decoded record failed: %v", err)
 		}
 	})

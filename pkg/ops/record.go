@@ -23,7 +23,26 @@ type Batch struct {
 	// transaction (group commit); with the transaction's revision it makes
 	// the batch's token. It is zero for a batch stored alone.
 	Index uint32
+	// Trace is the W3C trace context of the submission that stored the
+	// batch, so that the leader's apply of it joins the submission's
+	// trace; the zero value (most batches: tracing off, or the submission
+	// not sampled) is stored as nothing at all.
+	Trace TraceContext
 }
+
+// TraceContext is a W3C Trace Context (https://www.w3.org/TR/trace-context/)
+// as its two HTTP headers carry it. The record stores the strings as given:
+// whoever reads them parses them, and a malformed one only loses the link
+// between the submission's trace and the apply, never the batch.
+type TraceContext struct {
+	// Parent is the traceparent header, "00-<trace id>-<span id>-<flags>".
+	Parent string
+	// State is the tracestate header, often empty.
+	State string
+}
+
+// IsZero reports whether tc carries nothing.
+func (tc TraceContext) IsZero() bool { return tc.Parent == "" && tc.State == "" }
 
 // ErrCorruptRecord is returned when a stored record cannot be decoded.
 var ErrCorruptRecord = errors.New("ops: record cannot be decoded")
@@ -32,24 +51,51 @@ var ErrCorruptRecord = errors.New("ops: record cannot be decoded")
 // big-endian bytes right after the header, so that a record can be given
 // its index after it was encoded (SetRecordIndex) without copying it. "cb1"
 // records, which have no index, decode with index zero.
+//
+// A "cb3" record is a "cb2" record with a different header and optional
+// fields after the operations: each a tag, a length and that many bytes
+// (see the field tags below). A reader skips the tags it does not know, so
+// that a later version can add a field that readers may ignore without a
+// new header; a field that changes what applying the batch does needs a new
+// header, which earlier readers then refuse. Encode writes "cb3" only for a
+// batch with optional fields (a trace context) and "cb2" otherwise, byte
+// for byte what the versions that know only "cb1" and "cb2" read: nodes of
+// those versions apply every batch stored without a trace context.
 const (
 	recordMagicV1 = "cb1\x00"
-	recordMagic   = "cb2\x00"
+	recordMagicV2 = "cb2\x00"
+	recordMagic   = "cb3\x00"
 	indexBytes    = 4
+)
+
+// RecordVersion is the newest record version this package reads and
+// writes: the "cb3" header. It reads every earlier one (1 and 2).
+const RecordVersion = 3
+
+// Tags of a "cb3" record's optional fields.
+const (
+	fieldTraceParent = 1 // TraceContext.Parent
+	fieldTraceState  = 2 // TraceContext.State
 )
 
 func encodedOpSize(o Op) int {
 	return 1 + binary.MaxVarintLen64*4 + len(o.Key) + len(o.Value)
 }
 
-// Encode returns the binary record of the batch.
+// Encode returns the binary record of the batch: a "cb2" record, or a
+// "cb3" record when the batch carries a trace context (see RecordVersion).
 func (b *Batch) Encode() []byte {
 	n := len(recordMagic) + indexBytes + binary.MaxVarintLen64*4 + len(b.Name) + len(b.ID)
 	for _, o := range b.Ops {
 		n += encodedOpSize(o)
 	}
+	magic := recordMagicV2
+	if !b.Trace.IsZero() {
+		magic = recordMagic
+		n += 2*2*binary.MaxVarintLen64 + len(b.Trace.Parent) + len(b.Trace.State)
+	}
 	buf := make([]byte, 0, n)
-	buf = append(buf, recordMagic...)
+	buf = append(buf, magic...)
 	buf = binary.BigEndian.AppendUint32(buf, b.Index)
 	buf = appendString(buf, b.Name)
 	buf = binary.AppendVarint(buf, b.Incarnation)
@@ -63,13 +109,27 @@ func (b *Batch) Encode() []byte {
 		buf = binary.AppendVarint(buf, int64(o.Expiration))
 		buf = binary.AppendUvarint(buf, uint64(o.Flags))
 	}
+	if magic == recordMagic {
+		buf = appendField(buf, fieldTraceParent, b.Trace.Parent)
+		buf = appendField(buf, fieldTraceState, b.Trace.State)
+	}
 	return buf
+}
+
+// appendField appends an optional field of a "cb3" record; an empty value
+// is left out.
+func appendField(buf []byte, tag uint64, value string) []byte {
+	if value == "" {
+		return buf
+	}
+	buf = binary.AppendUvarint(buf, tag)
+	return appendString(buf, value)
 }
 
 // DecodeBatch decodes a record made by Encode. Any malformed input returns
 // an error wrapping ErrCorruptRecord; it never panics.
 func DecodeBatch(data []byte) (*Batch, error) {
-	index, body, err := splitHeader(data)
+	version, index, body, err := splitHeader(data)
 	if err != nil {
 		return nil, err
 	}
@@ -95,6 +155,16 @@ func DecodeBatch(data []byte) (*Batch, error) {
 		o.Flags = uint32(flags)
 		b.Ops = append(b.Ops, o)
 	}
+	for version >= 3 && d.err == nil && len(d.buf) != 0 {
+		switch tag := d.uvarint(); tag {
+		case fieldTraceParent:
+			b.Trace.Parent = d.string()
+		case fieldTraceState:
+			b.Trace.State = d.string()
+		default:
+			d.skip() // a field of a later version that readers may ignore
+		}
+	}
 	if d.err == nil && len(d.buf) != 0 {
 		d.fail("trailing bytes")
 	}
@@ -104,28 +174,43 @@ func DecodeBatch(data []byte) (*Batch, error) {
 	return b, nil
 }
 
-// splitHeader checks a record's header and returns its batch index and the
-// rest of the record.
-func splitHeader(data []byte) (uint32, []byte, error) {
-	switch {
-	case len(data) >= len(recordMagic)+indexBytes && string(data[:len(recordMagic)]) == recordMagic:
-		return binary.BigEndian.Uint32(data[len(recordMagic):]), data[len(recordMagic)+indexBytes:], nil
-	case len(data) >= len(recordMagicV1) && string(data[:len(recordMagicV1)]) == recordMagicV1:
-		return 0, data[len(recordMagicV1):], nil
+// splitHeader checks a record's header and returns its version, its batch
+// index and the rest of the record.
+func splitHeader(data []byte) (version int, index uint32, body []byte, err error) {
+	if v := indexedVersion(data); v != 0 {
+		return v, binary.BigEndian.Uint32(data[len(recordMagic):]), data[len(recordMagic)+indexBytes:], nil
 	}
-	return 0, nil, fmt.Errorf("%w: bad header", ErrCorruptRecord)
+	if len(data) >= len(recordMagicV1) && string(data[:len(recordMagicV1)]) == recordMagicV1 {
+		return 1, 0, data[len(recordMagicV1):], nil
+	}
+	return 0, 0, nil, fmt.Errorf("%w: bad header", ErrCorruptRecord)
+}
+
+// indexedVersion returns the version of a record whose header carries an
+// index ("cb2" or "cb3", which have headers of one length), or zero.
+func indexedVersion(data []byte) int {
+	if len(data) < len(recordMagic)+indexBytes {
+		return 0
+	}
+	switch string(data[:len(recordMagic)]) {
+	case recordMagic:
+		return 3
+	case recordMagicV2:
+		return 2
+	}
+	return 0
 }
 
 // RecordIndex returns the batch index of an encoded record without decoding
 // the rest of it.
 func RecordIndex(record []byte) (uint32, error) {
-	index, _, err := splitHeader(record)
+	_, index, _, err := splitHeader(record)
 	return index, err
 }
 
 // SetRecordIndex sets the batch index of a record made by Encode, in place.
 func SetRecordIndex(record []byte, index uint32) error {
-	if len(record) < len(recordMagic)+indexBytes || string(record[:len(recordMagic)]) != recordMagic {
+	if indexedVersion(record) == 0 {
 		return fmt.Errorf("%w: bad header", ErrCorruptRecord)
 	}
 	binary.BigEndian.PutUint32(record[len(recordMagic):], index)
@@ -204,4 +289,17 @@ func (d *decoder) bytes() []byte {
 
 func (d *decoder) string() string {
 	return string(d.bytes())
+}
+
+// skip passes over a length-prefixed field without copying it.
+func (d *decoder) skip() {
+	n := d.uvarint()
+	if d.err != nil {
+		return
+	}
+	if n > uint64(len(d.buf)) {
+		d.fail("length")
+		return
+	}
+	d.buf = d.buf[n:]
 }

@@ -10,6 +10,7 @@ import (
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -79,6 +80,7 @@ type submission struct {
 	freshID    bool   // the id is random and new: no need to check for it
 	state      int
 	done       chan struct{}
+	span       trace.Span // the submission's span; nil when not traced
 
 	// Set by the transaction's sender before done is closed.
 	tok     Token
@@ -93,7 +95,7 @@ func (s *Submitter) newSubmission(ctx context.Context, req Request) *submission 
 	c := &submission{
 		ctx:      ctx,
 		req:      req,
-		rec:      (&ops.Batch{Name: req.Name, Incarnation: req.Incarnation, ID: req.ID, Ops: req.Ops}).Encode(),
+		rec:      (&ops.Batch{Name: req.Name, Incarnation: req.Incarnation, ID: req.ID, Ops: req.Ops, Trace: s.traceContextOf(ctx)}).Encode(),
 		regKey:   s.layout.Reg(req.Name),
 		batchKey: s.layout.Batch(req.Name, req.Incarnation, req.ID),
 		done:     make(chan struct{}),
@@ -345,6 +347,17 @@ func groupContext(g []*submission) (context.Context, func()) {
 // member failed, and must be sent again. An error means the transaction's
 // outcome is unknown, or that etcd rejected it before applying it.
 func (s *Submitter) send(ctx context.Context, g []*submission) ([]*submission, error) {
+	ctx, span := s.startGroupTxn(ctx, g)
+	requeue, rev, succeeded, err := s.sendTxn(ctx, g)
+	if span != nil {
+		endGroupTxn(span, rev, succeeded, err)
+	}
+	return requeue, err
+}
+
+// sendTxn is send; it also returns the revision the transaction was
+// answered at and whether it succeeded.
+func (s *Submitter) sendTxn(ctx context.Context, g []*submission) (_ []*submission, rev int64, succeeded bool, _ error) {
 	puts := len(g)
 	for _, c := range g {
 		if c.receiptKey != "" {
@@ -369,7 +382,7 @@ func (s *Submitter) send(ctx context.Context, g []*submission) ([]*submission, e
 	}
 	for i, c := range g {
 		if err := ops.SetRecordIndex(c.rec, uint32(i)); err != nil {
-			return nil, err
+			return nil, 0, false, err
 		}
 		if !c.freshID {
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(c.batchKey), "=", 0))
@@ -382,18 +395,20 @@ func (s *Submitter) send(ctx context.Context, g []*submission) ([]*submission, e
 	}
 	resp, err := s.cli.Txn(ctx).If(cmps...).Then(then...).Commit()
 	if err != nil {
-		return nil, err
+		return nil, 0, false, err
 	}
+	rev = resp.Header.Revision
 	if resp.Succeeded {
 		for i, c := range g {
-			c.tok = Token{Revision: resp.Header.Revision, Index: uint32(i)}
+			c.tok = Token{Revision: rev, Index: uint32(i)}
 		}
-		return nil, nil
+		return nil, rev, true, nil
 	}
 	if s.failedTxn != nil {
-		s.failedTxn(resp.Header.Revision)
+		s.failedTxn(rev)
 	}
-	return s.settleFailed(ctx, g, resp.Header.Revision)
+	requeue, err := s.settleFailed(ctx, g, rev)
+	return requeue, rev, false, err
 }
 
 // errFailedUnread means a transaction failed, so that it stored nothing, and

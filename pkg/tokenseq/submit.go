@@ -17,6 +17,7 @@ import (
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
@@ -72,6 +73,14 @@ type SubmitterConfig struct {
 	// MaxInFlight bounds the transactions under way at once; zero means
 	// DefaultMaxInFlight.
 	MaxInFlight int
+	// TracerProvider, when set, traces submissions and their group
+	// transactions (see SpanSubmit, SpanGroupTxn), and stores a sampled
+	// submission's trace context in its record, so that the leader's apply
+	// of it joins the trace. Such a record is version 3 (ops.RecordVersion),
+	// which nodes before that version set aside as undecodable: turn
+	// tracing on once every node reads it. Nil traces nothing and stores
+	// the records every version reads.
+	TracerProvider trace.TracerProvider
 }
 
 // Validate checks the config; its errors are *config.FieldError.
@@ -103,6 +112,7 @@ type Submitter struct {
 	cli    *clientv3.Client
 	layout keyspace.Layout
 	cfg    SubmitterConfig // with defaults
+	tracer trace.Tracer    // nil: no tracing
 
 	mu        sync.Mutex
 	queue     []*submission // waiting for a transaction, oldest first
@@ -126,7 +136,11 @@ func NewSubmitter(cfg SubmitterConfig) (*Submitter, error) {
 // newSubmitter is NewSubmitter of a valid cfg.
 func newSubmitter(cfg SubmitterConfig) *Submitter {
 	cfg = cfg.withDefaults()
-	return &Submitter{cli: cfg.Etcd, layout: cfg.Layout, cfg: cfg}
+	s := &Submitter{cli: cfg.Etcd, layout: cfg.Layout, cfg: cfg}
+	if cfg.TracerProvider != nil {
+		s.tracer = cfg.TracerProvider.Tracer(tracerName)
+	}
+	return s
 }
 
 // Limits returns the validation limits the submitter enforces.
@@ -268,11 +282,20 @@ func (s *Submitter) SubmitRequest(ctx context.Context, req Request) (Token, erro
 	if err := keyspace.ValidateName(req.ID); err != nil {
 		return Zero, fmt.Errorf("batch id: %w", err)
 	}
+	ctx, span := s.startSubmit(ctx, req)
 	c := s.newSubmission(ctx, req)
 	// A random id of our own cannot be stored already, nor sent again: the
 	// transaction need not check for it.
 	c.freshID = fresh
-	return s.submit(ctx, c)
+	if span == nil {
+		return s.submit(ctx, c)
+	}
+	if span.IsRecording() {
+		c.span = span
+	}
+	tok, err := s.submit(ctx, c)
+	endSubmit(span, tok, err)
+	return tok, err
 }
 
 // findings is what the reads of a failed submission or lookup found.

@@ -10,6 +10,12 @@
 // compression) itself; OTEL_TRACES_SAMPLER and its argument choose the
 // sampler (the SDK's default: parent-based, always on), OTEL_SERVICE_NAME
 // and OTEL_RESOURCE_ATTRIBUTES the resource.
+//
+// The provider Start returns is handed to the packages that make spans: the
+// API's calls (package apiserver), the submissions and their group
+// transactions (package tokenseq), and the leader's apply of each batch
+// (package applier), which joins the submission's trace through the trace
+// context stored in the batch's record.
 package tracing
 
 import (
