@@ -191,17 +191,29 @@ func (c *checker) checkG8WaitReturned() {
 func (c *checker) checkWindows() {
 	st := &c.rep.Stats
 	st.Recreations = len(c.recreated)
-	if !c.h.Final.EtcdHistory {
+	bound, ended, step, ok := c.windowBound()
+	if !ok {
 		return
 	}
-	step := c.h.StepWrites
-	if step <= 0 {
-		step = DefaultStepWrites
-	}
-	st.RecreationBound = step * max(len(c.terms)-1, 0)
+	st.RecreationBound = bound
 	if st.Recreations > st.RecreationBound {
 		c.violate(RuleWindows, "", "bound",
 			"%d stale values recreated over deleted keys; %d leaderships ended, each of which can recreate at most %d (one step)",
-			st.Recreations, max(len(c.terms)-1, 0), step)
+			st.Recreations, ended, step)
 	}
+}
+
+// windowBound returns how many keys the delete windows may recreate: one
+// step of writes for each leadership that ended. ok is false without
+// etcd's history, when the terms are unknown and nothing is bounded.
+func (c *checker) windowBound() (bound, ended, step int, ok bool) {
+	if !c.h.Final.EtcdHistory {
+		return 0, 0, 0, false
+	}
+	step = c.h.StepWrites
+	if step <= 0 {
+		step = DefaultStepWrites
+	}
+	ended = max(len(c.terms)-1, 0)
+	return step * ended, ended, step, true
 }

@@ -131,17 +131,14 @@ func (c *checker) checkReadBack() {
 			c.violate(RuleHistory, rb.Key, "readback|"+rb.Result, "read-back with an unknown result %q", rb.Result)
 		}
 	}
-	if !c.h.Final.EtcdHistory {
+	bound, ended, step, ok := c.windowBound()
+	if !ok {
 		return
 	}
-	step := c.h.StepWrites
-	if step <= 0 {
-		step = DefaultStepWrites
-	}
-	st.Bound = step * max(len(c.terms)-1, 0)
+	st.Bound = bound
 	if st.InWindow > st.Bound {
 		c.violate(RuleReadBack, "", "bound",
 			"%d read-backs found an older leader's item; %d leaderships ended, each of which can recreate at most %d (one step)",
-			st.InWindow, max(len(c.terms)-1, 0), step)
+			st.InWindow, ended, step)
 	}
 }
