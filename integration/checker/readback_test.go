@@ -14,8 +14,12 @@ func readBackLog(rbs ...ReadBack) string {
 	log := slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	log.Info("became leader", "term", 2)
 	for _, rb := range rbs {
-		log.Warn("read back", "result", rb.Result, "key", rb.Key, "kind", rb.Kind, "term", rb.Term, "found_term", rb.FoundTerm,
-			"token", "12.0", "server", "127.0.0.1:1", "written_at", 1)
+		attrs := []any{"result", rb.Result, "key", rb.Key, "kind", rb.Kind, "term", rb.Term, "found_term", rb.FoundTerm,
+			"token", "12.0", "server", "127.0.0.1:1"}
+		if rb.Unlogged > 0 {
+			attrs = append(attrs, "unlogged_before", rb.Unlogged)
+		}
+		log.Warn("read back", attrs...)
 	}
 	log.Info("stepping down")
 	return b.String()
@@ -24,7 +28,7 @@ func readBackLog(rbs ...ReadBack) string {
 func TestParseReadBacks(t *testing.T) {
 	want := []ReadBack{
 		{Node: "n1", Key: "a key=with \"quotes\"", Kind: "set", Result: "ok", Term: 3, FoundTerm: 3},
-		{Node: "n1", Key: "b", Kind: "delete", Result: "stale", Term: 4, FoundTerm: 2},
+		{Node: "n1", Key: "b", Kind: "delete", Result: "stale", Term: 4, FoundTerm: 2, Unlogged: 7},
 	}
 	got := ParseReadBacks("n1", readBackLog(want...))
 	if len(got) != len(want) {
@@ -59,6 +63,7 @@ func TestReadBackRule(t *testing.T) {
 		{"newer term stale", base(ReadBack{Node: "n", Key: "a", Kind: "delete", Result: "stale", Term: 2, FoundTerm: 3}), "outside the delete window"},
 		{"misplaced", base(ReadBack{Node: "n", Key: "a", Kind: "set", Result: "misplaced", Term: 2}), "present on another"},
 		{"beyond the bound", base(window, window, window, window, window, window, window, window, window), "leaderships ended"},
+		{"unlogged", base(ReadBack{Node: "n", Key: "a", Kind: "set", Result: "missing", Term: 2, Unlogged: 3}), "cannot be checked"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rep := Check(tc.h)

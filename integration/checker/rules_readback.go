@@ -18,6 +18,9 @@ type ReadBack struct {
 	Result    string `json:"result"`
 	Term      uint64 `json:"term"`
 	FoundTerm uint64 `json:"found_term"`
+	// Unlogged is how many findings other than ok the node held back
+	// before this one (its log's bound on warn lines).
+	Unlogged int `json:"unlogged,omitempty"`
 }
 
 // readBackMsg is the message pkg/readback logs each judgement with.
@@ -34,7 +37,9 @@ func ParseReadBacks(node, log string) []ReadBack {
 		f := logFields(line)
 		term, _ := strconv.ParseUint(f["term"], 10, 64)
 		found, _ := strconv.ParseUint(f["found_term"], 10, 64)
-		out = append(out, ReadBack{Node: node, Key: f["key"], Kind: f["kind"], Result: f["result"], Term: term, FoundTerm: found})
+		unlogged, _ := strconv.Atoi(f["unlogged_before"])
+		out = append(out, ReadBack{Node: node, Key: f["key"], Kind: f["kind"], Result: f["result"], Term: term, FoundTerm: found,
+			Unlogged: unlogged})
 	}
 	return out
 }
@@ -108,6 +113,11 @@ func (s ReadBackStats) Nines() string {
 func (c *checker) checkReadBack() {
 	st := &c.rep.Stats.ReadBacks
 	for _, rb := range c.h.ReadBacks {
+		if rb.Unlogged > 0 {
+			c.violate(RuleReadBack, "", "unlogged|"+rb.Node,
+				"%s held back %d read-back findings other than ok from its log (its bound on warn lines): they cannot be checked",
+				rb.Node, rb.Unlogged)
+		}
 		st.Judged++
 		switch rb.Result {
 		case "ok":

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
+	"golang.org/x/time/rate"
 
 	"github.com/coordinator-dev/coordinator/pkg/applier"
 	"github.com/coordinator-dev/coordinator/pkg/config"
@@ -201,7 +202,19 @@ type Checker struct {
 	reading map[string]*sample // being read, by key
 	rounds  roundClock
 	log     *slog.Logger
+	// warns bounds the findings logged at warn level (a memcached that
+	// evicts everything must not flood the log); unlogged counts those
+	// it held back, reported on the next line logged.
+	warns    *rate.Limiter
+	unlogged int
 }
+
+// Bounds of the findings logged at warn level: a burst, then so many a
+// second.
+const (
+	warnBurst     = 100
+	warnPerSecond = 10
+)
 
 // roundClock counts the applier's rounds and wakes whoever waits for the
 // next one.
@@ -251,7 +264,8 @@ func New(cfg Config) (*Checker, error) {
 		log = slog.Default()
 	}
 	return &Checker{cfg: cfg, stats: st, queue: make(chan *sample, cfg.QueueSize), log: log,
-		waiting: make(map[string]*sample), reading: make(map[string]*sample)}, nil
+		waiting: make(map[string]*sample), reading: make(map[string]*sample),
+		warns: rate.NewLimiter(warnPerSecond, warnBurst)}, nil
 }
 
 // RoundDone is the applier's Round hook: a round's writes were all made
@@ -364,15 +378,33 @@ func (c *Checker) check(ctx context.Context, s *sample) {
 		c.stats.errs.Add(1)
 	default:
 		c.stats.results[f.result].Add(1)
-		level := slog.LevelDebug
-		if f.result != OK {
-			level = slog.LevelWarn
+		c.logFinding(ctx, f, w, server)
+	}
+}
+
+// logFinding logs a judgement: ok at debug level, the others at warn
+// level within warnBurst and warnPerSecond (Run's goroutine only).
+func (c *Checker) logFinding(ctx context.Context, f finding, w applier.Write, server string) {
+	level := slog.LevelDebug
+	if f.result != OK {
+		level = slog.LevelWarn
+	}
+	if !c.log.Enabled(ctx, level) {
+		return
+	}
+	attrs := []any{"result", f.result.String(), "key", w.Op.Key, "kind", w.Op.Kind.String(),
+		"term", w.Term, "found_term", f.term, "token", w.Token.String(), "server", server}
+	if level == slog.LevelWarn {
+		if !c.warns.Allow() {
+			c.unlogged++
+			return
 		}
-		if c.log.Enabled(ctx, level) {
-			c.log.Log(ctx, level, "read back", "result", f.result.String(), "key", key, "kind", w.Op.Kind.String(),
-				"term", w.Term, "found_term", f.term, "token", w.Token.String(), "server", server, "queued_at", s.at.UnixMilli())
+		if c.unlogged > 0 {
+			attrs = append(attrs, "unlogged_before", c.unlogged)
+			c.unlogged = 0
 		}
 	}
+	c.log.Log(ctx, level, "read back", attrs...)
 }
 
 // awaitRound waits until the applier's round in progress now has ended,

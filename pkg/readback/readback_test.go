@@ -3,6 +3,8 @@ package readback_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -205,6 +207,42 @@ func TestNewestWriteTakesTheWaitingSamplesPlace(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	want := counts{ok: 1, superseded: 4}
 	testenv.Eventually(t, 10*time.Second, func() bool { return countsOf(st) == want }, "counts %+v, want %+v", countsOf(st), want)
+}
+
+// Findings other than ok are logged at warn level within a bound, so that a
+// memcached losing everything does not flood the log; each is counted
+// whether logged or not.
+func TestWarnLinesAreBounded(t *testing.T) {
+	m := testenv.StartMemcached(t)
+	mw, err := memfence.New(memfence.Config{Servers: []string{m.Addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mw.Close()
+	var out testenv.SyncBuffer
+	log := slog.New(slog.NewTextHandler(&out, nil))
+	st := &readback.Stats{}
+	c, err := readback.New(readback.Config{Reader: mw, Rate: 1, Delay: time.Millisecond, Stats: st, RoundWait: time.Millisecond, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 300 writes never made: each read back missing.
+	const n = 300
+	for i := range n {
+		c.Observe(applier.Write{Op: ops.Set(fmt.Sprintf("lost-%d", i), []byte("v"), 0), Term: 2})
+	}
+	ctx := testenv.Ctx(t, 60*time.Second)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+	testenv.Eventually(t, 30*time.Second, func() bool { return st.Count(readback.Missing) == n }, "missing %+v", countsOf(st))
+	lines := strings.Count(out.String(), `msg="read back"`)
+	// The burst, and what refills at 10 a second while the test runs
+	// (far from the 200 more it would take 20 s to refill).
+	if lines < 100 || lines >= n {
+		t.Fatalf("%d warn lines for %d findings", lines, n)
+	}
 }
 
 // A leader reading back every write it applies finds them all ok.
