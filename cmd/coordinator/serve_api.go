@@ -57,7 +57,7 @@ func (a *apiOptions) addFlags(f *pflag.FlagSet) {
 		"most live registrations made or kept alive through this node's API")
 	f.IntVar(&l.MaxConcurrentCalls, "api-max-calls", apiserver.DefaultMaxConcurrentCalls,
 		"most API calls served at once (keep-alive streams and waits not counted)")
-	f.IntVar(&l.MaxStreams, "api-max-streams", apiserver.DefaultMaxStreams, "most keep-alive streams held open")
+	f.IntVar(&l.MaxStreams, "api-max-streams", apiserver.DefaultMaxStreams, "most keep-alive and submit streams held open")
 	f.Float64Var(&l.RegisterRate, "api-register-rate", apiserver.DefaultRegisterRate,
 		"registrations per second of one caller identity (client certificate, or address)")
 	f.IntVar(&l.RegisterBurst, "api-register-burst", apiserver.DefaultRegisterBurst, "registrations one caller identity may make at once")

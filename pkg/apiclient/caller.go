@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	pb "github.com/coordinator-dev/coordinator/api/coordinator/v1"
 	"github.com/coordinator-dev/coordinator/internal/retry"
 	"github.com/coordinator-dev/coordinator/pkg/ops"
@@ -99,6 +101,10 @@ func (cl *Caller) Err() error {
 // The node picks the batch id: a reply lost between etcd and the node is
 // settled by the node; one lost between the node and this process is an
 // error, and the batch may have been stored.
+//
+// It goes on the Client's SubmitStream with the submissions of the
+// process made at the same moment (see Config.UnarySubmit), or as a
+// Submit call of its own when ctx carries a sampled trace span.
 func (cl *Caller) Submit(ctx context.Context, batch ...ops.Op) (Token, error) {
 	return cl.submit(ctx, batch)
 }
@@ -115,7 +121,17 @@ func (cl *Caller) submit(ctx context.Context, batch []ops.Op) (Token, error) {
 			req.Ops = append(req.Ops, &pb.Op{Op: &pb.Op_Delete{Delete: &pb.DeleteOp{Key: o.Key}}})
 		}
 	}
-	r, err := cl.c.api.Submit(ctx, req)
+	var (
+		r   *pb.SubmitResponse
+		err error
+	)
+	if cl.c.unary || trace.SpanContextFromContext(ctx).IsSampled() {
+		// A traced submission goes as a call of its own, whose spans on
+		// the node join the caller's trace.
+		r, err = cl.c.api.Submit(ctx, req)
+	} else {
+		r, err = cl.c.sub.submit(ctx, req)
+	}
 	if err != nil {
 		return tokenseq.Zero, wrap(err)
 	}

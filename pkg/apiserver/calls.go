@@ -265,6 +265,13 @@ func batchOf(in []*pb.Op) ([]ops.Op, error) {
 
 // Submit stores one batch under the incarnation; see the proto.
 func (s *Server) Submit(ctx context.Context, req *pb.SubmitRequest) (*pb.SubmitResponse, error) {
+	return s.submit(ctx, callerIdentity(ctx), req)
+}
+
+// submit is Submit, its rate and concurrency limited as a call of the
+// caller identity given; SubmitStream submits each of its submissions with
+// the stream's identity.
+func (s *Server) submit(ctx context.Context, identity string, req *pb.SubmitRequest) (*pb.SubmitResponse, error) {
 	name := req.GetName()
 	if err := keyspace.ValidateName(name); err != nil {
 		return nil, invalid("name: %v", err)
@@ -280,7 +287,7 @@ func (s *Server) Submit(ctx context.Context, req *pb.SubmitRequest) (*pb.SubmitR
 		// batch would be stored again (G3).
 		return nil, invalid("batch_id needs lease_id, the incarnation's lease, so that a resend is recognised after the batch is applied")
 	}
-	release, err := s.lim.admit(ctx, false)
+	release, err := s.lim.admitAs(identity, false)
 	if err != nil {
 		return nil, err
 	}

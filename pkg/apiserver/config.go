@@ -50,10 +50,11 @@ type Config struct {
 	// Zero means DefaultMaxRegistrations.
 	MaxRegistrations int
 	// MaxConcurrentCalls bounds the calls served at once, KeepAlive
-	// streams not counted. Zero means DefaultMaxConcurrentCalls.
+	// streams not counted; each submission of a SubmitStream counts as a
+	// call while it is under way. Zero means DefaultMaxConcurrentCalls.
 	MaxConcurrentCalls int
-	// MaxStreams bounds the KeepAlive streams held open. Zero means
-	// DefaultMaxStreams.
+	// MaxStreams bounds the KeepAlive and SubmitStream streams held open.
+	// Zero means DefaultMaxStreams.
 	MaxStreams int
 	// RegisterRate and RegisterBurst bound the registrations per second of
 	// one caller identity (its client certificate's subject, or its

@@ -27,7 +27,8 @@ const (
 	// DefaultMaxConcurrentCalls bounds the calls one node serves at once,
 	// KeepAlive streams not counted.
 	DefaultMaxConcurrentCalls = 1024
-	// DefaultMaxStreams bounds the KeepAlive streams one node holds open.
+	// DefaultMaxStreams bounds the KeepAlive and SubmitStream streams one
+	// node holds open.
 	DefaultMaxStreams = 10_000
 	// DefaultRegisterRate is the registrations per second one caller
 	// identity may make, with DefaultRegisterBurst at once.
@@ -47,12 +48,13 @@ type Stats struct {
 	// TooManyCalls counts calls refused because MaxConcurrentCalls were
 	// under way.
 	TooManyCalls atomic.Uint64
-	// TooManyStreams counts KeepAlive streams refused at MaxStreams.
+	// TooManyStreams counts KeepAlive and SubmitStream streams refused at
+	// MaxStreams.
 	TooManyStreams atomic.Uint64
 	// TooManyRegistrations counts registrations refused at
 	// MaxRegistrations.
 	TooManyRegistrations atomic.Uint64
-	// Streams is the KeepAlive streams open.
+	// Streams is the KeepAlive and SubmitStream streams open.
 	Streams atomic.Int64
 	// Registrations is the live registrations made through the node.
 	Registrations atomic.Int64
@@ -131,8 +133,12 @@ func (l *limiter) ratesOf(id string, now time.Time) *identityRates {
 // its registration rate for a registration) and within the node's
 // concurrent calls. release must be called when the call ends.
 func (l *limiter) admit(ctx context.Context, register bool) (release func(), err error) {
+	return l.admitAs(callerIdentity(ctx), register)
+}
+
+// admitAs is admit for the caller identity id.
+func (l *limiter) admitAs(id string, register bool) (release func(), err error) {
 	now := time.Now()
-	id := callerIdentity(ctx)
 	r := l.ratesOf(id, now)
 	if res := r.calls.ReserveN(now, 1); !res.OK() || res.DelayFrom(now) > 0 {
 		if res.OK() {
@@ -161,12 +167,13 @@ func (l *limiter) admit(ctx context.Context, register bool) (release func(), err
 	}
 }
 
-// openStream admits a KeepAlive stream; done must be called when it ends.
+// openStream admits a KeepAlive or SubmitStream stream; done must be
+// called when it ends.
 func (l *limiter) openStream() (done func(), err error) {
 	if n := l.stats.Streams.Add(1); n > int64(l.cfg.MaxStreams) {
 		l.stats.Streams.Add(-1)
 		l.stats.TooManyStreams.Add(1)
-		return nil, exhausted("streams", time.Second, "the node holds %d keep-alive streams", l.cfg.MaxStreams)
+		return nil, exhausted("streams", time.Second, "the node holds %d streams", l.cfg.MaxStreams)
 	}
 	return func() { l.stats.Streams.Add(-1) }, nil
 }

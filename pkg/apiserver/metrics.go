@@ -19,7 +19,7 @@ import (
 // registrations the node holds.
 func (st *Stats) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{&limitedCollector{st}, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Namespace: "coordinator", Name: "api_streams", Help: "Keep-alive streams the caller API holds open.",
+		Namespace: "coordinator", Name: "api_streams", Help: "Keep-alive and submit streams the caller API holds open.",
 	}, func() float64 { return float64(st.Streams.Load()) }), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "coordinator", Name: "api_registrations",
 		Help: "Live registrations made or kept alive through this node's caller API.",

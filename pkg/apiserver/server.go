@@ -302,12 +302,13 @@ func traceHTTP(tp trace.TracerProvider, h http.Handler) http.Handler {
 type connBornKey struct{}
 
 // longCalls are the paths of calls that may outlast Config.WriteTimeout
-// by design, true for a stream: the keep-alive stream, and waits for a
-// token.
+// by design, true for a stream: the keep-alive stream, the submit stream
+// (whose submissions are bounded one by one), and waits for a token.
 var longCalls = map[string]bool{
-	"/coordinator.v1.Coordinator/KeepAlive":   true,
-	"/coordinator.v1.Coordinator/WaitApplied": false,
-	"/v1/wait-applied":                        false,
+	"/coordinator.v1.Coordinator/KeepAlive":    true,
+	"/coordinator.v1.Coordinator/SubmitStream": true,
+	"/coordinator.v1.Coordinator/WaitApplied":  false,
+	"/v1/wait-applied":                         false,
 }
 
 // callerInfo is what the HTTP layer knows of a caller, carried to the calls

@@ -762,6 +762,345 @@ func (x *SubmitResponse) GetBatchId() string {
 	return ""
 }
 
+// SubmitStreamRequest carries submissions on a SubmitStream.
+type SubmitStreamRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Submissions   []*StreamSubmission    `protobuf:"bytes,1,rep,name=submissions,proto3" json:"submissions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitStreamRequest) Reset() {
+	*x = SubmitStreamRequest{}
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitStreamRequest) ProtoMessage() {}
+
+func (x *SubmitStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitStreamRequest.ProtoReflect.Descriptor instead.
+func (*SubmitStreamRequest) Descriptor() ([]byte, []int) {
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SubmitStreamRequest) GetSubmissions() []*StreamSubmission {
+	if x != nil {
+		return x.Submissions
+	}
+	return nil
+}
+
+// StreamSubmission is one submission on a SubmitStream.
+type StreamSubmission struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// request_id is the caller's: the result that answers the submission
+	// carries it. It must differ from those of the stream's other
+	// unanswered submissions.
+	RequestId uint64 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// submit is the batch, as Submit takes it.
+	Submit *SubmitRequest `protobuf:"bytes,2,opt,name=submit,proto3" json:"submit,omitempty"`
+	// timeout_ms bounds the submission on the node, as a Submit call's
+	// deadline does; 0 means the node's bound of a call (60 s by default).
+	TimeoutMs     uint32 `protobuf:"varint,3,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamSubmission) Reset() {
+	*x = StreamSubmission{}
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamSubmission) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamSubmission) ProtoMessage() {}
+
+func (x *StreamSubmission) ProtoReflect() protoreflect.Message {
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamSubmission.ProtoReflect.Descriptor instead.
+func (*StreamSubmission) Descriptor() ([]byte, []int) {
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *StreamSubmission) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *StreamSubmission) GetSubmit() *SubmitRequest {
+	if x != nil {
+		return x.Submit
+	}
+	return nil
+}
+
+func (x *StreamSubmission) GetTimeoutMs() uint32 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+// SubmitStreamResponse carries results on a SubmitStream.
+type SubmitStreamResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*StreamResult        `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitStreamResponse) Reset() {
+	*x = SubmitStreamResponse{}
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitStreamResponse) ProtoMessage() {}
+
+func (x *SubmitStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitStreamResponse.ProtoReflect.Descriptor instead.
+func (*SubmitStreamResponse) Descriptor() ([]byte, []int) {
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SubmitStreamResponse) GetResults() []*StreamResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// StreamResult answers one submission of a SubmitStream: exactly one of
+// submitted and error is set.
+type StreamResult struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId uint64                 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// submitted is the accepted batch, as Submit answers it.
+	Submitted *SubmitResponse `protobuf:"bytes,2,opt,name=submitted,proto3" json:"submitted,omitempty"`
+	// error is the refusal, the status Submit would have ended with.
+	Error         *ErrorStatus `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamResult) Reset() {
+	*x = StreamResult{}
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamResult) ProtoMessage() {}
+
+func (x *StreamResult) ProtoReflect() protoreflect.Message {
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamResult.ProtoReflect.Descriptor instead.
+func (*StreamResult) Descriptor() ([]byte, []int) {
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *StreamResult) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *StreamResult) GetSubmitted() *SubmitResponse {
+	if x != nil {
+		return x.Submitted
+	}
+	return nil
+}
+
+func (x *StreamResult) GetError() *ErrorStatus {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+// ErrorStatus is a google.rpc.Status, with the same fields and numbers
+// (so that its bytes decode as one): a gRPC status code, its message, and
+// details, among them the google.rpc.ErrorInfo whose reason a client
+// switches on and, for RESOURCE_EXHAUSTED, a google.rpc.RetryInfo.
+type ErrorStatus struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          int32                  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Details       []*ErrorDetail         `protobuf:"bytes,3,rep,name=details,proto3" json:"details,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ErrorStatus) Reset() {
+	*x = ErrorStatus{}
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ErrorStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ErrorStatus) ProtoMessage() {}
+
+func (x *ErrorStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ErrorStatus.ProtoReflect.Descriptor instead.
+func (*ErrorStatus) Descriptor() ([]byte, []int) {
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ErrorStatus) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *ErrorStatus) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ErrorStatus) GetDetails() []*ErrorDetail {
+	if x != nil {
+		return x.Details
+	}
+	return nil
+}
+
+// ErrorDetail is a google.protobuf.Any, with the same fields and numbers:
+// a message of the type type_url names, serialized.
+type ErrorDetail struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TypeUrl       string                 `protobuf:"bytes,1,opt,name=type_url,json=typeUrl,proto3" json:"type_url,omitempty"`
+	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ErrorDetail) Reset() {
+	*x = ErrorDetail{}
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ErrorDetail) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ErrorDetail) ProtoMessage() {}
+
+func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
+func (*ErrorDetail) Descriptor() ([]byte, []int) {
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ErrorDetail) GetTypeUrl() string {
+	if x != nil {
+		return x.TypeUrl
+	}
+	return ""
+}
+
+func (x *ErrorDetail) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
 // ForgetReceiptsRequest names receipts to delete.
 type ForgetReceiptsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -774,7 +1113,7 @@ type ForgetReceiptsRequest struct {
 
 func (x *ForgetReceiptsRequest) Reset() {
 	*x = ForgetReceiptsRequest{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[11]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -786,7 +1125,7 @@ func (x *ForgetReceiptsRequest) String() string {
 func (*ForgetReceiptsRequest) ProtoMessage() {}
 
 func (x *ForgetReceiptsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[11]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -799,7 +1138,7 @@ func (x *ForgetReceiptsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetReceiptsRequest.ProtoReflect.Descriptor instead.
 func (*ForgetReceiptsRequest) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{11}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ForgetReceiptsRequest) GetName() string {
@@ -832,7 +1171,7 @@ type ForgetReceiptsResponse struct {
 
 func (x *ForgetReceiptsResponse) Reset() {
 	*x = ForgetReceiptsResponse{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[12]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +1183,7 @@ func (x *ForgetReceiptsResponse) String() string {
 func (*ForgetReceiptsResponse) ProtoMessage() {}
 
 func (x *ForgetReceiptsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[12]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +1196,7 @@ func (x *ForgetReceiptsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetReceiptsResponse.ProtoReflect.Descriptor instead.
 func (*ForgetReceiptsResponse) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{12}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{18}
 }
 
 // WaitAppliedRequest names a token.
@@ -873,7 +1212,7 @@ type WaitAppliedRequest struct {
 
 func (x *WaitAppliedRequest) Reset() {
 	*x = WaitAppliedRequest{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[13]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -885,7 +1224,7 @@ func (x *WaitAppliedRequest) String() string {
 func (*WaitAppliedRequest) ProtoMessage() {}
 
 func (x *WaitAppliedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[13]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -898,7 +1237,7 @@ func (x *WaitAppliedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitAppliedRequest.ProtoReflect.Descriptor instead.
 func (*WaitAppliedRequest) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{13}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WaitAppliedRequest) GetToken() string {
@@ -924,7 +1263,7 @@ type WaitAppliedResponse struct {
 
 func (x *WaitAppliedResponse) Reset() {
 	*x = WaitAppliedResponse{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[14]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -936,7 +1275,7 @@ func (x *WaitAppliedResponse) String() string {
 func (*WaitAppliedResponse) ProtoMessage() {}
 
 func (x *WaitAppliedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[14]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -949,7 +1288,7 @@ func (x *WaitAppliedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitAppliedResponse.ProtoReflect.Descriptor instead.
 func (*WaitAppliedResponse) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{14}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{20}
 }
 
 // StatusRequest is empty.
@@ -961,7 +1300,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[15]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -973,7 +1312,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[15]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -986,7 +1325,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{15}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{21}
 }
 
 // StatusResponse summarises the namespace.
@@ -1013,7 +1352,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[16]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1025,7 +1364,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[16]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1038,7 +1377,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{16}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StatusResponse) GetNamespace() string {
@@ -1120,7 +1459,7 @@ type RegistrationsRequest struct {
 
 func (x *RegistrationsRequest) Reset() {
 	*x = RegistrationsRequest{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[17]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1132,7 +1471,7 @@ func (x *RegistrationsRequest) String() string {
 func (*RegistrationsRequest) ProtoMessage() {}
 
 func (x *RegistrationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[17]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1145,7 +1484,7 @@ func (x *RegistrationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistrationsRequest.ProtoReflect.Descriptor instead.
 func (*RegistrationsRequest) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{17}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RegistrationsRequest) GetPageSize() int32 {
@@ -1188,7 +1527,7 @@ type Registration struct {
 
 func (x *Registration) Reset() {
 	*x = Registration{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[18]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1539,7 @@ func (x *Registration) String() string {
 func (*Registration) ProtoMessage() {}
 
 func (x *Registration) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[18]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1552,7 @@ func (x *Registration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registration.ProtoReflect.Descriptor instead.
 func (*Registration) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{18}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Registration) GetName() string {
@@ -1285,7 +1624,7 @@ type RegistrationsResponse struct {
 
 func (x *RegistrationsResponse) Reset() {
 	*x = RegistrationsResponse{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[19]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +1636,7 @@ func (x *RegistrationsResponse) String() string {
 func (*RegistrationsResponse) ProtoMessage() {}
 
 func (x *RegistrationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[19]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +1649,7 @@ func (x *RegistrationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistrationsResponse.ProtoReflect.Descriptor instead.
 func (*RegistrationsResponse) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{19}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RegistrationsResponse) GetRegistrations() []*Registration {
@@ -1345,7 +1684,7 @@ type OpsRequest struct {
 
 func (x *OpsRequest) Reset() {
 	*x = OpsRequest{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[20]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1696,7 @@ func (x *OpsRequest) String() string {
 func (*OpsRequest) ProtoMessage() {}
 
 func (x *OpsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[20]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1709,7 @@ func (x *OpsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpsRequest.ProtoReflect.Descriptor instead.
 func (*OpsRequest) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{20}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *OpsRequest) GetLimit() int32 {
@@ -1411,7 +1750,7 @@ type PendingOp struct {
 
 func (x *PendingOp) Reset() {
 	*x = PendingOp{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[21]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1423,7 +1762,7 @@ func (x *PendingOp) String() string {
 func (*PendingOp) ProtoMessage() {}
 
 func (x *PendingOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[21]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1436,7 +1775,7 @@ func (x *PendingOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingOp.ProtoReflect.Descriptor instead.
 func (*PendingOp) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{21}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PendingOp) GetToken() string {
@@ -1509,7 +1848,7 @@ type OpsResponse struct {
 
 func (x *OpsResponse) Reset() {
 	*x = OpsResponse{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[22]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1860,7 @@ func (x *OpsResponse) String() string {
 func (*OpsResponse) ProtoMessage() {}
 
 func (x *OpsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[22]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1873,7 @@ func (x *OpsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpsResponse.ProtoReflect.Descriptor instead.
 func (*OpsResponse) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{22}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *OpsResponse) GetOps() []*PendingOp {
@@ -1624,7 +1963,29 @@ const file_api_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\blease_id\x18\x05 \x01(\x03R\aleaseId\"A\n" +
 	"\x0eSubmitResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x19\n" +
-	"\bbatch_id\x18\x02 \x01(\tR\abatchId\"j\n" +
+	"\bbatch_id\x18\x02 \x01(\tR\abatchId\"Y\n" +
+	"\x13SubmitStreamRequest\x12B\n" +
+	"\vsubmissions\x18\x01 \x03(\v2 .coordinator.v1.StreamSubmissionR\vsubmissions\"\x87\x01\n" +
+	"\x10StreamSubmission\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\x04R\trequestId\x125\n" +
+	"\x06submit\x18\x02 \x01(\v2\x1d.coordinator.v1.SubmitRequestR\x06submit\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x03 \x01(\rR\ttimeoutMs\"N\n" +
+	"\x14SubmitStreamResponse\x126\n" +
+	"\aresults\x18\x01 \x03(\v2\x1c.coordinator.v1.StreamResultR\aresults\"\x9e\x01\n" +
+	"\fStreamResult\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\x04R\trequestId\x12<\n" +
+	"\tsubmitted\x18\x02 \x01(\v2\x1e.coordinator.v1.SubmitResponseR\tsubmitted\x121\n" +
+	"\x05error\x18\x03 \x01(\v2\x1b.coordinator.v1.ErrorStatusR\x05error\"r\n" +
+	"\vErrorStatus\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x125\n" +
+	"\adetails\x18\x03 \x03(\v2\x1b.coordinator.v1.ErrorDetailR\adetails\">\n" +
+	"\vErrorDetail\x12\x19\n" +
+	"\btype_url\x18\x01 \x01(\tR\atypeUrl\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"j\n" +
 	"\x15ForgetReceiptsRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vincarnation\x18\x02 \x01(\x03R\vincarnation\x12\x1b\n" +
@@ -1685,14 +2046,15 @@ const file_api_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x05total\x18\x02 \x01(\x03R\x05total\x12 \n" +
 	"\vundecodable\x18\x03 \x03(\tR\vundecodable\x12&\n" +
 	"\x0fnext_page_token\x18\x04 \x01(\tR\rnextPageToken\x12*\n" +
-	"\x11total_lower_bound\x18\x05 \x01(\bR\x0ftotalLowerBound2\xc4\x06\n" +
+	"\x11total_lower_bound\x18\x05 \x01(\bR\x0ftotalLowerBound2\xa3\a\n" +
 	"\vCoordinator\x12M\n" +
 	"\bRegister\x12\x1f.coordinator.v1.RegisterRequest\x1a .coordinator.v1.RegisterResponse\x12R\n" +
 	"\tKeepAlive\x12 .coordinator.v1.KeepAliveRequest\x1a!.coordinator.v1.KeepAliveResponse0\x01\x12T\n" +
 	"\rKeepAliveOnce\x12 .coordinator.v1.KeepAliveRequest\x1a!.coordinator.v1.KeepAliveResponse\x12S\n" +
 	"\n" +
 	"Unregister\x12!.coordinator.v1.UnregisterRequest\x1a\".coordinator.v1.UnregisterResponse\x12G\n" +
-	"\x06Submit\x12\x1d.coordinator.v1.SubmitRequest\x1a\x1e.coordinator.v1.SubmitResponse\x12_\n" +
+	"\x06Submit\x12\x1d.coordinator.v1.SubmitRequest\x1a\x1e.coordinator.v1.SubmitResponse\x12]\n" +
+	"\fSubmitStream\x12#.coordinator.v1.SubmitStreamRequest\x1a$.coordinator.v1.SubmitStreamResponse(\x010\x01\x12_\n" +
 	"\x0eForgetReceipts\x12%.coordinator.v1.ForgetReceiptsRequest\x1a&.coordinator.v1.ForgetReceiptsResponse\x12V\n" +
 	"\vWaitApplied\x12\".coordinator.v1.WaitAppliedRequest\x1a#.coordinator.v1.WaitAppliedResponse\x12G\n" +
 	"\x06Status\x12\x1d.coordinator.v1.StatusRequest\x1a\x1e.coordinator.v1.StatusResponse\x12\\\n" +
@@ -1711,7 +2073,7 @@ func file_api_coordinator_v1_coordinator_proto_rawDescGZIP() []byte {
 	return file_api_coordinator_v1_coordinator_proto_rawDescData
 }
 
-var file_api_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_api_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_api_coordinator_v1_coordinator_proto_goTypes = []any{
 	(*RegisterRequest)(nil),        // 0: coordinator.v1.RegisterRequest
 	(*RegisterResponse)(nil),       // 1: coordinator.v1.RegisterResponse
@@ -1724,50 +2086,64 @@ var file_api_coordinator_v1_coordinator_proto_goTypes = []any{
 	(*DeleteOp)(nil),               // 8: coordinator.v1.DeleteOp
 	(*SubmitRequest)(nil),          // 9: coordinator.v1.SubmitRequest
 	(*SubmitResponse)(nil),         // 10: coordinator.v1.SubmitResponse
-	(*ForgetReceiptsRequest)(nil),  // 11: coordinator.v1.ForgetReceiptsRequest
-	(*ForgetReceiptsResponse)(nil), // 12: coordinator.v1.ForgetReceiptsResponse
-	(*WaitAppliedRequest)(nil),     // 13: coordinator.v1.WaitAppliedRequest
-	(*WaitAppliedResponse)(nil),    // 14: coordinator.v1.WaitAppliedResponse
-	(*StatusRequest)(nil),          // 15: coordinator.v1.StatusRequest
-	(*StatusResponse)(nil),         // 16: coordinator.v1.StatusResponse
-	(*RegistrationsRequest)(nil),   // 17: coordinator.v1.RegistrationsRequest
-	(*Registration)(nil),           // 18: coordinator.v1.Registration
-	(*RegistrationsResponse)(nil),  // 19: coordinator.v1.RegistrationsResponse
-	(*OpsRequest)(nil),             // 20: coordinator.v1.OpsRequest
-	(*PendingOp)(nil),              // 21: coordinator.v1.PendingOp
-	(*OpsResponse)(nil),            // 22: coordinator.v1.OpsResponse
+	(*SubmitStreamRequest)(nil),    // 11: coordinator.v1.SubmitStreamRequest
+	(*StreamSubmission)(nil),       // 12: coordinator.v1.StreamSubmission
+	(*SubmitStreamResponse)(nil),   // 13: coordinator.v1.SubmitStreamResponse
+	(*StreamResult)(nil),           // 14: coordinator.v1.StreamResult
+	(*ErrorStatus)(nil),            // 15: coordinator.v1.ErrorStatus
+	(*ErrorDetail)(nil),            // 16: coordinator.v1.ErrorDetail
+	(*ForgetReceiptsRequest)(nil),  // 17: coordinator.v1.ForgetReceiptsRequest
+	(*ForgetReceiptsResponse)(nil), // 18: coordinator.v1.ForgetReceiptsResponse
+	(*WaitAppliedRequest)(nil),     // 19: coordinator.v1.WaitAppliedRequest
+	(*WaitAppliedResponse)(nil),    // 20: coordinator.v1.WaitAppliedResponse
+	(*StatusRequest)(nil),          // 21: coordinator.v1.StatusRequest
+	(*StatusResponse)(nil),         // 22: coordinator.v1.StatusResponse
+	(*RegistrationsRequest)(nil),   // 23: coordinator.v1.RegistrationsRequest
+	(*Registration)(nil),           // 24: coordinator.v1.Registration
+	(*RegistrationsResponse)(nil),  // 25: coordinator.v1.RegistrationsResponse
+	(*OpsRequest)(nil),             // 26: coordinator.v1.OpsRequest
+	(*PendingOp)(nil),              // 27: coordinator.v1.PendingOp
+	(*OpsResponse)(nil),            // 28: coordinator.v1.OpsResponse
 }
 var file_api_coordinator_v1_coordinator_proto_depIdxs = []int32{
 	7,  // 0: coordinator.v1.Op.set:type_name -> coordinator.v1.SetOp
 	8,  // 1: coordinator.v1.Op.delete:type_name -> coordinator.v1.DeleteOp
 	6,  // 2: coordinator.v1.SubmitRequest.ops:type_name -> coordinator.v1.Op
-	18, // 3: coordinator.v1.RegistrationsResponse.registrations:type_name -> coordinator.v1.Registration
-	21, // 4: coordinator.v1.OpsResponse.ops:type_name -> coordinator.v1.PendingOp
-	0,  // 5: coordinator.v1.Coordinator.Register:input_type -> coordinator.v1.RegisterRequest
-	2,  // 6: coordinator.v1.Coordinator.KeepAlive:input_type -> coordinator.v1.KeepAliveRequest
-	2,  // 7: coordinator.v1.Coordinator.KeepAliveOnce:input_type -> coordinator.v1.KeepAliveRequest
-	4,  // 8: coordinator.v1.Coordinator.Unregister:input_type -> coordinator.v1.UnregisterRequest
-	9,  // 9: coordinator.v1.Coordinator.Submit:input_type -> coordinator.v1.SubmitRequest
-	11, // 10: coordinator.v1.Coordinator.ForgetReceipts:input_type -> coordinator.v1.ForgetReceiptsRequest
-	13, // 11: coordinator.v1.Coordinator.WaitApplied:input_type -> coordinator.v1.WaitAppliedRequest
-	15, // 12: coordinator.v1.Coordinator.Status:input_type -> coordinator.v1.StatusRequest
-	17, // 13: coordinator.v1.Coordinator.Registrations:input_type -> coordinator.v1.RegistrationsRequest
-	20, // 14: coordinator.v1.Coordinator.Ops:input_type -> coordinator.v1.OpsRequest
-	1,  // 15: coordinator.v1.Coordinator.Register:output_type -> coordinator.v1.RegisterResponse
-	3,  // 16: coordinator.v1.Coordinator.KeepAlive:output_type -> coordinator.v1.KeepAliveResponse
-	3,  // 17: coordinator.v1.Coordinator.KeepAliveOnce:output_type -> coordinator.v1.KeepAliveResponse
-	5,  // 18: coordinator.v1.Coordinator.Unregister:output_type -> coordinator.v1.UnregisterResponse
-	10, // 19: coordinator.v1.Coordinator.Submit:output_type -> coordinator.v1.SubmitResponse
-	12, // 20: coordinator.v1.Coordinator.ForgetReceipts:output_type -> coordinator.v1.ForgetReceiptsResponse
-	14, // 21: coordinator.v1.Coordinator.WaitApplied:output_type -> coordinator.v1.WaitAppliedResponse
-	16, // 22: coordinator.v1.Coordinator.Status:output_type -> coordinator.v1.StatusResponse
-	19, // 23: coordinator.v1.Coordinator.Registrations:output_type -> coordinator.v1.RegistrationsResponse
-	22, // 24: coordinator.v1.Coordinator.Ops:output_type -> coordinator.v1.OpsResponse
-	15, // [15:25] is the sub-list for method output_type
-	5,  // [5:15] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	12, // 3: coordinator.v1.SubmitStreamRequest.submissions:type_name -> coordinator.v1.StreamSubmission
+	9,  // 4: coordinator.v1.StreamSubmission.submit:type_name -> coordinator.v1.SubmitRequest
+	14, // 5: coordinator.v1.SubmitStreamResponse.results:type_name -> coordinator.v1.StreamResult
+	10, // 6: coordinator.v1.StreamResult.submitted:type_name -> coordinator.v1.SubmitResponse
+	15, // 7: coordinator.v1.StreamResult.error:type_name -> coordinator.v1.ErrorStatus
+	16, // 8: coordinator.v1.ErrorStatus.details:type_name -> coordinator.v1.ErrorDetail
+	24, // 9: coordinator.v1.RegistrationsResponse.registrations:type_name -> coordinator.v1.Registration
+	27, // 10: coordinator.v1.OpsResponse.ops:type_name -> coordinator.v1.PendingOp
+	0,  // 11: coordinator.v1.Coordinator.Register:input_type -> coordinator.v1.RegisterRequest
+	2,  // 12: coordinator.v1.Coordinator.KeepAlive:input_type -> coordinator.v1.KeepAliveRequest
+	2,  // 13: coordinator.v1.Coordinator.KeepAliveOnce:input_type -> coordinator.v1.KeepAliveRequest
+	4,  // 14: coordinator.v1.Coordinator.Unregister:input_type -> coordinator.v1.UnregisterRequest
+	9,  // 15: coordinator.v1.Coordinator.Submit:input_type -> coordinator.v1.SubmitRequest
+	11, // 16: coordinator.v1.Coordinator.SubmitStream:input_type -> coordinator.v1.SubmitStreamRequest
+	17, // 17: coordinator.v1.Coordinator.ForgetReceipts:input_type -> coordinator.v1.ForgetReceiptsRequest
+	19, // 18: coordinator.v1.Coordinator.WaitApplied:input_type -> coordinator.v1.WaitAppliedRequest
+	21, // 19: coordinator.v1.Coordinator.Status:input_type -> coordinator.v1.StatusRequest
+	23, // 20: coordinator.v1.Coordinator.Registrations:input_type -> coordinator.v1.RegistrationsRequest
+	26, // 21: coordinator.v1.Coordinator.Ops:input_type -> coordinator.v1.OpsRequest
+	1,  // 22: coordinator.v1.Coordinator.Register:output_type -> coordinator.v1.RegisterResponse
+	3,  // 23: coordinator.v1.Coordinator.KeepAlive:output_type -> coordinator.v1.KeepAliveResponse
+	3,  // 24: coordinator.v1.Coordinator.KeepAliveOnce:output_type -> coordinator.v1.KeepAliveResponse
+	5,  // 25: coordinator.v1.Coordinator.Unregister:output_type -> coordinator.v1.UnregisterResponse
+	10, // 26: coordinator.v1.Coordinator.Submit:output_type -> coordinator.v1.SubmitResponse
+	13, // 27: coordinator.v1.Coordinator.SubmitStream:output_type -> coordinator.v1.SubmitStreamResponse
+	18, // 28: coordinator.v1.Coordinator.ForgetReceipts:output_type -> coordinator.v1.ForgetReceiptsResponse
+	20, // 29: coordinator.v1.Coordinator.WaitApplied:output_type -> coordinator.v1.WaitAppliedResponse
+	22, // 30: coordinator.v1.Coordinator.Status:output_type -> coordinator.v1.StatusResponse
+	25, // 31: coordinator.v1.Coordinator.Registrations:output_type -> coordinator.v1.RegistrationsResponse
+	28, // 32: coordinator.v1.Coordinator.Ops:output_type -> coordinator.v1.OpsResponse
+	22, // [22:33] is the sub-list for method output_type
+	11, // [11:22] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_api_coordinator_v1_coordinator_proto_init() }
@@ -1789,7 +2165,7 @@ func file_api_coordinator_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_coordinator_v1_coordinator_proto_rawDesc), len(file_api_coordinator_v1_coordinator_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,7 @@ const (
 	Coordinator_KeepAliveOnce_FullMethodName  = "/coordinator.v1.Coordinator/KeepAliveOnce"
 	Coordinator_Unregister_FullMethodName     = "/coordinator.v1.Coordinator/Unregister"
 	Coordinator_Submit_FullMethodName         = "/coordinator.v1.Coordinator/Submit"
+	Coordinator_SubmitStream_FullMethodName   = "/coordinator.v1.Coordinator/SubmitStream"
 	Coordinator_ForgetReceipts_FullMethodName = "/coordinator.v1.Coordinator/ForgetReceipts"
 	Coordinator_WaitApplied_FullMethodName    = "/coordinator.v1.Coordinator/WaitApplied"
 	Coordinator_Status_FullMethodName         = "/coordinator.v1.Coordinator/Status"
@@ -67,6 +68,21 @@ type CoordinatorClient interface {
 	// under the incarnation. The node batches the submissions of all its
 	// callers into shared etcd transactions (group commit).
 	Submit(ctx context.Context, in *SubmitRequest, opts ...grpc.CallOption) (*SubmitResponse, error)
+	// SubmitStream carries a caller process's submissions on one stream:
+	// each request holds one or more submissions, each with a request_id of
+	// the caller's, and each submission is answered once, by a result with
+	// its request_id, in the order the node settles them (several results
+	// to a response). Every submission is checked, limited and stored as
+	// Submit does it, and a refused one is answered with the status Submit
+	// would have ended with; the stream goes on. The node ends the stream
+	// with OK when the caller closes its side, when the node stops and when
+	// the connection has reached its maximum age, once it has answered every
+	// submission it started: a submission left unanswered by a stream that
+	// ended OK was not submitted, nothing of it was stored, and the caller
+	// sends it again on a new stream. A stream that ends with an error
+	// leaves the outcome of its unanswered submissions unknown, as a lost
+	// Submit reply does. gRPC only: no HTTP route.
+	SubmitStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubmitStreamRequest, SubmitStreamResponse], error)
 	// ForgetReceipts deletes the receipts of batches whose replies the caller
 	// has received (see SubmitRequest.lease_id).
 	ForgetReceipts(ctx context.Context, in *ForgetReceiptsRequest, opts ...grpc.CallOption) (*ForgetReceiptsResponse, error)
@@ -148,6 +164,19 @@ func (c *coordinatorClient) Submit(ctx context.Context, in *SubmitRequest, opts 
 	return out, nil
 }
 
+func (c *coordinatorClient) SubmitStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubmitStreamRequest, SubmitStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Coordinator_ServiceDesc.Streams[1], Coordinator_SubmitStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SubmitStreamRequest, SubmitStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Coordinator_SubmitStreamClient = grpc.BidiStreamingClient[SubmitStreamRequest, SubmitStreamResponse]
+
 func (c *coordinatorClient) ForgetReceipts(ctx context.Context, in *ForgetReceiptsRequest, opts ...grpc.CallOption) (*ForgetReceiptsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ForgetReceiptsResponse)
@@ -227,6 +256,21 @@ type CoordinatorServer interface {
 	// under the incarnation. The node batches the submissions of all its
 	// callers into shared etcd transactions (group commit).
 	Submit(context.Context, *SubmitRequest) (*SubmitResponse, error)
+	// SubmitStream carries a caller process's submissions on one stream:
+	// each request holds one or more submissions, each with a request_id of
+	// the caller's, and each submission is answered once, by a result with
+	// its request_id, in the order the node settles them (several results
+	// to a response). Every submission is checked, limited and stored as
+	// Submit does it, and a refused one is answered with the status Submit
+	// would have ended with; the stream goes on. The node ends the stream
+	// with OK when the caller closes its side, when the node stops and when
+	// the connection has reached its maximum age, once it has answered every
+	// submission it started: a submission left unanswered by a stream that
+	// ended OK was not submitted, nothing of it was stored, and the caller
+	// sends it again on a new stream. A stream that ends with an error
+	// leaves the outcome of its unanswered submissions unknown, as a lost
+	// Submit reply does. gRPC only: no HTTP route.
+	SubmitStream(grpc.BidiStreamingServer[SubmitStreamRequest, SubmitStreamResponse]) error
 	// ForgetReceipts deletes the receipts of batches whose replies the caller
 	// has received (see SubmitRequest.lease_id).
 	ForgetReceipts(context.Context, *ForgetReceiptsRequest) (*ForgetReceiptsResponse, error)
@@ -263,6 +307,9 @@ func (UnimplementedCoordinatorServer) Unregister(context.Context, *UnregisterReq
 }
 func (UnimplementedCoordinatorServer) Submit(context.Context, *SubmitRequest) (*SubmitResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Submit not implemented")
+}
+func (UnimplementedCoordinatorServer) SubmitStream(grpc.BidiStreamingServer[SubmitStreamRequest, SubmitStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method SubmitStream not implemented")
 }
 func (UnimplementedCoordinatorServer) ForgetReceipts(context.Context, *ForgetReceiptsRequest) (*ForgetReceiptsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ForgetReceipts not implemented")
@@ -382,6 +429,13 @@ func _Coordinator_Submit_Handler(srv interface{}, ctx context.Context, dec func(
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _Coordinator_SubmitStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(CoordinatorServer).SubmitStream(&grpc.GenericServerStream[SubmitStreamRequest, SubmitStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Coordinator_SubmitStreamServer = grpc.BidiStreamingServer[SubmitStreamRequest, SubmitStreamResponse]
 
 func _Coordinator_ForgetReceipts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ForgetReceiptsRequest)
@@ -522,6 +576,12 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "KeepAlive",
 			Handler:       _Coordinator_KeepAlive_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "SubmitStream",
+			Handler:       _Coordinator_SubmitStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "api/coordinator/v1/coordinator.proto",

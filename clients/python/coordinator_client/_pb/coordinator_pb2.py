@@ -13,7 +13,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$api/coordinator/v1/coordinator.proto\x12\x0e\x63oordinator.v1\"\x86\x01\n\x0fRegisterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x05\x12\x11\n\tif_absent\x18\x03 \x01(\x08\x12\x14\n\x0cwait_drained\x18\x04 \x01(\x08\x12\x13\n\x0bholder_host\x18\x05 \x01(\t\x12\x12\n\nholder_pid\x18\x06 \x01(\x05\"N\n\x10RegisterResponse\x12\x13\n\x0bincarnation\x18\x01 \x01(\x03\x12\x10\n\x08lease_id\x18\x02 \x01(\x03\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\x05\"G\n\x10KeepAliveRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\x03\x12\x10\n\x08lease_id\x18\x03 \x01(\x03\"(\n\x11KeepAliveResponse\x12\x13\n\x0bttl_seconds\x18\x01 \x01(\x05\"H\n\x11UnregisterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\x03\x12\x10\n\x08lease_id\x18\x03 \x01(\x03\"\x14\n\x12UnregisterResponse\"\\\n\x02Op\x12$\n\x03set\x18\x01 \x01(\x0b\x32\x15.coordinator.v1.SetOpH\x00\x12*\n\x06\x64\x65lete\x18\x02 \x01(\x0b\x32\x18.coordinator.v1.DeleteOpH\x00\x42\x04\n\x02op\"Y\n\x05SetOp\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x05value\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x12\x1a\n\x12\x65xpiration_seconds\x18\x04 \x01(\x05\x42\x06\n\x04\x64\x61ta\"\x17\n\x08\x44\x65leteOp\x12\x0b\n\x03key\x18\x01 \x01(\t\"w\n\rSubmitRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\x03\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\t\x12\x1f\n\x03ops\x18\x04 \x03(\x0b\x32\x12.coordinator.v1.Op\x12\x10\n\x08lease_id\x18\x05 \x01(\x03\"1\n\x0eSubmitResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\"M\n\x15\x46orgetReceiptsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\x03\x12\x11\n\tbatch_ids\x18\x03 \x03(\t\"\x18\n\x16\x46orgetReceiptsResponse\"7\n\x12WaitAppliedRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\ntimeout_ms\x18\x02 \x01(\r\"\x15\n\x13WaitAppliedResponse\"\x0f\n\rStatusRequest\"\xcd\x01\n\x0eStatusResponse\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0e\n\x06leader\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x0f\n\x07\x61pplied\x18\x04 \x01(\t\x12\x17\n\x0fpending_batches\x18\x05 \x01(\x03\x12\x13\n\x0bpending_ops\x18\x06 \x01(\x03\x12\x15\n\rregistrations\x18\x07 \x01(\x03\x12\x13\n\x0bquarantined\x18\x08 \x01(\x03\x12\x1f\n\x17pending_ops_lower_bound\x18\t \x01(\x08\"=\n\x14RegistrationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\xb2\x01\n\x0cRegistration\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\x03\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0f\n\x07pending\x18\x04 \x01(\x03\x12\x13\n\x0bholder_host\x18\x05 \x01(\t\x12\x12\n\nholder_pid\x18\x06 \x01(\x05\x12\x18\n\x10ttl_left_seconds\x18\x07 \x01(\x03\x12\x1b\n\x13pending_lower_bound\x18\x08 \x01(\x08\"e\n\x15RegistrationsResponse\x12\x33\n\rregistrations\x18\x01 \x03(\x0b\x32\x1c.coordinator.v1.Registration\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\nOpsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"z\n\tPendingOp\x12\r\n\x05token\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0bincarnation\x18\x04 \x01(\x03\x12\n\n\x02op\x18\x05 \x01(\t\x12\x0b\n\x03key\x18\x06 \x01(\t\x12\x13\n\x0bvalue_bytes\x18\x07 \x01(\x03\"\x8d\x01\n\x0bOpsResponse\x12&\n\x03ops\x18\x01 \x03(\x0b\x32\x19.coordinator.v1.PendingOp\x12\r\n\x05total\x18\x02 \x01(\x03\x12\x13\n\x0bundecodable\x18\x03 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x04 \x01(\t\x12\x19\n\x11total_lower_bound\x18\x05 \x01(\x08\x32\xc4\x06\n\x0b\x43oordinator\x12M\n\x08Register\x12\x1f.coordinator.v1.RegisterRequest\x1a .coordinator.v1.RegisterResponse\x12R\n\tKeepAlive\x12 .coordinator.v1.KeepAliveRequest\x1a!.coordinator.v1.KeepAliveResponse0\x01\x12T\n\rKeepAliveOnce\x12 .coordinator.v1.KeepAliveRequest\x1a!.coordinator.v1.KeepAliveResponse\x12S\n\nUnregister\x12!.coordinator.v1.UnregisterRequest\x1a\".coordinator.v1.UnregisterResponse\x12G\n\x06Submit\x12\x1d.coordinator.v1.SubmitRequest\x1a\x1e.coordinator.v1.SubmitResponse\x12_\n\x0e\x46orgetReceipts\x12%.coordinator.v1.ForgetReceiptsRequest\x1a&.coordinator.v1.ForgetReceiptsResponse\x12V\n\x0bWaitApplied\x12\".coordinator.v1.WaitAppliedRequest\x1a#.coordinator.v1.WaitAppliedResponse\x12G\n\x06Status\x12\x1d.coordinator.v1.StatusRequest\x1a\x1e.coordinator.v1.StatusResponse\x12\\\n\rRegistrations\x12$.coordinator.v1.RegistrationsRequest\x1a%.coordinator.v1.RegistrationsResponse\x12>\n\x03Ops\x12\x1a.coordinator.v1.OpsRequest\x1a\x1b.coordinator.v1.OpsResponseBIZGgithub.com/coordinator-dev/coordinator/api/coordinator/v1;coordinatorv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$api/coordinator/v1/coordinator.proto\x12\x0e\x63oordinator.v1\"\x86\x01\n\x0fRegisterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x05\x12\x11\n\tif_absent\x18\x03 \x01(\x08\x12\x14\n\x0cwait_drained\x18\x04 \x01(\x08\x12\x13\n\x0bholder_host\x18\x05 \x01(\t\x12\x12\n\nholder_pid\x18\x06 \x01(\x05\"N\n\x10RegisterResponse\x12\x13\n\x0bincarnation\x18\x01 \x01(\x03\x12\x10\n\x08lease_id\x18\x02 \x01(\x03\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\x05\"G\n\x10KeepAliveRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\x03\x12\x10\n\x08lease_id\x18\x03 \x01(\x03\"(\n\x11KeepAliveResponse\x12\x13\n\x0bttl_seconds\x18\x01 \x01(\x05\"H\n\x11UnregisterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\x03\x12\x10\n\x08lease_id\x18\x03 \x01(\x03\"\x14\n\x12UnregisterResponse\"\\\n\x02Op\x12$\n\x03set\x18\x01 \x01(\x0b\x32\x15.coordinator.v1.SetOpH\x00\x12*\n\x06\x64\x65lete\x18\x02 \x01(\x0b\x32\x18.coordinator.v1.DeleteOpH\x00\x42\x04\n\x02op\"Y\n\x05SetOp\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x05value\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04text\x18\x03 \x01(\tH\x00\x12\x1a\n\x12\x65xpiration_seconds\x18\x04 \x01(\x05\x42\x06\n\x04\x64\x61ta\"\x17\n\x08\x44\x65leteOp\x12\x0b\n\x03key\x18\x01 \x01(\t\"w\n\rSubmitRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\x03\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\t\x12\x1f\n\x03ops\x18\x04 \x03(\x0b\x32\x12.coordinator.v1.Op\x12\x10\n\x08lease_id\x18\x05 \x01(\x03\"1\n\x0eSubmitResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\"L\n\x13SubmitStreamRequest\x12\x35\n\x0bsubmissions\x18\x01 \x03(\x0b\x32 .coordinator.v1.StreamSubmission\"i\n\x10StreamSubmission\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12-\n\x06submit\x18\x02 \x01(\x0b\x32\x1d.coordinator.v1.SubmitRequest\x12\x12\n\ntimeout_ms\x18\x03 \x01(\r\"E\n\x14SubmitStreamResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.coordinator.v1.StreamResult\"\x81\x01\n\x0cStreamResult\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x31\n\tsubmitted\x18\x02 \x01(\x0b\x32\x1e.coordinator.v1.SubmitResponse\x12*\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1b.coordinator.v1.ErrorStatus\"Z\n\x0b\x45rrorStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12,\n\x07\x64\x65tails\x18\x03 \x03(\x0b\x32\x1b.coordinator.v1.ErrorDetail\".\n\x0b\x45rrorDetail\x12\x10\n\x08type_url\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"M\n\x15\x46orgetReceiptsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\x03\x12\x11\n\tbatch_ids\x18\x03 \x03(\t\"\x18\n\x16\x46orgetReceiptsResponse\"7\n\x12WaitAppliedRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\ntimeout_ms\x18\x02 \x01(\r\"\x15\n\x13WaitAppliedResponse\"\x0f\n\rStatusRequest\"\xcd\x01\n\x0eStatusResponse\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0e\n\x06leader\x18\x02 \x01(\t\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x0f\n\x07\x61pplied\x18\x04 \x01(\t\x12\x17\n\x0fpending_batches\x18\x05 \x01(\x03\x12\x13\n\x0bpending_ops\x18\x06 \x01(\x03\x12\x15\n\rregistrations\x18\x07 \x01(\x03\x12\x13\n\x0bquarantined\x18\x08 \x01(\x03\x12\x1f\n\x17pending_ops_lower_bound\x18\t \x01(\x08\"=\n\x14RegistrationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\xb2\x01\n\x0cRegistration\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\x03\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0f\n\x07pending\x18\x04 \x01(\x03\x12\x13\n\x0bholder_host\x18\x05 \x01(\t\x12\x12\n\nholder_pid\x18\x06 \x01(\x05\x12\x18\n\x10ttl_left_seconds\x18\x07 \x01(\x03\x12\x1b\n\x13pending_lower_bound\x18\x08 \x01(\x08\"e\n\x15RegistrationsResponse\x12\x33\n\rregistrations\x18\x01 \x03(\x0b\x32\x1c.coordinator.v1.Registration\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\nOpsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"z\n\tPendingOp\x12\r\n\x05token\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0bincarnation\x18\x04 \x01(\x03\x12\n\n\x02op\x18\x05 \x01(\t\x12\x0b\n\x03key\x18\x06 \x01(\t\x12\x13\n\x0bvalue_bytes\x18\x07 \x01(\x03\"\x8d\x01\n\x0bOpsResponse\x12&\n\x03ops\x18\x01 \x03(\x0b\x32\x19.coordinator.v1.PendingOp\x12\r\n\x05total\x18\x02 \x01(\x03\x12\x13\n\x0bundecodable\x18\x03 \x03(\t\x12\x17\n\x0fnext_page_token\x18\x04 \x01(\t\x12\x19\n\x11total_lower_bound\x18\x05 \x01(\x08\x32\xa3\x07\n\x0b\x43oordinator\x12M\n\x08Register\x12\x1f.coordinator.v1.RegisterRequest\x1a .coordinator.v1.RegisterResponse\x12R\n\tKeepAlive\x12 .coordinator.v1.KeepAliveRequest\x1a!.coordinator.v1.KeepAliveResponse0\x01\x12T\n\rKeepAliveOnce\x12 .coordinator.v1.KeepAliveRequest\x1a!.coordinator.v1.KeepAliveResponse\x12S\n\nUnregister\x12!.coordinator.v1.UnregisterRequest\x1a\".coordinator.v1.UnregisterResponse\x12G\n\x06Submit\x12\x1d.coordinator.v1.SubmitRequest\x1a\x1e.coordinator.v1.SubmitResponse\x12]\n\x0cSubmitStream\x12#.coordinator.v1.SubmitStreamRequest\x1a$.coordinator.v1.SubmitStreamResponse(\x01\x30\x01\x12_\n\x0e\x46orgetReceipts\x12%.coordinator.v1.ForgetReceiptsRequest\x1a&.coordinator.v1.ForgetReceiptsResponse\x12V\n\x0bWaitApplied\x12\".coordinator.v1.WaitAppliedRequest\x1a#.coordinator.v1.WaitAppliedResponse\x12G\n\x06Status\x12\x1d.coordinator.v1.StatusRequest\x1a\x1e.coordinator.v1.StatusResponse\x12\\\n\rRegistrations\x12$.coordinator.v1.RegistrationsRequest\x1a%.coordinator.v1.RegistrationsResponse\x12>\n\x03Ops\x12\x1a.coordinator.v1.OpsRequest\x1a\x1b.coordinator.v1.OpsResponseBIZGgithub.com/coordinator-dev/coordinator/api/coordinator/v1;coordinatorv1b\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'coordinator_client._pb.coordinator_pb2', globals())
@@ -43,30 +43,42 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _SUBMITREQUEST._serialized_end=813
   _SUBMITRESPONSE._serialized_start=815
   _SUBMITRESPONSE._serialized_end=864
-  _FORGETRECEIPTSREQUEST._serialized_start=866
-  _FORGETRECEIPTSREQUEST._serialized_end=943
-  _FORGETRECEIPTSRESPONSE._serialized_start=945
-  _FORGETRECEIPTSRESPONSE._serialized_end=969
-  _WAITAPPLIEDREQUEST._serialized_start=971
-  _WAITAPPLIEDREQUEST._serialized_end=1026
-  _WAITAPPLIEDRESPONSE._serialized_start=1028
-  _WAITAPPLIEDRESPONSE._serialized_end=1049
-  _STATUSREQUEST._serialized_start=1051
-  _STATUSREQUEST._serialized_end=1066
-  _STATUSRESPONSE._serialized_start=1069
-  _STATUSRESPONSE._serialized_end=1274
-  _REGISTRATIONSREQUEST._serialized_start=1276
-  _REGISTRATIONSREQUEST._serialized_end=1337
-  _REGISTRATION._serialized_start=1340
-  _REGISTRATION._serialized_end=1518
-  _REGISTRATIONSRESPONSE._serialized_start=1520
-  _REGISTRATIONSRESPONSE._serialized_end=1621
-  _OPSREQUEST._serialized_start=1623
-  _OPSREQUEST._serialized_end=1689
-  _PENDINGOP._serialized_start=1691
-  _PENDINGOP._serialized_end=1813
-  _OPSRESPONSE._serialized_start=1816
-  _OPSRESPONSE._serialized_end=1957
-  _COORDINATOR._serialized_start=1960
-  _COORDINATOR._serialized_end=2796
+  _SUBMITSTREAMREQUEST._serialized_start=866
+  _SUBMITSTREAMREQUEST._serialized_end=942
+  _STREAMSUBMISSION._serialized_start=944
+  _STREAMSUBMISSION._serialized_end=1049
+  _SUBMITSTREAMRESPONSE._serialized_start=1051
+  _SUBMITSTREAMRESPONSE._serialized_end=1120
+  _STREAMRESULT._serialized_start=1123
+  _STREAMRESULT._serialized_end=1252
+  _ERRORSTATUS._serialized_start=1254
+  _ERRORSTATUS._serialized_end=1344
+  _ERRORDETAIL._serialized_start=1346
+  _ERRORDETAIL._serialized_end=1392
+  _FORGETRECEIPTSREQUEST._serialized_start=1394
+  _FORGETRECEIPTSREQUEST._serialized_end=1471
+  _FORGETRECEIPTSRESPONSE._serialized_start=1473
+  _FORGETRECEIPTSRESPONSE._serialized_end=1497
+  _WAITAPPLIEDREQUEST._serialized_start=1499
+  _WAITAPPLIEDREQUEST._serialized_end=1554
+  _WAITAPPLIEDRESPONSE._serialized_start=1556
+  _WAITAPPLIEDRESPONSE._serialized_end=1577
+  _STATUSREQUEST._serialized_start=1579
+  _STATUSREQUEST._serialized_end=1594
+  _STATUSRESPONSE._serialized_start=1597
+  _STATUSRESPONSE._serialized_end=1802
+  _REGISTRATIONSREQUEST._serialized_start=1804
+  _REGISTRATIONSREQUEST._serialized_end=1865
+  _REGISTRATION._serialized_start=1868
+  _REGISTRATION._serialized_end=2046
+  _REGISTRATIONSRESPONSE._serialized_start=2048
+  _REGISTRATIONSRESPONSE._serialized_end=2149
+  _OPSREQUEST._serialized_start=2151
+  _OPSREQUEST._serialized_end=2217
+  _PENDINGOP._serialized_start=2219
+  _PENDINGOP._serialized_end=2341
+  _OPSRESPONSE._serialized_start=2344
+  _OPSRESPONSE._serialized_end=2485
+  _COORDINATOR._serialized_start=2488
+  _COORDINATOR._serialized_end=3419
 # @@protoc_insertion_point(module_scope)

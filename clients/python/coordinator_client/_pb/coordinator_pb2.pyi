@@ -11,6 +11,24 @@ class DeleteOp(_message.Message):
     key: str
     def __init__(self, key: _Optional[str] = ...) -> None: ...
 
+class ErrorDetail(_message.Message):
+    __slots__ = ["type_url", "value"]
+    TYPE_URL_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    type_url: str
+    value: bytes
+    def __init__(self, type_url: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+
+class ErrorStatus(_message.Message):
+    __slots__ = ["code", "details", "message"]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    details: _containers.RepeatedCompositeFieldContainer[ErrorDetail]
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., details: _Optional[_Iterable[_Union[ErrorDetail, _Mapping]]] = ...) -> None: ...
+
 class ForgetReceiptsRequest(_message.Message):
     __slots__ = ["batch_ids", "incarnation", "name"]
     BATCH_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -191,6 +209,26 @@ class StatusResponse(_message.Message):
     term: int
     def __init__(self, namespace: _Optional[str] = ..., leader: _Optional[str] = ..., term: _Optional[int] = ..., applied: _Optional[str] = ..., pending_batches: _Optional[int] = ..., pending_ops: _Optional[int] = ..., registrations: _Optional[int] = ..., quarantined: _Optional[int] = ..., pending_ops_lower_bound: bool = ...) -> None: ...
 
+class StreamResult(_message.Message):
+    __slots__ = ["error", "request_id", "submitted"]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBMITTED_FIELD_NUMBER: _ClassVar[int]
+    error: ErrorStatus
+    request_id: int
+    submitted: SubmitResponse
+    def __init__(self, request_id: _Optional[int] = ..., submitted: _Optional[_Union[SubmitResponse, _Mapping]] = ..., error: _Optional[_Union[ErrorStatus, _Mapping]] = ...) -> None: ...
+
+class StreamSubmission(_message.Message):
+    __slots__ = ["request_id", "submit", "timeout_ms"]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBMIT_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    request_id: int
+    submit: SubmitRequest
+    timeout_ms: int
+    def __init__(self, request_id: _Optional[int] = ..., submit: _Optional[_Union[SubmitRequest, _Mapping]] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
 class SubmitRequest(_message.Message):
     __slots__ = ["batch_id", "incarnation", "lease_id", "name", "ops"]
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
@@ -212,6 +250,18 @@ class SubmitResponse(_message.Message):
     batch_id: str
     token: str
     def __init__(self, token: _Optional[str] = ..., batch_id: _Optional[str] = ...) -> None: ...
+
+class SubmitStreamRequest(_message.Message):
+    __slots__ = ["submissions"]
+    SUBMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    submissions: _containers.RepeatedCompositeFieldContainer[StreamSubmission]
+    def __init__(self, submissions: _Optional[_Iterable[_Union[StreamSubmission, _Mapping]]] = ...) -> None: ...
+
+class SubmitStreamResponse(_message.Message):
+    __slots__ = ["results"]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[StreamResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[StreamResult, _Mapping]]] = ...) -> None: ...
 
 class UnregisterRequest(_message.Message):
     __slots__ = ["incarnation", "lease_id", "name"]

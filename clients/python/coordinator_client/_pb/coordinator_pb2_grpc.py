@@ -40,6 +40,11 @@ class CoordinatorStub(object):
         request_serializer=api_dot_coordinator_dot_v1_dot_coordinator__pb2.SubmitRequest.SerializeToString,
         response_deserializer=api_dot_coordinator_dot_v1_dot_coordinator__pb2.SubmitResponse.FromString,
         )
+    self.SubmitStream = channel.stream_stream(
+        '/coordinator.v1.Coordinator/SubmitStream',
+        request_serializer=api_dot_coordinator_dot_v1_dot_coordinator__pb2.SubmitStreamRequest.SerializeToString,
+        response_deserializer=api_dot_coordinator_dot_v1_dot_coordinator__pb2.SubmitStreamResponse.FromString,
+        )
     self.ForgetReceipts = channel.unary_unary(
         '/coordinator.v1.Coordinator/ForgetReceipts',
         request_serializer=api_dot_coordinator_dot_v1_dot_coordinator__pb2.ForgetReceiptsRequest.SerializeToString,
@@ -119,6 +124,26 @@ class CoordinatorServicer(object):
     context.set_details('Method not implemented!')
     raise NotImplementedError('Method not implemented!')
 
+  def SubmitStream(self, request_iterator, context):
+    """SubmitStream carries a caller process's submissions on one stream:
+    each request holds one or more submissions, each with a request_id of
+    the caller's, and each submission is answered once, by a result with
+    its request_id, in the order the node settles them (several results
+    to a response). Every submission is checked, limited and stored as
+    Submit does it, and a refused one is answered with the status Submit
+    would have ended with; the stream goes on. The node ends the stream
+    with OK when the caller closes its side, when the node stops and when
+    the connection has reached its maximum age, once it has answered every
+    submission it started: a submission left unanswered by a stream that
+    ended OK was not submitted, nothing of it was stored, and the caller
+    sends it again on a new stream. A stream that ends with an error
+    leaves the outcome of its unanswered submissions unknown, as a lost
+    Submit reply does. gRPC only: no HTTP route.
+    """
+    context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+    context.set_details('Method not implemented!')
+    raise NotImplementedError('Method not implemented!')
+
   def ForgetReceipts(self, request, context):
     """ForgetReceipts deletes the receipts of batches whose replies the caller
     has received (see SubmitRequest.lease_id).
@@ -183,6 +208,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
           servicer.Submit,
           request_deserializer=api_dot_coordinator_dot_v1_dot_coordinator__pb2.SubmitRequest.FromString,
           response_serializer=api_dot_coordinator_dot_v1_dot_coordinator__pb2.SubmitResponse.SerializeToString,
+      ),
+      'SubmitStream': grpc.stream_stream_rpc_method_handler(
+          servicer.SubmitStream,
+          request_deserializer=api_dot_coordinator_dot_v1_dot_coordinator__pb2.SubmitStreamRequest.FromString,
+          response_serializer=api_dot_coordinator_dot_v1_dot_coordinator__pb2.SubmitStreamResponse.SerializeToString,
       ),
       'ForgetReceipts': grpc.unary_unary_rpc_method_handler(
           servicer.ForgetReceipts,
