@@ -33,7 +33,11 @@ type benchOptions struct {
 	repeat         int
 	processes      int
 	procConc       int
+	fleetIdle      string
+	fleetTTL       time.Duration
 	cpuProfile     string
+	nodeProfile    string
+	etcdPID        int
 }
 
 func newBenchCommand(g *globalOptions) *cobra.Command {
@@ -55,7 +59,7 @@ submit through in process) in a namespace of its own, bench-<random>, and
 deletes that namespace's keys from etcd and memcached when it ends. It
 writes to memcached under keys prefixed with that namespace.
 
-Scenarios (--scenarios, comma separated; memory and multi-process are opt-in):
+Scenarios (--scenarios, comma separated; memory, multi-process and fleet are opt-in):
   submit      accepted submissions/s and latency at each --concurrency,
               vs etcd put and etcd txn (compare + put)
   end-to-end  submitted → applied in memcached, ops/s and latency at
@@ -73,7 +77,16 @@ Scenarios (--scenarios, comma separated; memory and multi-process are opt-in):
               --processes caller processes (child processes of this
               executable) of --process-concurrency goroutines each,
               submitting through a node's API and directly to etcd, vs
-              etcd put from as many processes
+              etcd put from as many processes, with the CPU time per
+              submission of every process involved
+  fleet       for each of --fleet-idle, that many idle registrations held
+              from child processes, half through a node's API (KeepAlive
+              streams) and half direct (pkg/client sessions), while 64
+              callers submit through the API: etcd's lease keep-alives/s,
+              the node's RSS and goroutines per idle API caller, etcd's RSS
+              and database size per registration, the registration rate,
+              and the active callers' ops/s and p99 vs none idle; the node
+              and etcd run as processes of their own
 
 Progress goes to stderr; the report to stdout (-o json for machines).`,
 		Example: `  # everything cheap, on an embedded etcd and a local memcached
@@ -87,7 +100,10 @@ Progress goes to stderr; the report to stdout (-o json for machines).`,
   coordinator bench --scenarios memory
 
   # 64 caller processes through one node's API, direct, and raw puts
-  coordinator bench --scenarios multi-process --processes 64`,
+  coordinator bench --scenarios multi-process --processes 64
+
+  # 1,000 and 10,000 idle callers while 64 submit
+  coordinator bench --scenarios fleet --fleet-idle 1000,10000`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runBench(cmd, g, o)
@@ -114,9 +130,16 @@ Progress goes to stderr; the report to stdout (-o json for machines).`,
 	f.IntVar(&o.processes, "processes", 64, "caller processes of the multi-process scenario (at most 1024)")
 	f.IntVar(&o.procConc, "process-concurrency", 4,
 		"goroutines submitting in each caller process of the multi-process scenario (at most 256)")
+	f.StringVar(&o.fleetIdle, "fleet-idle", joinInts(bench.DefaultFleetIdle),
+		"idle registrations of each phase of the fleet scenario, comma separated, increasing (each at most 100000)")
+	f.DurationVar(&o.fleetTTL, "fleet-ttl", 10*time.Second,
+		"lease TTL of the fleet scenario's callers (whole seconds, at least 2s); keep-alives go as 3/TTL per registration")
 	f.StringVar(&o.cpuProfile, "cpuprofile", "",
 		"write a CPU profile of this process (clients, in-process node and embedded etcd) to this file")
-	cmd.AddCommand(newBenchWorkerCommand())
+	f.StringVar(&o.nodeProfile, "cpuprofile-node", "", "multi-process: write a CPU profile of this process "+
+		"(the node's API, embedded etcd) over each API measurement to this file (run N's to FILE.N)")
+	f.IntVar(&o.etcdPID, "etcd-pid", 0, "multi-process: the pid of the process serving --endpoints' etcd, whose CPU time to count")
+	cmd.AddCommand(newBenchWorkerCommand(), newBenchFleetWorkerCommand())
 	return cmd
 }
 
@@ -131,6 +154,22 @@ func newBenchWorkerCommand() *cobra.Command {
 		Args:   noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return bench.WorkerMain(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout())
+		},
+	}
+}
+
+// newBenchFleetWorkerCommand is a process of the fleet scenario (etcd, or
+// callers holding or submitting), which bench runs as its own child: it
+// talks with bench in JSON on its stdin and stdout and is no command for
+// people.
+func newBenchFleetWorkerCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:    "fleet-worker",
+		Short:  "A process of bench's fleet scenario (run by bench itself)",
+		Hidden: true,
+		Args:   noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return bench.FleetWorkerMain(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout())
 		},
 	}
 }
@@ -154,6 +193,7 @@ func (o *benchOptions) config(cmd *cobra.Command, g *globalOptions) (bench.Confi
 		MemoryBacklog: o.memoryBacklog, Registrations: o.registrations,
 		LeaseTTL: o.leaseTTL, FailoverRounds: o.failoverRounds, Repeat: o.repeat, DialTimeout: g.dialTimeout,
 		Processes: o.processes, ProcessConcurrency: o.procConc, Progress: cmd.ErrOrStderr(),
+		NodeCPUProfile: o.nodeProfile, EtcdPID: o.etcdPID, FleetTTL: o.fleetTTL,
 	}
 	if cmd.Flags().Changed("endpoints") || cmd.Root().PersistentFlags().Changed("endpoints") {
 		cfg.Endpoints = g.endpointList()
@@ -175,6 +215,13 @@ func (o *benchOptions) config(cmd *cobra.Command, g *globalOptions) (bench.Confi
 	if len(cfg.Concurrency) == 0 {
 		return cfg, usagef("--concurrency is empty")
 	}
+	for _, s := range splitList(o.fleetIdle) {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return cfg, usagef("--fleet-idle: %q is not a number", s)
+		}
+		cfg.FleetIdle = append(cfg.FleetIdle, n)
+	}
 	if o.duration <= 0 {
 		return cfg, usagef("--duration must be positive (got %s)", o.duration)
 	}
@@ -185,6 +232,9 @@ func (o *benchOptions) config(cmd *cobra.Command, g *globalOptions) (bench.Confi
 	}
 	if o.processes < 1 || o.procConc < 1 {
 		return cfg, usagef("--processes and --process-concurrency must be at least 1")
+	}
+	if o.cpuProfile != "" && o.nodeProfile != "" {
+		return cfg, usagef("--cpuprofile and --cpuprofile-node: one CPU profile at a time")
 	}
 	return cfg, nil
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -16,9 +18,10 @@ func TestBenchMultiProcessJSON(t *testing.T) {
 	t.Setenv(cliEnv, "1") // for the child processes
 	e := startEtcd(t)
 	mc := testenv.StartMemcached(t)
+	profile := filepath.Join(t.TempDir(), "node.prof")
 	r := runCLI(t, nil, e.args("bench", "--memcached", mc.Addr, "--scenarios", "multi-process",
 		"--processes", "2", "--process-concurrency", "2", "--duration", "200ms", "--keys", "20", "--names", "1",
-		"--lease-ttl", "2s", "-o", "json")...)
+		"--lease-ttl", "2s", "--cpuprofile-node", profile, "-o", "json")...)
 	if r.code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 	}
@@ -36,6 +39,11 @@ func TestBenchMultiProcessJSON(t *testing.T) {
 				Errors      int64   `json:"errors"`
 				OpsPerSec   float64 `json:"ops_per_sec"`
 				P99Ms       float64 `json:"p99_ms"`
+				CPU         *struct {
+					PerOpMicros float64 `json:"per_op_us"`
+					CallersSec  float64 `json:"callers_sec"`
+					BenchSec    float64 `json:"bench_sec"`
+				} `json:"cpu"`
 			} `json:"measurements"`
 			Ratios []struct {
 				Name  string  `json:"name"`
@@ -57,12 +65,15 @@ func TestBenchMultiProcessJSON(t *testing.T) {
 		t.Fatalf("scenarios: %s", r.stdout)
 	}
 	sc := rep.Scenarios[0]
-	if len(sc.Measurements) != 4 || len(sc.Ratios) != 5 {
+	if len(sc.Measurements) != 5 || len(sc.Ratios) != 9 {
 		t.Fatalf("multi-process: %+v", sc)
 	}
 	for _, m := range sc.Measurements {
 		if m.Concurrency != 4 || m.Ops <= 0 || m.Errors != 0 || m.OpsPerSec <= 0 || m.P99Ms <= 0 {
 			t.Errorf("measurement %+v", m)
+		}
+		if m.CPU == nil || m.CPU.PerOpMicros <= 0 || m.CPU.CallersSec <= 0 || m.CPU.BenchSec <= 0 {
+			t.Errorf("measurement %q: CPU %+v", m.What, m.CPU)
 		}
 	}
 	for _, x := range sc.Ratios {
@@ -70,8 +81,11 @@ func TestBenchMultiProcessJSON(t *testing.T) {
 			t.Errorf("ratio %q = %v", x.Name, x.Value)
 		}
 	}
-	if len(rep.Targets) != 2 || !strings.Contains(rep.Targets[0].Got, "(2 processes × 2)") {
+	if len(rep.Targets) != 3 || !strings.Contains(rep.Targets[0].Got, "(2 processes × 2)") {
 		t.Errorf("targets: %+v", rep.Targets)
+	}
+	if fi, err := os.Stat(profile); err != nil || fi.Size() == 0 {
+		t.Errorf("node CPU profile: %v", err)
 	}
 	if s := e.snapshot(t); len(s.keys) != 0 || s.leases != 0 {
 		t.Errorf("left behind: keys %q, %d leases", s.keys, s.leases)
@@ -95,6 +109,8 @@ func TestBenchMultiProcessUsageErrors(t *testing.T) {
 		{"bench", "--process-concurrency", "0"},
 		{"bench", "--process-concurrency", "257"},
 		{"bench", "worker", "extra"},
+		{"bench", "--cpuprofile", "a.prof", "--cpuprofile-node", "b.prof"},
+		{"bench", "--etcd-pid", "-1"},
 	} {
 		r := runCLI(t, nil, append([]string{"--endpoints", "http://127.0.0.1:1"}, args...)...)
 		if r.code != exitUsage || !strings.Contains(r.stderr, "Usage:") {

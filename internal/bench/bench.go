@@ -24,6 +24,10 @@
 //   - multi-process: many caller processes submitting through a node's
 //     API and directly to etcd, against raw etcd puts from as many
 //     processes (opt-in).
+//   - fleet: thousands of idle registrations held through a node's API and
+//     directly, with the node's and etcd's memory and etcd's keep-alives
+//     per registration, and active callers submitting among them against
+//     none (opt-in).
 //
 // A scenario is a method of runner; what the scenarios share (etcd,
 // memcached, the namespace and its callers, the nodes they start, the
@@ -50,6 +54,9 @@ const (
 	// ScenarioMultiProcess runs its callers as child processes
 	// (WorkerMain).
 	ScenarioMultiProcess = "multi-process"
+	// ScenarioFleet holds many idle registrations from child processes
+	// (FleetWorkerMain) while active callers submit.
+	ScenarioFleet = "fleet"
 )
 
 // Concurrency levels of the scenarios other than submit.
@@ -61,11 +68,11 @@ const (
 )
 
 // AllScenarios lists every scenario in the order they run.
-var AllScenarios = []string{ScenarioSubmit, ScenarioEndToEnd, ScenarioPeer, ScenarioDrain, ScenarioFailover, ScenarioMemory, ScenarioMultiProcess}
+var AllScenarios = []string{ScenarioSubmit, ScenarioEndToEnd, ScenarioPeer, ScenarioDrain, ScenarioFailover, ScenarioMemory, ScenarioMultiProcess, ScenarioFleet}
 
 // DefaultScenarios are the scenarios run when none are named: all but
-// memory, which takes long, and multi-process, which starts many
-// processes; both are opt-in.
+// memory, which takes long, and multi-process and fleet, which start many
+// processes; those are opt-in.
 var DefaultScenarios = []string{ScenarioSubmit, ScenarioEndToEnd, ScenarioPeer, ScenarioDrain, ScenarioFailover}
 
 // DefaultConcurrency is the default list of concurrency levels of submit.
@@ -134,6 +141,8 @@ func (r *runner) runScenario(ctx context.Context, name string) (*ScenarioReport,
 		return r.runMemory(ctx)
 	case ScenarioMultiProcess:
 		return r.runMultiProcess(ctx)
+	case ScenarioFleet:
+		return r.runFleet(ctx)
 	}
 	return nil, fmt.Errorf("unknown scenario %q", name)
 }

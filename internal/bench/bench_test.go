@@ -146,7 +146,7 @@ func TestRunMemory(t *testing.T) {
 // raw puts.
 func TestRunMultiProcess(t *testing.T) {
 	t.Parallel()
-	runAndCheck(t, []string{bench.ScenarioMultiProcess}, 2)
+	runAndCheck(t, []string{bench.ScenarioMultiProcess}, 3)
 }
 
 // runAndCheck runs scenarios against a real etcd and memcached and checks
@@ -170,7 +170,7 @@ func runAndCheck(t *testing.T, scenarios []string, wantTargets int) {
 	}
 	wantRatios := map[string]int{
 		bench.ScenarioSubmit: 6, bench.ScenarioEndToEnd: 6, bench.ScenarioPeer: 2,
-		bench.ScenarioDrain: 1, bench.ScenarioFailover: 0, bench.ScenarioMemory: 1, bench.ScenarioMultiProcess: 5,
+		bench.ScenarioDrain: 1, bench.ScenarioFailover: 0, bench.ScenarioMemory: 1, bench.ScenarioMultiProcess: 9,
 	}
 	repeated := map[string]bool{
 		bench.ScenarioSubmit: true, bench.ScenarioEndToEnd: true, bench.ScenarioPeer: true, bench.ScenarioMultiProcess: true,
@@ -182,13 +182,19 @@ func runAndCheck(t *testing.T, scenarios []string, wantTargets int) {
 			t.Errorf("%s: no measurements", s.Name)
 		}
 		for _, m := range s.Measurements {
-			switch {
-			case m.Unit != "":
-				if m.Value <= 0 {
-					t.Errorf("%s: %q value %v %s", s.Name, m.What, m.Value, m.Unit)
-				}
-			case m.Ops <= 0 || m.OpsPerSec <= 0 || m.Seconds <= 0:
+			if m.Unit != "" && m.Value <= 0 {
+				t.Errorf("%s: %q value %v %s", s.Name, m.What, m.Value, m.Unit)
+			}
+			// A multi-process measurement is a throughput with its CPU time.
+			if (m.Unit == "" || m.CPU != nil) && (m.Ops <= 0 || m.OpsPerSec <= 0 || m.Seconds <= 0) {
 				t.Errorf("%s: %q: %d ops, %v ops/s over %vs", s.Name, m.What, m.Ops, m.OpsPerSec, m.Seconds)
+			}
+			if c := m.CPU; c != nil && (c.CallersSec <= 0 || c.BenchSec <= 0 || c.PerOpMicros != m.Value ||
+				c.CallersLifeSec < c.CallersSec || c.EtcdSec != 0) {
+				t.Errorf("%s: %q: CPU %+v", s.Name, m.What, *c)
+			}
+			if s.Name == bench.ScenarioMultiProcess && m.CPU == nil {
+				t.Errorf("%s: %q: no CPU time", s.Name, m.What)
 			}
 			if m.Errors != 0 {
 				t.Errorf("%s: %q had %d errors: %s", s.Name, m.What, m.Errors, m.Note)
@@ -265,6 +271,7 @@ func TestBadConfigIsRefusedBeforeAnythingStarts(t *testing.T) {
 		{Processes: -1},
 		{Processes: 1025},
 		{ProcessConcurrency: 257},
+		{EtcdPID: -1},
 	} {
 		// No etcd runs at these endpoints: the config must be refused first.
 		cfg.Endpoints = []string{"http://127.0.0.1:1"}

@@ -12,6 +12,7 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/config"
 	"github.com/coordinator-dev/coordinator/pkg/etcdconn"
 	"github.com/coordinator-dev/coordinator/pkg/node"
+	"github.com/coordinator-dev/coordinator/pkg/registry"
 )
 
 const (
@@ -58,6 +59,14 @@ type Config struct {
 	// Registrations is the number of registrations of the memory scenario;
 	// default 100000.
 	Registrations int
+	// FleetIdle are the numbers of idle registrations the fleet scenario
+	// holds, in increasing order, each phase compared with one holding
+	// none; default DefaultFleetIdle (1000 and 10000), each at most 100000.
+	FleetIdle []int
+	// FleetTTL is the lease TTL of the fleet scenario's callers, whole
+	// seconds from 2s to 24h; default 10s, the clients' default. Their
+	// keep-alives go as 3/FleetTTL per registration.
+	FleetTTL time.Duration
 	// LeaseTTL is the nodes' leadership lease TTL; default 5s.
 	LeaseTTL time.Duration
 	// FailoverRounds is how many graceful stops and how many kills the
@@ -75,6 +84,17 @@ type Config struct {
 	// ProcessConcurrency is the number of goroutines submitting in each
 	// caller process of the multi-process scenario; default 4, at most 256.
 	ProcessConcurrency int
+	// EtcdPID is the process id of the etcd given with Endpoints when it
+	// runs on this machine (a `coordinator serve` process, say): the
+	// multi-process scenario counts its CPU time (/proc/PID/stat). Zero
+	// counts none, which the report says. With the embedded etcd, etcd's
+	// CPU time is the bench process's own and EtcdPID must be zero.
+	EtcdPID int
+	// NodeCPUProfile, when set, is a file the multi-process scenario
+	// writes a CPU profile of the bench process into (the node's API, and
+	// etcd when embedded) over the window of its API measurement: the
+	// first run's into this path, run N's into the path with ".N" added.
+	NodeCPUProfile string
 	// DialTimeout bounds connecting to etcd; default 5s.
 	DialTimeout time.Duration
 	// Serve returns the command that runs one coordinator node as a child
@@ -86,6 +106,11 @@ type Config struct {
 	// stdin and stdout. Nil runs this executable (os.Executable) with the
 	// arguments `bench worker`, the coordinator CLI's hidden subcommand.
 	Worker func() *exec.Cmd
+	// FleetWorker returns the command that runs one process of the fleet
+	// scenario: a process that calls FleetWorkerMain with its stdin and
+	// stdout. Nil runs this executable (os.Executable) with
+	// FleetWorkerArgs, the coordinator CLI's hidden `bench fleet-worker`.
+	FleetWorker func() *exec.Cmd
 	// Progress receives one line per step; nil discards it.
 	Progress io.Writer
 }
@@ -107,6 +132,10 @@ func (c Config) filled() Config {
 	if len(c.Concurrency) == 0 {
 		c.Concurrency = DefaultConcurrency
 	}
+	if len(c.FleetIdle) == 0 {
+		c.FleetIdle = DefaultFleetIdle
+	}
+	c.FleetTTL = cmp.Or(c.FleetTTL, registry.DefaultTTL)
 	c.ValueSize = cmp.Or(c.ValueSize, 100)
 	c.Duration = cmp.Or(c.Duration, 5*time.Second)
 	c.Keys = cmp.Or(c.Keys, 1000)
@@ -145,6 +174,17 @@ func (c Config) Validate() error {
 			return config.Errorf("bench", "Concurrency", "%d is not between 1 and 10000", n)
 		}
 	}
+	for i, n := range c.FleetIdle {
+		if n < 1 || n > maxFleetIdle {
+			return config.Errorf("bench", "FleetIdle", "%d is not between 1 and %d", n, maxFleetIdle)
+		}
+		if i > 0 && n <= c.FleetIdle[i-1] {
+			return config.Errorf("bench", "FleetIdle", "%d after %d: list them in increasing order, each once", n, c.FleetIdle[i-1])
+		}
+	}
+	if c.FleetTTL < 2*time.Second || c.FleetTTL > registry.MaxTTL || c.FleetTTL%time.Second != 0 {
+		return config.Errorf("bench", "FleetTTL", "%s is not whole seconds from 2s to %s", c.FleetTTL, registry.MaxTTL)
+	}
 	switch {
 	case c.ValueSize < 1 || c.ValueSize > 512<<10:
 		return config.Errorf("bench", "ValueSize", "%d is not between 1 and 524288", c.ValueSize)
@@ -170,6 +210,10 @@ func (c Config) Validate() error {
 		return config.Errorf("bench", "Processes", "%d is not between 1 and %d", c.Processes, maxProcesses)
 	case c.ProcessConcurrency < 1 || c.ProcessConcurrency > maxProcConc:
 		return config.Errorf("bench", "ProcessConcurrency", "%d is not between 1 and %d", c.ProcessConcurrency, maxProcConc)
+	case c.EtcdPID < 0:
+		return config.Errorf("bench", "EtcdPID", "%d is negative", c.EtcdPID)
+	case c.EtcdPID > 0 && len(c.Endpoints) == 0:
+		return config.Errorf("bench", "EtcdPID", "is for an etcd given with Endpoints; the embedded one runs in the bench process")
 	}
 	return nil
 }

@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"os"
+	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -22,8 +25,11 @@ const (
 	// whatProcAPIOpen is the API with its limits lifted, to measure what
 	// the limits and checks cost.
 	whatProcAPIOpen = "coordinator submit, node API without limits (processes)"
-	whatProcDirect  = "coordinator submit, direct (processes)"
-	whatProcPut     = "etcd put (processes)"
+	// whatProcAPIUnary is the API with a Submit call per submission, what
+	// the client's stream saves.
+	whatProcAPIUnary = "coordinator submit, node API, unary calls (processes)"
+	whatProcDirect   = "coordinator submit, direct (processes)"
+	whatProcPut      = "etcd put (processes)"
 )
 
 const (
@@ -45,7 +51,9 @@ const (
 // of this executable (WorkerMain), submitting one set each at a time:
 //
 //   - through one node's API (pkg/apiclient), whose one submitter groups
-//     the submissions of every process into shared transactions;
+//     the submissions of every process into shared transactions: with the
+//     client's default, each process's submissions on one SubmitStream;
+//     with the API's limits lifted; and with a Submit call per submission;
 //   - directly to etcd with pkg/client, where only the goroutines of one
 //     process share transactions;
 //   - and, the baseline, raw etcd puts from as many processes.
@@ -55,7 +63,9 @@ const (
 // As in submit, no leader applies while ours is measured, and the run
 // waits until a node has applied the rest before the next measurement. The
 // API is served by a server in this process (pkg/apiserver, as `serve
-// --api-listen` runs it) on a loopback port, plain gRPC.
+// --api-listen` runs it) on a loopback port, plain gRPC. Each measurement
+// adds up the CPU time of every process involved over its window
+// (CPUUse).
 func (r *runner) runMultiProcess(ctx context.Context) (*ScenarioReport, error) {
 	sr := &ScenarioReport{Name: ScenarioMultiProcess}
 	procs, per := r.cfg.Processes, r.cfg.ProcessConcurrency
@@ -72,10 +82,16 @@ func (r *runner) runMultiProcess(ctx context.Context) (*ScenarioReport, error) {
 	defer stopOpen()
 	r.StopNode()
 	c := newComparison()
+	run := 0 // the API measurements so far, which name their profiles
 	ours := func(variant, what, label, addr string) func() error {
 		return func() error {
 			r.StopNode()
-			m, err := r.measureProcesses(ctx, variant, what, addr)
+			profile := ""
+			if what == whatProcAPI && r.cfg.NodeCPUProfile != "" {
+				run++
+				profile = profilePath(r.cfg.NodeCPUProfile, run)
+			}
+			m, err := r.measureProcesses(ctx, variant, what, addr, profile)
 			if err != nil {
 				return err
 			}
@@ -89,27 +105,72 @@ func (r *runner) runMultiProcess(ctx context.Context) (*ScenarioReport, error) {
 	err = r.compare(sr, c,
 		c.measured(func() (Measurement, error) {
 			r.StopNode()
-			return r.measureProcesses(ctx, variantPut, whatProcPut, addr)
+			return r.measureProcesses(ctx, variantPut, whatProcPut, addr, "")
 		}),
 		ours(variantDirect, whatProcDirect, "direct to etcd", addr),
 		ours(variantAPI, whatProcAPI, "through the API", addr),
 		ours(variantAPI, whatProcAPIOpen, "through the API without limits", open),
+		ours(variantAPIUnary, whatProcAPIUnary, "through the API, unary calls", addr),
 	)
 	if err != nil {
 		return sr, err
 	}
-	sr.Measurements = append(sr.Measurements, c.median(whatProcAPI), c.median(whatProcAPIOpen), c.median(whatProcDirect), c.median(whatProcPut))
+	sr.Measurements = append(sr.Measurements, c.median(whatProcAPI), c.median(whatProcAPIOpen), c.median(whatProcAPIUnary),
+		c.median(whatProcDirect), c.median(whatProcPut))
 	sr.addRatio(ratioProcAPILimits, conc, c.ratio(whatProcAPI, whatProcAPIOpen, opsPerSec))
 	sr.addRatio(ratioProcAPIPut, conc, c.ratio(whatProcAPI, whatProcPut, opsPerSec))
 	sr.addRatio(ratioProcAPIP99, conc, c.ratio(whatProcAPI, whatProcPut, p99Ms))
 	sr.addRatio(ratioProcDirectPut, conc, c.ratio(whatProcDirect, whatProcPut, opsPerSec))
 	sr.addRatio(ratioProcDirectP99, conc, c.ratio(whatProcDirect, whatProcPut, p99Ms))
+	sr.addRatio(ratioProcAPIUnaryPut, conc, c.ratio(whatProcAPIUnary, whatProcPut, opsPerSec))
+	sr.addRatio(ratioProcAPICPU, conc, c.ratio(whatProcAPI, whatProcPut, cpuPerOp))
+	sr.addRatio(ratioProcAPIUnaryCPU, conc, c.ratio(whatProcAPIUnary, whatProcPut, cpuPerOp))
+	sr.addRatio(ratioProcDirectCPU, conc, c.ratio(whatProcDirect, whatProcPut, cpuPerOp))
 	sr.notef("%d caller processes × %d goroutines each (CONC is their product), every process with a "+
 		"connection and, for ours, a registration of its own; all start at one instant, submit for %s, "+
 		"and the percentiles are of every latency sample of every process", procs, per, r.cfg.Duration)
 	sr.notef("the API server runs in the bench process on a loopback port, plain gRPC, " +
-		"one submitter shared by every process; direct, each process groups only its own goroutines")
+		"one submitter shared by every process; through the API each process's submissions go on one SubmitStream, " +
+		"unary calls make a Submit call each; direct, each process groups only its own goroutines")
+	sr.notef("%s", r.cpuCounted())
+	if run > 0 {
+		sr.notef("CPU profiles of the bench process over the API measurements' windows: %s (go tool pprof merges them)",
+			strings.Join(profilePaths(r.cfg.NodeCPUProfile, run), ", "))
+	}
 	return sr, nil
+}
+
+// cpuCounted says what the CPU figures count.
+func (r *runner) cpuCounted() string {
+	s := "CPU µs/op counts, from the common start until every process has reported its last operation, " +
+		"every caller process (each measures itself) and the bench process"
+	switch {
+	case r.Embedded:
+		s += ", which serves the node's API and runs etcd"
+	case r.cfg.EtcdPID != 0:
+		s += fmt.Sprintf(", which serves the node's API, and etcd's process (pid %d)", r.cfg.EtcdPID)
+	default:
+		s += ", which serves the node's API; not etcd's process (give its pid with --etcd-pid)"
+	}
+	return s + "; not memcached (no leader applies during a measurement), nor the processes' start-up and unregistration"
+}
+
+// profilePath is where the node CPU profile of API measurement run (from
+// 1) goes: path for the first, path.N for run N.
+func profilePath(path string, run int) string {
+	if run == 1 {
+		return path
+	}
+	return path + "." + strconv.Itoa(run)
+}
+
+// profilePaths are the paths of runs node CPU profiles.
+func profilePaths(path string, runs int) []string {
+	ps := make([]string, runs)
+	for i := range ps {
+		ps[i] = profilePath(path, i+1)
+	}
+	return ps
 }
 
 // unlimitedAPI lifts every limit of the API server that a call pays for:
@@ -162,7 +223,11 @@ func (l progressLog) Write(p []byte) (int, error) {
 // measureProcesses runs one measurement of variant in Config.Processes
 // caller processes and merges what they measured. A process that fails
 // fails the measurement; every process has exited when it returns.
-func (r *runner) measureProcesses(ctx context.Context, variant, what, apiAddr string) (Measurement, error) {
+//
+// It measures the CPU time of the whole system over the measurement's
+// window (CPUUse); with profile set, it writes a CPU profile of this
+// process over that window into that file.
+func (r *runner) measureProcesses(ctx context.Context, variant, what, apiAddr, profile string) (Measurement, error) {
 	procs, per := r.cfg.Processes, r.cfg.ProcessConcurrency
 	ws := make([]*benchenv.Worker, 0, procs)
 	defer func() {
@@ -202,10 +267,16 @@ func (r *runner) measureProcesses(ctx context.Context, variant, what, apiAddr st
 		if err := w.Send(workerGo{Start: start}); err != nil {
 			return Measurement{}, err
 		}
-		w.CloseInput()
 	}
 	rctx, cancel = context.WithDeadline(ctx, start.Add(r.cfg.Duration+procResultTimeout))
 	defer cancel()
+	// The window whose CPU time counts opens at the common start and
+	// closes once every process has sent its result, which it does after
+	// its last operation and before it unregisters.
+	cpu, err := r.startCPUWindow(rctx, start, profile)
+	if err != nil {
+		return Measurement{}, err
+	}
 	results := make([]workerResult, len(ws))
 	err = eachWorker(ws, func(i int, w *benchenv.Worker) error {
 		if err := w.Receive(rctx, &results[i]); err != nil {
@@ -214,6 +285,19 @@ func (r *runner) measureProcesses(ctx context.Context, variant, what, apiAddr st
 		if results[i].Error != "" {
 			return fmt.Errorf("%s; %s", results[i].Error, w.Describe())
 		}
+		return nil
+	})
+	use, cerr := cpu.end()
+	if err != nil {
+		return Measurement{}, err
+	}
+	if cerr != nil {
+		return Measurement{}, cerr
+	}
+	for _, w := range ws {
+		w.CloseInput()
+	}
+	err = eachWorker(ws, func(_ int, w *benchenv.Worker) error {
 		// It exits once it has closed its registration.
 		select {
 		case <-w.Done():
@@ -227,12 +311,92 @@ func (r *runner) measureProcesses(ctx context.Context, variant, what, apiAddr st
 	}
 	m := measurement(what, procs*per, mergeResults(results))
 	var late time.Duration
-	for _, x := range results {
+	for i, x := range results {
 		late = max(late, time.Duration(x.Late))
+		use.CallersSec += time.Duration(x.CPU).Seconds()
+		use.CallersLifeSec += ws[i].CPUTime().Seconds()
 	}
-	m.Note = joinNote(fmt.Sprintf("the last process started %.1f ms after the common start", ms(late)), m.Note)
+	use.perOp(m.Ops)
+	m.CPU, m.Value, m.Unit = &use, use.PerOpMicros, cpuUnit
+	m.Note = joinNote(fmt.Sprintf("the last process started %.1f ms after the common start; %s", ms(late), use.describe()), m.Note)
 	r.progressMeasurement(m)
 	return m, nil
+}
+
+// cpuUnit is the unit of the Value of a multi-process measurement.
+const cpuUnit = "CPU µs/op"
+
+// cpuWindow measures the CPU time of the bench process (and of the etcd
+// process given with Config.EtcdPID) from a start instant to its end.
+type cpuWindow struct {
+	r       *runner
+	started chan struct{} // closed once the start was sampled
+	stop    chan struct{} // closed by end, to give up a start not reached
+	self0   time.Duration
+	etcd0   time.Duration
+	err     error
+	profile func() error // stops a CPU profile under way; nil when none
+}
+
+// startCPUWindow samples the CPU times at start, on a goroutine of its own;
+// with profile set, it starts a CPU profile of this process into that file
+// there too.
+func (r *runner) startCPUWindow(ctx context.Context, start time.Time, profile string) (*cpuWindow, error) {
+	var f *os.File
+	if profile != "" {
+		var err error
+		if f, err = os.Create(profile); err != nil {
+			return nil, fmt.Errorf("node CPU profile: %w", err)
+		}
+	}
+	w := &cpuWindow{r: r, started: make(chan struct{}), stop: make(chan struct{})}
+	go func() {
+		defer close(w.started)
+		t := time.NewTimer(time.Until(start))
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-w.stop:
+		case <-ctx.Done():
+		}
+		if f != nil {
+			if err := pprof.StartCPUProfile(f); err != nil {
+				f.Close()
+				w.err = fmt.Errorf("node CPU profile: %w", err)
+			} else {
+				w.profile = func() error {
+					pprof.StopCPUProfile()
+					return f.Close()
+				}
+			}
+		}
+		w.self0 = selfCPU()
+		if pid := r.cfg.EtcdPID; pid != 0 && w.err == nil {
+			w.etcd0, w.err = pidCPU(pid)
+		}
+	}()
+	return w, nil
+}
+
+// end closes the window and returns the CPU time of the bench process and
+// of the etcd process over it.
+func (w *cpuWindow) end() (CPUUse, error) {
+	close(w.stop)
+	<-w.started
+	var use CPUUse
+	use.BenchSec = (selfCPU() - w.self0).Seconds()
+	err := w.err
+	if pid := w.r.cfg.EtcdPID; pid != 0 && err == nil {
+		var t time.Duration
+		t, err = pidCPU(pid)
+		use.EtcdSec = (t - w.etcd0).Seconds()
+	}
+	if w.profile != nil {
+		if perr := w.profile(); err == nil && perr != nil {
+			err = fmt.Errorf("node CPU profile: %w", perr)
+		}
+	}
+	return use, err
 }
 
 // workerSpec is what caller process i of variant is sent.

@@ -131,6 +131,15 @@ func (c *comparison) ratio(ours, baseline string, metric func(Measurement) float
 func opsPerSec(m Measurement) float64 { return m.OpsPerSec }
 func p99Ms(m Measurement) float64     { return m.P99Ms }
 
+// cpuPerOp is a measurement's CPU time per operation, zero when not
+// measured.
+func cpuPerOp(m Measurement) float64 {
+	if m.CPU == nil {
+		return 0
+	}
+	return m.CPU.PerOpMicros
+}
+
 // median returns the median of xs (the mean of the middle two for an even
 // count), zero for none.
 func median(xs []float64) float64 {

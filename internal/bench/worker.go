@@ -20,6 +20,9 @@ const (
 	variantPut    = "etcd-put" // raw etcd puts
 	variantDirect = "direct"   // pkg/client, straight to etcd
 	variantAPI    = "api"      // pkg/apiclient, through a node's API
+	// variantAPIUnary is variantAPI with a Submit call per submission
+	// (apiclient.Config.UnarySubmit) rather than the client's stream.
+	variantAPIUnary = "api-unary"
 )
 
 // workerSpec is the first value the run sends a caller process: what to
@@ -68,7 +71,10 @@ type workerResult struct {
 	FirstError string `json:"first_error,omitempty"`
 	Elapsed    int64  `json:"elapsed_ns"`
 	// Late is how long after the common start the process started.
-	Late      int64   `json:"late_ns"`
+	Late int64 `json:"late_ns"`
+	// CPU is the CPU time the process used from its start to the end of
+	// its last operation.
+	CPU       int64   `json:"cpu_ns"`
 	Latencies []int64 `json:"latencies_ns"`
 	Error     string  `json:"error,omitempty"`
 }
@@ -76,8 +82,9 @@ type workerResult struct {
 // WorkerMain is a caller process of the multi-process scenario, run by
 // `coordinator bench worker`: it reads what to do from in, connects,
 // answers that it is ready, waits for the start signal, submits for the
-// duration from its goroutines, writes what it measured to out, and closes
-// what it opened. The protocol is JSON values, one a line, both ways.
+// duration from its goroutines, writes what it measured to out, and, once
+// in ends (the run has every process's result), closes what it opened. The
+// protocol is JSON values, one a line, both ways.
 func WorkerMain(ctx context.Context, in io.Reader, out io.Writer) error {
 	dec, enc := json.NewDecoder(in), json.NewEncoder(out)
 	var spec workerSpec
@@ -108,10 +115,11 @@ func WorkerMain(ctx context.Context, in io.Reader, out io.Writer) error {
 	// A process scheduled late still stops at the common end, and counts
 	// its time from the common start.
 	late := max(0, time.Since(g.Start))
+	cpu0 := selfCPU()
 	res := closedLoop(ctx, spec.Goroutines, spec.Duration-late, op)
 	wr := workerResult{
 		Ops: res.ops, Errors: res.errors, Elapsed: int64(late + res.elapsed), Late: int64(late),
-		Latencies: make([]int64, len(res.lat)),
+		CPU: int64(selfCPU() - cpu0), Latencies: make([]int64, len(res.lat)),
 	}
 	for i, l := range res.lat {
 		wr.Latencies[i] = int64(l)
@@ -119,7 +127,14 @@ func WorkerMain(ctx context.Context, in io.Reader, out io.Writer) error {
 	if res.firstErr != nil {
 		wr.FirstError = res.firstErr.Error()
 	}
-	return enc.Encode(wr)
+	if err := enc.Encode(wr); err != nil {
+		return err
+	}
+	// Unregistering waits until the run has every process's result, so
+	// that it stays out of the CPU time the run counts.
+	for dec.Decode(new(json.RawMessage)) == nil {
+	}
+	return nil
 }
 
 // open connects as the variant needs and returns the operation of worker
@@ -153,8 +168,8 @@ func (s workerSpec) open(ctx context.Context) (op func(ctx context.Context, w, i
 			return nil, nil, err
 		}
 		return setOp(ctx, key, s.Value, caller.Set, caller.Close, c.Close)
-	case variantAPI:
-		c, err := apiclient.New(apiclient.Config{Addr: s.APIAddr})
+	case variantAPI, variantAPIUnary:
+		c, err := apiclient.New(apiclient.Config{Addr: s.APIAddr, UnarySubmit: s.Variant == variantAPIUnary})
 		if err != nil {
 			return nil, nil, err
 		}

@@ -85,6 +85,20 @@ func (c *Child) Signal(sig syscall.Signal) {
 	}
 }
 
+// CPUTime is the CPU time, user and system, the child used over its whole
+// life; zero until it has exited.
+func (c *Child) CPUTime() time.Duration {
+	select {
+	case <-c.done:
+	default:
+		return 0
+	}
+	if st := c.cmd.ProcessState; st != nil {
+		return st.UserTime() + st.SystemTime()
+	}
+	return 0
+}
+
 // Output returns the end of what the child wrote to stdout and stderr.
 func (c *Child) Output() string { return c.out.String() }
 
