@@ -14,7 +14,7 @@ import (
 // process watches (package tlsreload: the etcd client's --cacert, --cert
 // and --key, the API's --api-cert, --api-key and --api-client-ca), which
 // are re-read when they change anyway, and logs the outcome; a set that
-// does not load keeps its last good files. SIGHUP no longer ends the
+// does not load keeps its last good files. Handled, SIGHUP does not end the
 // process. stop stops the handling and waits for it.
 func reloadOnHangup(ctx context.Context, log *slog.Logger) (stop func()) {
 	hup := make(chan os.Signal, 1)

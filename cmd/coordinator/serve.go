@@ -199,7 +199,7 @@ func runServe(cmd *cobra.Command, g *globalOptions, o *serveOptions) error {
 	}
 	log := slog.New(handler)
 	ctx := cmd.Context()
-	// SIGHUP re-reads the TLS files at once (and no longer ends the node).
+	// SIGHUP re-reads the TLS files at once rather than ending the node.
 	defer reloadOnHangup(ctx, log)()
 
 	if !cmd.Flags().Changed("endpoints") && !cmd.Root().PersistentFlags().Changed("endpoints") {
