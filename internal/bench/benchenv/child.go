@@ -46,7 +46,13 @@ func (e *Env) StartChild(id string) (*Child, error) {
 	if err != nil {
 		return nil, err
 	}
-	if pw := e.childPassword(); pw != "" {
+	return e.startNode(id, cmd, e.childPassword())
+}
+
+// startNode starts cmd, a `coordinator serve`, as the child id, with the
+// etcd password pw (if any) in its environment, its output kept.
+func (e *Env) startNode(id string, cmd *exec.Cmd, pw string) (*Child, error) {
+	if pw != "" {
 		// Through the environment, not the command line, which any user
 		// of the machine can read.
 		if cmd.Env == nil {

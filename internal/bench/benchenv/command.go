@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -24,8 +23,10 @@ func (e *Env) StartCommand(id string, cmd *exec.Cmd) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	// As in StartWorker: Wait returns once everything the process wrote is
-	// read, and the reading never stops.
+	// Through an io.Pipe read by a goroutine of its own rather than
+	// StdoutPipe: Wait then returns once everything the process wrote is
+	// read, so the last value it writes before it exits is never lost, and
+	// the reading never stops, so the process never blocks on its stdout.
 	pr, pw := io.Pipe()
 	cmd.Stdout = pw
 	w := &Worker{Child: c, in: in, enc: json.NewEncoder(in), msgs: make(chan json.RawMessage, workerBacklog)}
@@ -71,29 +72,11 @@ func (e *Env) StartServe(id string, endpoints []string, extra ...string) (*Child
 	if err != nil {
 		return nil, err
 	}
-	if pw := e.childPassword(); own && pw != "" {
-		// Through the environment, not the command line.
-		if cmd.Env == nil {
-			cmd.Env = os.Environ()
-		}
-		cmd.Env = append(cmd.Env, passwordEnv+"="+pw)
+	pw := ""
+	if own {
+		pw = e.childPassword()
 	}
-	c := &Child{id: id, cmd: cmd, done: make(chan struct{}), out: &tailBuffer{max: 16 << 10}}
-	cmd.Stdout, cmd.Stderr = c.out, c.out
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start node %s: %w", id, err)
-	}
-	go func() {
-		_ = cmd.Wait()
-		close(c.done)
-	}()
-	e.mu.Lock()
-	e.children = append(e.children, c)
-	e.mu.Unlock()
-	return c, nil
+	return e.startNode(id, cmd, pw)
 }
 
 // Exited is closed when the child has exited.

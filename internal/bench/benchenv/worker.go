@@ -51,38 +51,7 @@ func (e *Env) StartWorker(id string) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Child{id: id, cmd: cmd, done: make(chan struct{}), out: &tailBuffer{max: 16 << 10}}
-	cmd.Stderr = c.out
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	// Through an io.Pipe read by a goroutine of its own rather than
-	// StdoutPipe: Wait then returns once everything the process wrote is
-	// read, so the last value it writes before it exits is never lost, and
-	// the reading never stops, so the process never blocks on its stdout.
-	pr, pw := io.Pipe()
-	cmd.Stdout = pw
-	w := &Worker{Child: c, in: in, enc: json.NewEncoder(in), msgs: make(chan json.RawMessage, workerBacklog)}
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start caller process %s: %w", id, err)
-	}
-	go w.read(pr)
-	go func() {
-		err := cmd.Wait()
-		if err == nil {
-			err = io.EOF
-		}
-		pw.CloseWithError(err)
-		close(c.done)
-	}()
-	e.mu.Lock()
-	e.children = append(e.children, c)
-	e.mu.Unlock()
-	return w, nil
+	return e.StartCommand(id, cmd)
 }
 
 // read decodes what the process writes until it exits.
