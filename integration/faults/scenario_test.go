@@ -18,7 +18,6 @@ import (
 	"github.com/coordinator-dev/coordinator/integration/cluster"
 	"github.com/coordinator-dev/coordinator/integration/cluster/proxy"
 	"github.com/coordinator-dev/coordinator/integration/faults/workload"
-	"github.com/coordinator-dev/coordinator/integration/harness"
 	"github.com/coordinator-dev/coordinator/pkg/election"
 )
 
@@ -533,38 +532,6 @@ func (s *scenario) hold(d time.Duration) {
 	}
 }
 
-// takeovers lists, from the nodes' logs, every "became leader" and the
-// batches each new leader found pending and replayed.
-func (s *scenario) takeovers() string {
-	var out []string
-	for _, n := range s.c.Nodes {
-		for _, line := range harness.Lines(n.Output()) {
-			switch {
-			case strings.Contains(line, `msg="became leader"`):
-				out = append(out, n.ID+" "+field(line, "term="))
-			case strings.Contains(line, `msg="replaying pending batches"`):
-				out = append(out, n.ID+" replayed "+field(line, "batches="))
-			case strings.Contains(line, rangeReadMsg):
-				out = append(out, n.ID+" range-read "+field(line, "batches="))
-			}
-		}
-	}
-	return strings.Join(out, ", ")
-}
-
-// rangeReadMsg is what a leader logs when etcd's history was compacted past
-// the watermark and it reads the pending batches with a range read.
-const rangeReadMsg = `msg="etcd history compacted past the watermark; read pending batches with a range read"`
-
-// rangeReads counts the range reads of pending batches in the nodes' logs.
-func (s *scenario) rangeReads() int {
-	n := 0
-	for _, nd := range s.c.Nodes {
-		n += strings.Count(nd.Output(), rangeReadMsg)
-	}
-	return n
-}
-
 // compactedReplay kills every node, runs pileUp while batches pile up,
 // compacts etcd's history (past the watermark: no node applies) and starts
 // the nodes again. Each node's standby then finds the history it would
@@ -590,14 +557,4 @@ func (s *scenario) compactedReplay(pileUp func()) {
 	for j, n := range s.c.Nodes {
 		s.restartNode(n, faults[j])
 	}
-}
-
-// field returns the value of key=value in a log line.
-func field(line, key string) string {
-	_, rest, ok := strings.Cut(line, " "+key)
-	if !ok {
-		return "?"
-	}
-	v, _, _ := strings.Cut(rest, " ")
-	return key + v
 }
