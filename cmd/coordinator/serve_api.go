@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
@@ -18,11 +19,14 @@ import (
 
 // apiOptions are serve's flags of the caller API.
 type apiOptions struct {
-	listen   string
-	cert     string
-	key      string
-	clientCA string
-	limits   apiserver.Config // the limits and timeouts only
+	listen string
+	// httpListen, when set, takes HTTP/JSON off listen, which then serves
+	// gRPC through gRPC's own server.
+	httpListen string
+	cert       string
+	key        string
+	clientCA   string
+	limits     apiserver.Config // the limits and timeouts only
 
 	// stats counts what the limits refused, for the node's metrics.
 	stats apiserver.Stats
@@ -46,6 +50,10 @@ func (a *apiOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&a.listen, "api-listen", "",
 		"host:port to serve the caller API on, gRPC and HTTP/JSON on one port; empty serves none. "+
 			"Without --api-client-ca anyone who reaches it can act as any name")
+	f.StringVar(&a.httpListen, "api-http-listen", "",
+		"host:port to serve the HTTP/JSON API on, apart from gRPC; --api-listen then serves gRPC alone, on gRPC's own "+
+			"HTTP/2 server, which holds a stream with one goroutine instead of four: for nodes with thousands of "+
+			"keep-alive streams (TLS and limits as for --api-listen)")
 	f.StringVar(&a.cert, "api-cert", "", "PEM certificate of the API listener (TLS; needs --api-key)")
 	f.StringVar(&a.key, "api-key", "", "PEM key of --api-cert")
 	f.StringVar(&a.clientCA, "api-client-ca", "",
@@ -74,8 +82,8 @@ func (a *apiOptions) addFlags(f *pflag.FlagSet) {
 
 func (a *apiOptions) validate() error {
 	switch {
-	case a.listen == "" && (a.cert != "" || a.key != "" || a.clientCA != ""):
-		return usagef("--api-cert, --api-key and --api-client-ca need --api-listen")
+	case a.listen == "" && (a.cert != "" || a.key != "" || a.clientCA != "" || a.httpListen != ""):
+		return usagef("--api-http-listen, --api-cert, --api-key and --api-client-ca need --api-listen")
 	case (a.cert == "") != (a.key == ""):
 		return usagef("--api-cert and --api-key go together")
 	case a.clientCA != "" && a.cert == "":
@@ -84,6 +92,11 @@ func (a *apiOptions) validate() error {
 	if a.listen != "" {
 		if err := validateListen(a.listen); err != nil {
 			return usagef("--api-listen: %w", err)
+		}
+	}
+	if a.httpListen != "" {
+		if err := validateListen(a.httpListen); err != nil {
+			return usagef("--api-http-listen: %w", err)
 		}
 	}
 	cfg := a.limitsConfig(nil)
@@ -105,7 +118,8 @@ func (a *apiOptions) limitsConfig(cli *clientv3.Client) apiserver.Config {
 	return cfg
 }
 
-// start serves the API when --api-listen is given; stop ends it and waits
+// start serves the API when --api-listen is given (and HTTP/JSON apart on
+// --api-http-listen when that is given); stop ends it and waits
 // for it. The listener is bound before start returns, so a port in use is
 // an error of serve's. insecure reports an API that listens beyond
 // loopback without client certificates, which start logs as a warning:
@@ -138,22 +152,39 @@ func (a *apiOptions) start(ctx context.Context, cli *clientv3.Client, namespace 
 	if err != nil {
 		return nil, false, fmt.Errorf("--api-listen: %w", err)
 	}
-	log.Info("caller API listening", "addr", lis.Addr().String(), "tls", cfg.TLS != nil, "authorize_names", cfg.AuthorizeNames)
-	insecure = !cfg.AuthorizeNames && !loopbackOnly(lis.Addr())
+	listeners := []net.Listener{lis}
+	serve := []func(context.Context, net.Listener) error{srv.Serve}
+	if a.httpListen != "" {
+		hlis, err := net.Listen("tcp", a.httpListen)
+		if err != nil {
+			lis.Close()
+			return nil, false, fmt.Errorf("--api-http-listen: %w", err)
+		}
+		listeners = append(listeners, hlis)
+		serve = []func(context.Context, net.Listener) error{srv.ServeGRPC, srv.ServeJSON}
+		log.Info("caller API listening", "grpc_addr", lis.Addr().String(), "http_addr", hlis.Addr().String(),
+			"tls", cfg.TLS != nil, "authorize_names", cfg.AuthorizeNames)
+	} else {
+		log.Info("caller API listening", "addr", lis.Addr().String(), "tls", cfg.TLS != nil, "authorize_names", cfg.AuthorizeNames)
+	}
+	for _, l := range listeners {
+		insecure = insecure || (!cfg.AuthorizeNames && !loopbackOnly(l.Addr()))
+	}
 	if insecure {
 		log.Warn("caller API listens beyond loopback without client certificates: anyone who reaches it can register, "+
 			"submit and unregister as any name; give --api-client-ca, or listen on loopback or a private network only",
 			"addr", lis.Addr().String())
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(sctx, lis); err != nil {
-			log.Error("caller API stopped", "err", err)
-		}
-	}()
-	return func() { cancel(); <-done }, insecure, nil
+	var wg sync.WaitGroup
+	for i, l := range listeners {
+		wg.Go(func() {
+			if err := serve[i](sctx, l); err != nil {
+				log.Error("caller API stopped", "addr", l.Addr().String(), "err", err)
+			}
+		})
+	}
+	return func() { cancel(); wg.Wait() }, insecure, nil
 }
 
 // loopbackOnly reports whether addr, a bound listener's address, is

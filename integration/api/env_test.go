@@ -44,17 +44,35 @@ func startCluster(t *testing.T) *cluster {
 	return &cluster{etcd: cli, mc: mc}
 }
 
-// apiNode is one API server on a free loopback port.
+// apiNode is one API server on free loopback ports: Addr serves gRPC
+// (and HTTP/JSON, when HTTPAddr is the same address), HTTPAddr HTTP/JSON.
 type apiNode struct {
-	Addr    string
-	stop    context.CancelFunc
-	done    chan error
-	stopped bool
+	Addr     string
+	HTTPAddr string
+	stop     context.CancelFunc
+	done     chan error
+	serves   int
+	stopped  bool
 }
 
-// startAPI serves the API on 127.0.0.1:0 with cfg (Etcd filled in); it is
-// stopped when the test ends.
+// startAPI serves the API, gRPC and HTTP/JSON on one port (Serve), on
+// 127.0.0.1:0 with cfg (Etcd filled in); it is stopped when the test ends.
 func startAPI(t *testing.T, cli *clientv3.Client, cfg apiserver.Config) *apiNode {
+	t.Helper()
+	srv := newAPIServer(t, cli, cfg)
+	return serveAPI(t, srv.Serve)
+}
+
+// startSplitAPI serves the API as `serve --api-http-listen` does: gRPC
+// alone on gRPC's own server (ServeGRPC) at Addr, HTTP/JSON (ServeJSON)
+// at HTTPAddr.
+func startSplitAPI(t *testing.T, cli *clientv3.Client, cfg apiserver.Config) *apiNode {
+	t.Helper()
+	srv := newAPIServer(t, cli, cfg)
+	return serveAPI(t, srv.ServeGRPC, srv.ServeJSON)
+}
+
+func newAPIServer(t *testing.T, cli *clientv3.Client, cfg apiserver.Config) *apiserver.Server {
 	t.Helper()
 	cfg.Etcd = cli
 	if cfg.Logger == nil {
@@ -64,18 +82,33 @@ func startAPI(t *testing.T, cli *clientv3.Client, cfg apiserver.Config) *apiNode
 	if err != nil {
 		t.Fatalf("apiserver.New: %v", err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	return srv
+}
+
+// serveAPI runs each serve on a listener of its own on 127.0.0.1:0: the
+// first is Addr, the last HTTPAddr.
+func serveAPI(t *testing.T, serves ...func(context.Context, net.Listener) error) *apiNode {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &apiNode{Addr: lis.Addr().String(), stop: cancel, done: make(chan error, 1)}
-	go func() { n.done <- srv.Serve(ctx, lis) }()
+	n := &apiNode{stop: cancel, done: make(chan error, len(serves))}
+	for _, serve := range serves {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		if n.Addr == "" {
+			n.Addr = lis.Addr().String()
+		}
+		n.HTTPAddr = lis.Addr().String()
+		n.serves++
+		go func() { n.done <- serve(ctx, lis) }()
+	}
 	t.Cleanup(func() { n.Stop(t) })
 	return n
 }
 
-// Stop stops the server and waits for Serve to return.
+// Stop stops the server and waits for its serves to return.
 func (n *apiNode) Stop(t *testing.T) {
 	t.Helper()
 	if n.stopped {
@@ -83,13 +116,17 @@ func (n *apiNode) Stop(t *testing.T) {
 	}
 	n.stopped = true
 	n.stop()
-	select {
-	case err := <-n.done:
-		if err != nil {
-			t.Errorf("Serve: %v", err)
+	deadline := time.After(20 * time.Second)
+	for range n.serves {
+		select {
+		case err := <-n.done:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-deadline:
+			t.Errorf("Serve did not return within 20s")
+			return
 		}
-	case <-time.After(20 * time.Second):
-		t.Errorf("Serve did not return within 20s")
 	}
 }
 

@@ -25,36 +25,66 @@ import (
 func serveNode(t *testing.T, id string, endpoints []string, mcAddr string, extra ...string) (*harness.Node, string) {
 	t.Helper()
 	addr := "127.0.0.1:" + strconv.Itoa(harness.FreePort(t))
-	n := harness.StartNode(t, harness.NodeOptions{
-		ID: id, Endpoints: endpoints, Memcached: mcAddr, Extra: append([]string{"--api-listen", addr}, extra...),
-	})
+	return startServe(t, id, endpoints, mcAddr, append([]string{"--api-listen", addr}, extra...)), addr
+}
+
+// serveSplitNode is serveNode with HTTP/JSON on a port of its own
+// (--api-http-listen): it returns the gRPC address and the HTTP/JSON one.
+func serveSplitNode(t *testing.T, id string, endpoints []string, mcAddr string, extra ...string) (n *harness.Node, grpcAddr, httpAddr string) {
+	t.Helper()
+	grpcAddr = "127.0.0.1:" + strconv.Itoa(harness.FreePort(t))
+	httpAddr = "127.0.0.1:" + strconv.Itoa(harness.FreePort(t))
+	n = startServe(t, id, endpoints, mcAddr, append([]string{"--api-listen", grpcAddr, "--api-http-listen", httpAddr}, extra...))
+	return n, grpcAddr, httpAddr
+}
+
+// startServe starts `coordinator serve` with args and waits for its API.
+func startServe(t *testing.T, id string, endpoints []string, mcAddr string, args []string) *harness.Node {
+	t.Helper()
+	n := harness.StartNode(t, harness.NodeOptions{ID: id, Endpoints: endpoints, Memcached: mcAddr, Extra: args})
 	ctx := testenv.Ctx(t, 60*time.Second)
 	if err := n.WaitOutput(ctx, "caller API listening"); err != nil {
 		t.Fatalf("node %s: %v\n%s", id, err, n.Output())
 	}
-	return n, addr
+	return n
 }
 
 // A caller streaming through node A while A is killed (kill -9 of a real
 // serve process) carries on through node B with the same incarnation, and
 // nothing acknowledged is lost.
+//
+// Node A serves gRPC through gRPC's own server (--api-http-listen), node B
+// beside HTTP/JSON: the caller moves between the two.
 func TestServeAPIAndKilledNode(t *testing.T) {
 	srv, _ := testenv.Etcd(t)
 	mc := testenv.StartMemcached(t)
-	a, addrA := serveNode(t, "a", srv.Endpoints(), mc.Addr)
+	a, addrA, _ := serveSplitNode(t, "a", srv.Endpoints(), mc.Addr)
 	_, addrB := serveNode(t, "b", srv.Endpoints(), mc.Addr)
 	moveScenario(t, mc.Addr, grpcClient(t, addrA, nil), grpcClient(t, addrB, nil), a.Kill)
 }
 
 // serve's API flags: TLS with client certificates, and per-name
-// authorization by the certificate's subject.
+// authorization by the certificate's subject, on one port and with
+// HTTP/JSON on a port of its own (gRPC's own server making the handshake).
 func TestServeAPIWithMutualTLSAuthorizesNames(t *testing.T) {
+	for _, split := range []bool{false, true} {
+		t.Run(map[bool]string{false: "one-port", true: "split"}[split], func(t *testing.T) { serveMutualTLS(t, split) })
+	}
+}
+
+func serveMutualTLS(t *testing.T, split bool) {
 	srv, _ := testenv.Etcd(t)
 	mc := testenv.StartMemcached(t)
 	ca := testcerts.NewCA(t, "api")
 	server, agent := ca.Server("node"), ca.Client("agent-a")
-	_, addr := serveNode(t, "a", srv.Endpoints(), mc.Addr,
-		"--api-cert", server.CertFile, "--api-key", server.KeyFile, "--api-client-ca", ca.CertFile)
+	tlsArgs := []string{"--api-cert", server.CertFile, "--api-key", server.KeyFile, "--api-client-ca", ca.CertFile}
+	var addr, httpAddr string
+	if split {
+		_, addr, httpAddr = serveSplitNode(t, "a", srv.Endpoints(), mc.Addr, tlsArgs...)
+	} else {
+		_, addr = serveNode(t, "a", srv.Endpoints(), mc.Addr, tlsArgs...)
+		httpAddr = addr
+	}
 	ctx := testenv.Ctx(t, 60*time.Second)
 
 	pool := x509.NewCertPool()
@@ -91,7 +121,7 @@ func TestServeAPIWithMutualTLSAuthorizesNames(t *testing.T) {
 	t.Cleanup(tr.CloseIdleConnections)
 	hc := &http.Client{Transport: tr}
 	postTLS := func(c *http.Client, body string) (int, string, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+"/v1/register", strings.NewReader(body))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+httpAddr+"/v1/register", strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -129,6 +159,8 @@ func TestServeAPIFlagMisuse(t *testing.T) {
 		{[]string{"--api-listen", "127.0.0.1:0", "--api-client-ca", "ca.pem"}, "--api-client-ca"},
 		{[]string{"--api-listen", "nowhere"}, "--api-listen"},
 		{[]string{"--api-listen", "127.0.0.1:99999"}, "--api-listen"},
+		{[]string{"--api-http-listen", "127.0.0.1:0"}, "--api-listen"},
+		{[]string{"--api-listen", "127.0.0.1:0", "--api-http-listen", "nowhere"}, "--api-http-listen"},
 	} {
 		_, stderr, code := harness.Run(t, nil, append([]string{"serve", "--endpoints", "http://127.0.0.1:1"}, tc.args...)...)
 		if code != 2 || !strings.Contains(stderr, tc.want) {

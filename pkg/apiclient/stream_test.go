@@ -240,6 +240,7 @@ func TestSubmissionsAreCallsOnANodeWithoutTheStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(s.Close) // after gs.Stop
 	gs := grpc.NewServer()
 	pb.RegisterCoordinatorServer(gs, noStream{s})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -13,6 +13,7 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
 	"github.com/coordinator-dev/coordinator/pkg/ops"
 	"github.com/coordinator-dev/coordinator/pkg/registry"
+	"github.com/coordinator-dev/coordinator/pkg/regwatch"
 	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
 )
 
@@ -65,45 +66,63 @@ func (s *Server) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.Reg
 }
 
 // check verifies that incarnation inc of name is current and lives under
-// lease. It returns the revision the registration was read at.
-func (s *Server) check(ctx context.Context, name string, inc, lease int64) (int64, error) {
+// lease.
+func (s *Server) check(ctx context.Context, name string, inc, lease int64) error {
+	if err := s.checkArgs(ctx, name, inc, lease); err != nil {
+		return err
+	}
+	return s.checkCurrent(ctx, name, inc, lease)
+}
+
+// checkArgs is check's part that reads nothing: the name is valid and
+// allowed to the caller, the incarnation and lease given.
+func (s *Server) checkArgs(ctx context.Context, name string, inc, lease int64) error {
 	if err := keyspace.ValidateName(name); err != nil {
-		return 0, invalid("name: %v", err)
+		return invalid("name: %v", err)
 	}
 	if err := s.allow(ctx, name); err != nil {
-		return 0, err
+		return err
 	}
 	if inc <= 0 || lease == 0 {
-		return 0, invalid("incarnation and lease_id are required")
+		return invalid("incarnation and lease_id are required")
 	}
+	return nil
+}
+
+// checkCurrent is check's read of the registration.
+func (s *Server) checkCurrent(ctx context.Context, name string, inc, lease int64) error {
 	resp, err := s.cli.Get(ctx, s.layout.Reg(name))
 	if err != nil {
-		return 0, toStatus(err)
+		return toStatus(err)
 	}
 	if len(resp.Kvs) == 0 {
-		return 0, expired(name, inc)
+		return expired(name, inc)
 	}
 	kv := resp.Kvs[0]
 	switch {
 	case kv.ModRevision > inc:
-		return 0, superseded(name, inc, kv.ModRevision)
+		return superseded(name, inc, kv.ModRevision)
 	case kv.ModRevision < inc:
-		return 0, expired(name, inc)
+		return expired(name, inc)
 	case kv.Lease != lease:
-		return 0, invalid("lease_id %d is not the lease of %q incarnation %d", lease, name, inc)
+		return invalid("lease_id %d is not the lease of %q incarnation %d", lease, name, inc)
 	}
-	return resp.Header.Revision, nil
+	return nil
 }
 
 // KeepAlive keeps the lease alive while the stream lasts; see the proto.
+//
+// A node holds thousands of these streams, mostly idle, so a stream holds
+// no goroutine but its own: its lease is renewed by the node's one
+// leasekeeper.Keeper, with every other stream's, and its registration
+// watched by the node's one regwatch.Watcher.
 func (s *Server) KeepAlive(req *pb.KeepAliveRequest, stream pb.Coordinator_KeepAliveServer) error {
 	ctx := stream.Context()
 	name, inc, lease := req.GetName(), req.GetIncarnation(), req.GetLeaseId()
 	if s.isStopping() {
 		return apierr.New(apierr.ReasonUnavailable, "node is stopping", nil)
 	}
-	rev, err := s.check(ctx, name, inc, lease)
-	if err != nil {
+	if err := s.checkArgs(ctx, name, inc, lease); err != nil {
 		return err
 	}
 	closed, err := s.lim.openStream()
@@ -111,59 +130,61 @@ func (s *Server) KeepAlive(req *pb.KeepAliveRequest, stream pb.Coordinator_KeepA
 		return err
 	}
 	defer closed()
-	kctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	ka, err := s.cli.KeepAlive(kctx, clientv3.LeaseID(lease))
+	// Subscribed before the registration is read: a change committed
+	// before the read shows in it, any later one is signalled.
+	changes, unsubscribe, err := s.regs.Subscribe(ctx, name, inc)
 	if err != nil {
-		return toStatus(err)
+		return s.stoppingOr(toStatus(err))
 	}
-	// A newer registration, or the end of this one, ends the stream at once.
-	changed := s.cli.Watch(clientv3.WithRequireLeader(kctx), s.layout.Reg(name), clientv3.WithRev(rev+1))
-	defer func() {
-		cancel()
-		for range ka {
-		}
-		for range changed {
-		}
-	}()
+	defer unsubscribe()
+	if err := s.checkCurrent(ctx, name, inc, lease); err != nil {
+		return err
+	}
+	renewals, stop := s.leases.Keep(clientv3.LeaseID(lease))
+	defer stop()
 	for {
 		select {
 		case <-s.stopping:
-			return apierr.New(apierr.ReasonUnavailable, "node is stopping; keep the lease alive through another node", nil)
+			return errStoppingStream
 		case <-ctx.Done():
 			// The caller went away, or its connection did: the lease runs
 			// out by its TTL unless kept alive again (through any node).
 			// Only Unregister revokes it.
 			return ctx.Err()
-		case r, ok := <-ka:
+		case ttl, ok := <-renewals:
 			if !ok {
-				if ctx.Err() != nil {
-					continue
-				}
+				// The lease is gone, or went unrenewed for its TTL.
+				return s.stoppingOr(s.ended(ctx, name, inc))
+			}
+			s.lim.renewedRegistration(lease, time.Duration(ttl)*time.Second)
+			if err := stream.Send(&pb.KeepAliveResponse{TtlSeconds: int32(ttl)}); err != nil {
+				return err
+			}
+		case sig, ok := <-changes:
+			switch {
+			case !ok:
+				return s.stoppingOr(apierr.New(apierr.ReasonUnavailable, "node stopped watching registrations", nil))
+			case sig == regwatch.Changed:
 				return s.ended(ctx, name, inc)
-			}
-			s.lim.renewedRegistration(lease, time.Duration(r.TTL)*time.Second)
-			if err := stream.Send(&pb.KeepAliveResponse{TtlSeconds: int32(r.TTL)}); err != nil {
-				continue // the stream's context ends with it
-			}
-		case wr, ok := <-changed:
-			if !ok || wr.Err() != nil {
-				if ctx.Err() != nil {
-					continue
-				}
-				// The watch broke (etcd leader lost): watch again from where
-				// the registration was last seen current.
-				if rev, err = s.check(ctx, name, inc, lease); err != nil {
+			case sig == regwatch.Recheck:
+				if err := s.checkCurrent(ctx, name, inc, lease); err != nil {
 					return err
 				}
-				changed = s.cli.Watch(clientv3.WithRequireLeader(kctx), s.layout.Reg(name), clientv3.WithRev(rev+1))
-				continue
-			}
-			if len(wr.Events) > 0 {
-				return s.ended(ctx, name, inc)
 			}
 		}
 	}
+}
+
+// errStoppingStream ends the KeepAlive streams of a node that stops.
+var errStoppingStream = apierr.New(apierr.ReasonUnavailable, "node is stopping; keep the lease alive through another node", nil)
+
+// stoppingOr is errStoppingStream once the node stops (its lease keeper
+// and registration watcher closing end the streams too), err before.
+func (s *Server) stoppingOr(err error) error {
+	if s.isStopping() {
+		return errStoppingStream
+	}
+	return err
 }
 
 // isStopping reports whether Close was called.
@@ -176,14 +197,22 @@ func (s *Server) isStopping() bool {
 	}
 }
 
-// ended is the status of an incarnation found no longer current.
+// ended is the status that ends a KeepAlive stream whose renewals or
+// registration watch said the incarnation may be over: SUPERSEDED,
+// EXPIRED, or UNAVAILABLE when it is still registered after all.
 func (s *Server) ended(ctx context.Context, name string, inc int64) error {
 	resp, err := s.cli.Get(ctx, s.layout.Reg(name))
 	if err != nil {
 		return toStatus(err)
 	}
-	if len(resp.Kvs) > 0 && resp.Kvs[0].ModRevision > inc {
+	switch {
+	case len(resp.Kvs) > 0 && resp.Kvs[0].ModRevision > inc:
 		return superseded(name, inc, resp.Kvs[0].ModRevision)
+	case len(resp.Kvs) > 0 && resp.Kvs[0].ModRevision == inc:
+		// Still registered: the renewals went unanswered for a TTL (etcd
+		// slow or out of reach) and the lease did not run out after all.
+		// The caller keeps it alive again, here or through another node.
+		return apierr.New(apierr.ReasonUnavailable, "the lease's renewals went unanswered for its TTL; keep it alive again", nil)
 	}
 	return expired(name, inc)
 }
@@ -195,7 +224,7 @@ func (s *Server) KeepAliveOnce(ctx context.Context, req *pb.KeepAliveRequest) (*
 		return nil, err
 	}
 	defer release()
-	if _, err := s.check(ctx, req.GetName(), req.GetIncarnation(), req.GetLeaseId()); err != nil {
+	if err := s.check(ctx, req.GetName(), req.GetIncarnation(), req.GetLeaseId()); err != nil {
 		return nil, err
 	}
 	resp, err := s.cli.KeepAliveOnce(ctx, clientv3.LeaseID(req.GetLeaseId()))
@@ -217,7 +246,7 @@ func (s *Server) Unregister(ctx context.Context, req *pb.UnregisterRequest) (*pb
 		return nil, err
 	}
 	defer release()
-	_, err = s.check(ctx, req.GetName(), req.GetIncarnation(), req.GetLeaseId())
+	err = s.check(ctx, req.GetName(), req.GetIncarnation(), req.GetLeaseId())
 	switch apierr.ReasonOf(err) {
 	case "":
 	case apierr.ReasonExpired:

@@ -42,7 +42,9 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/apierr"
 	"github.com/coordinator-dev/coordinator/pkg/inspect"
 	"github.com/coordinator-dev/coordinator/pkg/keyspace"
+	"github.com/coordinator-dev/coordinator/pkg/leasekeeper"
 	"github.com/coordinator-dev/coordinator/pkg/registry"
+	"github.com/coordinator-dev/coordinator/pkg/regwatch"
 	"github.com/coordinator-dev/coordinator/pkg/tokenseq"
 	"github.com/coordinator-dev/coordinator/pkg/tracing"
 )
@@ -54,6 +56,14 @@ const OpenAPIPath = "/openapi.json"
 // shutdownTimeout bounds how long Serve waits for calls under way once its
 // context ends, before it closes their connections.
 const shutdownTimeout = 2 * time.Second
+
+// handshakeTimeout bounds a new connection's TLS handshake and first
+// request headers (gRPC: its HTTP/2 preface and settings).
+const handshakeTimeout = 10 * time.Second
+
+// pingTimeout is how long a connection's ping may go unanswered before the
+// connection is closed.
+const pingTimeout = 15 * time.Second
 
 // Server implements coordinator.v1.Coordinator. It is safe for concurrent
 // use.
@@ -68,6 +78,10 @@ type Server struct {
 	applied *tokenseq.AppliedWatcher
 	insp    *inspect.Inspector
 	lim     *limiter
+	// leases renews the leases of every KeepAlive stream, regs watches
+	// their registrations: one etcd stream and one watch for all of them.
+	leases *leasekeeper.Keeper
+	regs   *regwatch.Watcher
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed by Close
@@ -95,8 +109,16 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	leases, err := leasekeeper.New(leasekeeper.Config{Etcd: cfg.Etcd, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	regs, err := regwatch.New(regwatch.Config{Etcd: cfg.Etcd, Layout: layout, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
 	return &Server{
-		cfg: cfg, cli: cfg.Etcd, layout: layout,
+		cfg: cfg, cli: cfg.Etcd, layout: layout, leases: leases, regs: regs,
 		reg:      registry.New(cfg.Etcd, layout),
 		sub:      sub,
 		applied:  tokenseq.NewAppliedWatcher(cfg.Etcd, layout),
@@ -108,12 +130,19 @@ func New(cfg Config) (*Server, error) {
 
 // Close ends the KeepAlive streams under way without revoking their leases
 // (a node that stops leaves its callers' leases to them, to keep alive
-// through another node) and makes new ones fail with UNAVAILABLE.
+// through another node) and makes new ones fail with UNAVAILABLE; it stops
+// renewing their leases and watching their registrations.
 func (s *Server) Close() {
-	s.stopOnce.Do(func() { close(s.stopping) })
+	s.stopOnce.Do(func() {
+		close(s.stopping)
+		s.leases.Close()
+		s.regs.Close()
+	})
 }
 
-// RegisterGRPC registers the service on a gRPC server.
+// RegisterGRPC registers the service on a gRPC server; whoever serves it
+// calls Close once it stops, as Serve does, which stops the renewals and
+// the watch the KeepAlive streams share.
 func (s *Server) RegisterGRPC(r grpc.ServiceRegistrar) {
 	pb.RegisterCoordinatorServer(r, s)
 }
@@ -156,13 +185,38 @@ func (s *Server) Handler() http.Handler {
 // without, plain TCP with HTTP/1.1 and HTTP/2 with prior knowledge (h2c),
 // which gRPC clients speak. It returns nil once ctx ended and the server
 // stopped.
+//
+// gRPC served this way goes through net/http's HTTP/2 server, which costs
+// a stream three goroutines and a response buffer more than gRPC's own
+// transport: a node holding thousands of KeepAlive streams serves gRPC
+// with ServeGRPC on a listener of its own, and HTTP/JSON with ServeJSON on
+// another, as etcd splits its client URLs.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	gs, hs := s.grpcServer()
+	return s.serveHTTP(ctx, lis, gs, hs)
+}
+
+// ServeJSON serves the HTTP/JSON API and the OpenAPI document alone on lis
+// until ctx ends, as Serve does; a gRPC call there is answered
+// UNIMPLEMENTED, naming the gRPC listener as the place to call.
+func (s *Server) ServeJSON(ctx context.Context, lis net.Listener) error {
+	hs := s.cfg.Health
+	if hs == nil {
+		hs = grpchealth.NewServer()
+	}
+	return s.serveHTTP(ctx, lis, nil, hs)
+}
+
+// grpcServer is the API's gRPC server with the health and reflection
+// services, and the health server it registered (Config.Health, or a
+// private one whose services are SERVING).
+func (s *Server) grpcServer(extra ...grpc.ServerOption) (*grpc.Server, *grpchealth.Server) {
 	opts := s.cfg.Metrics.grpcOptions()
 	if tp := s.cfg.TracerProvider; tp != nil {
 		opts = append(opts, grpc.StatsHandler(otelgrpc.NewServerHandler(
 			otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(tracing.Propagator()))))
 	}
-	gs := grpc.NewServer(opts...)
+	gs := grpc.NewServer(append(opts, extra...)...)
 	s.RegisterGRPC(gs)
 	hs := s.cfg.Health
 	if hs == nil {
@@ -172,6 +226,12 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 	s.cfg.Metrics.initialize(gs)
+	return gs, hs
+}
+
+// serveHTTP serves HTTP/JSON on lis through net/http, and gRPC too unless
+// gs is nil.
+func (s *Server) serveHTTP(ctx context.Context, lis net.Listener, gs *grpc.Server, hs *grpchealth.Server) error {
 	api := s.Handler()
 	gw := s.cfg.Metrics.instrument(traceHTTP(s.cfg.TracerProvider, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == OpenAPIPath && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
@@ -203,6 +263,10 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 			_ = rc.SetWriteDeadline(until)
 		}
 		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+			if gs == nil {
+				grpcElsewhere(w)
+				return
+			}
 			gs.ServeHTTP(w, r)
 			return
 		}
@@ -211,13 +275,9 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	srv := &http.Server{
 		Handler: h,
 		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
-			// Each connection's age starts with it, jittered by up to a
-			// tenth so that the connections of one start do not all close
-			// at once.
-			jitter := time.Duration(rand.Int64N(int64(s.cfg.MaxConnectionAge)/10 + 1))
-			return context.WithValue(ctx, connBornKey{}, time.Now().Add(-jitter))
+			return context.WithValue(ctx, connBornKey{}, s.connBorn())
 		},
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: handshakeTimeout,
 		ReadTimeout:       s.cfg.ReadTimeout,
 		WriteTimeout:      s.cfg.WriteTimeout,
 		IdleTimeout:       s.cfg.IdleTimeout,
@@ -227,7 +287,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 			// A peer that stops answering pings (gone without a FIN: a
 			// cut, a dead host) is closed rather than held.
 			SendPingTimeout: s.cfg.IdleTimeout / 4,
-			PingTimeout:     15 * time.Second,
+			PingTimeout:     pingTimeout,
 		},
 	}
 	srv.Protocols = new(http.Protocols)
@@ -238,38 +298,60 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	} else {
 		srv.Protocols.SetUnencryptedHTTP2(true)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		<-ctx.Done()
-		// Health watchers (load balancers) learn of the stop before the
-		// connections close.
-		hs.Shutdown()
-		s.Close()
+	serve := func() error { return srv.Serve(lis) }
+	if s.cfg.TLS != nil {
+		serve = func() error { return srv.ServeTLS(lis, "", "") }
+	}
+	return s.serveUntil(ctx, hs, serve, http.ErrServerClosed, func() {
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		defer cancel()
 		if srv.Shutdown(sctx) != nil {
 			srv.Close()
 		}
-		gs.Stop()
-	}()
-	var err error
-	if s.cfg.TLS != nil {
-		err = srv.ServeTLS(lis, "", "")
-	} else {
-		err = srv.Serve(lis)
-	}
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
-	}
-	if err != nil {
+		if gs != nil {
+			gs.Stop()
+		}
+	})
+}
+
+// serveUntil runs serve until ctx ends or serve fails, then stops: health
+// watchers (load balancers) learn of the stop first, Close ends the
+// streams, and stop ends the serving, gracefully within shutdownTimeout.
+// It returns serve's error, nil for closed, serve's error once stopped.
+func (s *Server) serveUntil(ctx context.Context, hs *grpchealth.Server, serve func() error, closed error, stop func()) error {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		<-ctx.Done()
 		hs.Shutdown()
 		s.Close()
-		srv.Close()
-		gs.Stop()
+		stop()
+	}()
+	err := serve()
+	if errors.Is(err, closed) {
+		err = nil
 	}
+	cancel()
 	<-done
 	return err
+}
+
+// grpcElsewhere answers a gRPC call made to a listener of HTTP/JSON alone
+// (ServeJSON), trailers-only, as gRPC answers a method it lacks.
+func grpcElsewhere(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/grpc")
+	w.Header().Set("Grpc-Status", strconv.Itoa(int(codes.Unimplemented)))
+	w.Header().Set("Grpc-Message", "this address serves the HTTP/JSON API only; call gRPC on the node's gRPC address")
+	w.WriteHeader(http.StatusOK)
+}
+
+// connBorn is when a connection accepted now counts as born: now, less a
+// jitter of up to a tenth of Config.MaxConnectionAge, so that the
+// connections of one start do not all close at once.
+func (s *Server) connBorn() time.Time {
+	jitter := time.Duration(rand.Int64N(int64(s.cfg.MaxConnectionAge)/10 + 1))
+	return time.Now().Add(-jitter)
 }
 
 // traceHTTP starts a server span per HTTP/JSON request, a child of the

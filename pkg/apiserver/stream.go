@@ -40,7 +40,6 @@ func (s *Server) SubmitStream(stream pb.Coordinator_SubmitStreamServer) error {
 	defer closed()
 	ctx := stream.Context()
 	identity := callerIdentity(ctx)
-	born, aged := ctx.Value(connBornKey{}).(time.Time)
 
 	// Every submission read holds a slot until its answer is sent.
 	slots := make(chan struct{}, MaxStreamPending)
@@ -65,6 +64,12 @@ func (s *Server) SubmitStream(stream pb.Coordinator_SubmitStreamServer) error {
 		}
 	}()
 
+	var aging <-chan time.Time // fires once the connection is past its age
+	if born, ok := ctx.Value(connBornKey{}).(time.Time); ok {
+		t := time.NewTimer(time.Until(born.Add(s.cfg.MaxConnectionAge)))
+		defer t.Stop()
+		aging = t.C
+	}
 	var (
 		wg  sync.WaitGroup // submissions under way
 		end error          // nil: the stream ends OK once every answer is sent
@@ -102,11 +107,10 @@ read:
 			if stop {
 				break read
 			}
-			if aged && time.Since(born) > s.cfg.MaxConnectionAge {
-				// As an old connection's calls end: the caller opens a
-				// new stream, on a new connection.
-				break read
-			}
+		case <-aging:
+			// As an old connection's calls end: the caller opens a new
+			// stream, on a new connection.
+			break read
 		case err := <-recvErr:
 			if !errors.Is(err, io.EOF) {
 				end = err

@@ -32,6 +32,12 @@ import (
 // client.
 func streamAPI(t *testing.T, cfg Config) (*Server, pb.CoordinatorClient, *clientv3.Client) {
 	t.Helper()
+	return streamAPIWith(t, cfg, servings[0])
+}
+
+// streamAPIWith is streamAPI served through how.
+func streamAPIWith(t *testing.T, cfg Config, how serving) (*Server, pb.CoordinatorClient, *clientv3.Client) {
+	t.Helper()
 	_, cli := testenv.Etcd(t)
 	cfg.Etcd = cli
 	if cfg.Namespace == "" {
@@ -44,7 +50,7 @@ func streamAPI(t *testing.T, cfg Config) (*Server, pb.CoordinatorClient, *client
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(serveLoopback(t, s), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(serveLoopbackWith(t, s, how), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,42 +271,50 @@ func TestSubmitStreamEndsOKOnceItHasAnswered(t *testing.T) {
 		cfg  Config
 		stop bool
 	}{
-		{"connection past its age", Config{MaxConnectionAge: time.Nanosecond}, false},
+		// An age the stream's three submissions are answered within, and
+		// that ends the stream, idle, with no message after it.
+		{"connection past its age", Config{MaxConnectionAge: 2 * time.Second}, false},
 		{"node stopping", Config{}, true},
 	} {
-		t.Run(tc.what, func(t *testing.T) {
-			s, api, _ := streamAPI(t, tc.cfg)
-			ctx := testenv.Ctx(t, 60*time.Second)
-			a, err := api.Register(ctx, &pb.RegisterRequest{Name: "a", TtlSeconds: 30})
-			if err != nil {
-				t.Fatal(err)
-			}
-			stream, err := api.SubmitStream(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			req := &pb.SubmitRequest{Name: "a", Incarnation: a.Incarnation, Ops: setOp("k", "v")}
-			for _, r := range resultsOf(t, stream, req, req, req) {
-				if err := resultErr(r); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if tc.stop {
-				s.Close()
-			}
-			if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
-				t.Fatalf("%v, want the stream's OK end", err)
-			}
-			if tc.stop {
-				next, err := api.SubmitStream(ctx)
-				if err == nil {
-					_, err = next.Recv()
-				}
-				if status.Code(err) != codes.Unavailable || apierr.ReasonOf(err) != apierr.ReasonUnavailable {
-					t.Fatalf("a new stream on a stopping node: %v", err)
-				}
-			}
-		})
+		for _, how := range servings {
+			t.Run(tc.what+"/"+how.name, func(t *testing.T) { submitStreamEndsOK(t, tc.cfg, tc.stop, how) })
+		}
+	}
+}
+
+// submitStreamEndsOK is TestSubmitStreamEndsOKOnceItHasAnswered for one
+// config, served through how; stop closes the server after the answers.
+func submitStreamEndsOK(t *testing.T, cfg Config, stop bool, how serving) {
+	s, api, _ := streamAPIWith(t, cfg, how)
+	ctx := testenv.Ctx(t, 60*time.Second)
+	a, err := api.Register(ctx, &pb.RegisterRequest{Name: "a", TtlSeconds: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := api.SubmitStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &pb.SubmitRequest{Name: "a", Incarnation: a.Incarnation, Ops: setOp("k", "v")}
+	for _, r := range resultsOf(t, stream, req, req, req) {
+		if err := resultErr(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if stop {
+		s.Close()
+	}
+	if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("%v, want the stream's OK end", err)
+	}
+	if stop {
+		next, err := api.SubmitStream(ctx)
+		if err == nil {
+			_, err = next.Recv()
+		}
+		if status.Code(err) != codes.Unavailable || apierr.ReasonOf(err) != apierr.ReasonUnavailable {
+			t.Fatalf("a new stream on a stopping node: %v", err)
+		}
 	}
 }
 
@@ -308,6 +322,12 @@ func TestSubmitStreamEndsOKOnceItHasAnswered(t *testing.T) {
 // act only as a name the client certificate allows: another name is
 // PERMISSION_DENIED, with an audit line, and the stream goes on.
 func TestSubmitStreamAuthorizesEachSubmission(t *testing.T) {
+	for _, how := range servings {
+		t.Run(how.name, func(t *testing.T) { submitStreamAuthorizes(t, how) })
+	}
+}
+
+func submitStreamAuthorizes(t *testing.T, how serving) {
 	_, cli := testenv.Etcd(t)
 	ca := testcerts.NewCA(t, "api")
 	server, client := ca.Server("node"), ca.Client("agent-1")
@@ -325,7 +345,7 @@ func TestSubmitStreamAuthorizesEachSubmission(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(serveLoopback(t, s), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+	conn, err := grpc.NewClient(serveLoopbackWith(t, s, how), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
 		RootCAs: caPool(t, ca.CertFile), Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12,
 	})))
 	if err != nil {
