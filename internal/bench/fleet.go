@@ -94,17 +94,28 @@ func spreadOver(n int) []int {
 	return out
 }
 
-// fleetNodeArgs are the node's flags beyond the usual: the API and
-// metrics listeners (with the profiler, on loopback), and limits lifted
+// fleetAddrs are the node's listeners in the fleet scenario.
+type fleetAddrs struct {
+	API     string // gRPC alone, on gRPC's own server
+	APIHTTP string // HTTP/JSON
+	Metrics string // metrics, health and the profiler
+}
+
+// fleetNodeArgs are the node's flags beyond the usual: the API's gRPC and
+// HTTP/JSON on listeners of their own, as a node sized for thousands of
+// streams is run (a stream costs a goroutine on gRPC's own server, four
+// through net/http), the metrics listener (with the profiler, on
+// loopback), and limits lifted
 // so that they are not what the scenario measures: room for every
 // registration and stream with a margin, and per-identity rates that
 // every caller process, all of them one identity on loopback, stays far
 // under.
-func fleetNodeArgs(apiAddr, httpAddr string, p fleetPlan) []string {
+func fleetNodeArgs(addrs fleetAddrs, p fleetPlan) []string {
 	room := strconv.Itoa(max(apiserver.DefaultMaxRegistrations, 2*(p.API+fleetActiveCallers)))
 	const lifted = "1000000000"
 	return []string{
-		"--api-listen", apiAddr, "--http-listen", httpAddr, "--enable-pprof", "--log-level", "warn",
+		"--api-listen", addrs.API, "--api-http-listen", addrs.APIHTTP, "--http-listen", addrs.Metrics,
+		"--enable-pprof", "--log-level", "warn",
 		"--api-max-registrations", room, "--api-max-streams", room,
 		"--api-register-rate", lifted, "--api-register-burst", lifted,
 		"--api-call-rate", lifted, "--api-call-burst", lifted,

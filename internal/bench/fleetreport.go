@@ -58,9 +58,11 @@ func fleetPhaseMeasurements(p fleetPhase, ttl time.Duration) []Measurement {
 		} else {
 			ka.Note = "etcd's metrics not readable (not plain http): not counted there"
 		}
-		ka.Note = joinNote(ka.Note, fmt.Sprintf("%.0f/s expected at one request per lease each TTL/3 + 0.25 s (%d leases); "+
+		direct := n - p.Plan.API + 1 // the node's own lease too
+		ka.Note = joinNote(ka.Note, fmt.Sprintf("%.0f/s expected at one request per lease each TTL/3 + 0.25 s for the %d kept by etcd's client "+
+			"(the sessions' and the node's own), each TTL/3 for the %d the node keeps for its API callers; "+
 			"the node sent %.0f keep-alive answers/s to its API callers; CPU over the window: node %.0f%% of a core",
-			keepAlivesExpected(n+1, ttl), n+1,
+			keepAlivesExpected(direct, p.Plan.API, ttl), direct, p.Plan.API,
 			perSecond(p.W0, p.W1, func(c fleetCounters) float64 { return c.NodeKeepAlives }),
 			100*(p.W1.NodeCPU-p.W0.NodeCPU).Seconds()/window))
 		if p.W1.EtcdCPU > 0 {
@@ -100,12 +102,13 @@ func fleetPhaseMeasurements(p fleetPhase, ttl time.Duration) []Measurement {
 	return out
 }
 
-// keepAlivesExpected is the keep-alive requests per second of leases
-// leases of TTL ttl kept alive by etcd's Go client: it sends one TTL/3
+// keepAlivesExpected is the keep-alive requests per second of direct
+// leases of TTL ttl kept alive by etcd's Go client, which sends one TTL/3
 // after the last answer, checking every 500 ms, so about every TTL/3 +
-// 0.25 s.
-func keepAlivesExpected(leases int, ttl time.Duration) float64 {
-	return float64(leases) / keepAlivePeriod(ttl).Seconds()
+// 0.25 s, and of viaNode leases a node keeps alive for its API callers,
+// each TTL/3 after the last answer, on a timer.
+func keepAlivesExpected(direct, viaNode int, ttl time.Duration) float64 {
+	return float64(direct)/keepAlivePeriod(ttl).Seconds() + float64(viaNode)/(ttl/3).Seconds()
 }
 
 // keepAlivePeriod is how often etcd's Go client renews a lease of TTL ttl

@@ -58,22 +58,20 @@ func (r *runner) startFleetServers(ctx context.Context, idx int, plan fleetPlan)
 			s.etcdMetrics = strings.TrimSuffix(s.endpoints[0], "/") + "/metrics"
 		}
 	}
-	apiAddr, err := freeLoopback()
+	var addrs fleetAddrs
+	for _, a := range []*string{&addrs.API, &addrs.APIHTTP, &addrs.Metrics} {
+		if *a, err = freeLoopback(); err != nil {
+			return s, err
+		}
+	}
+	node, err := r.StartServe(fmt.Sprintf("bench-fleet-%d", idx), s.endpoints, fleetNodeArgs(addrs, plan)...)
 	if err != nil {
 		return s, err
 	}
-	httpAddr, err := freeLoopback()
-	if err != nil {
-		return s, err
-	}
-	node, err := r.StartServe(fmt.Sprintf("bench-fleet-%d", idx), s.endpoints, fleetNodeArgs(apiAddr, httpAddr, plan)...)
-	if err != nil {
-		return s, err
-	}
-	s.node, s.apiAddr, s.nodeMetrics = node, apiAddr, "http://"+httpAddr+"/metrics"
-	r.Progressf("  fleet: node pid %d, API %s, metrics and pprof http://%s, etcd %s (pid %d)",
-		node.Pid(), apiAddr, httpAddr, strings.Join(s.endpoints, ","), s.etcdPid)
-	return s, waitReady(ctx, "http://"+httpAddr+"/readyz", node)
+	s.node, s.apiAddr, s.nodeMetrics = node, addrs.API, "http://"+addrs.Metrics+"/metrics"
+	r.Progressf("  fleet: node pid %d, API gRPC %s, HTTP/JSON %s, metrics and pprof http://%s, etcd %s (pid %d)",
+		node.Pid(), addrs.API, addrs.APIHTTP, addrs.Metrics, strings.Join(s.endpoints, ","), s.etcdPid)
+	return s, waitReady(ctx, "http://"+addrs.Metrics+"/readyz", node)
 }
 
 // startFleetEtcd starts a single-member etcd in a child process of its own,

@@ -15,8 +15,9 @@
 //     RoundBase + group size × PerSubmission.
 //   - Keep-alives. etcd's Go client renews a lease a third of its TTL
 //     after the last renewal, checking every KeepAliveTick: one request
-//     per registration every TTL/3 + KeepAliveTick/2 on average, whoever
-//     holds it (a node for its API callers, a process for its sessions).
+//     per registration every TTL/3 + KeepAliveTick/2 on average (a
+//     process for its sessions); a node renews its API callers' leases a
+//     third of the TTL after each answer, on a timer: one every TTL/3.
 //   - Applying. The leader writes a round's operations in steps of up to
 //     WriteConcurrency names, one pipeline per memcached server; a step
 //     takes StepBase + PerWrite × its writes.
@@ -118,9 +119,18 @@ func (m Model) ApplyRate(names int) float64 {
 }
 
 // KeepAlives is the lease keep-alive requests/s etcd receives for
-// registrations registrations of lease TTL ttl.
+// registrations registrations of lease TTL ttl kept alive by etcd's Go
+// client (pkg/client sessions).
 func (m Model) KeepAlives(registrations int, ttl time.Duration) float64 {
 	return float64(registrations) / (ttl/3 + m.KeepAliveTick/2).Seconds()
+}
+
+// NodeKeepAlives is the lease keep-alive requests/s etcd receives for
+// registrations registrations of lease TTL ttl kept alive through a
+// node's API: the node's lease keeper sends a lease's next request a third
+// of its TTL after its answer, on a timer rather than a tick.
+func (m Model) NodeKeepAlives(registrations int, ttl time.Duration) float64 {
+	return float64(registrations) / (ttl / 3).Seconds()
 }
 
 // DrainSeconds is how long a new leader takes to apply a backlog of

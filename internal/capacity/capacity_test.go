@@ -64,6 +64,10 @@ func TestGroupSizeAndKeepAlives(t *testing.T) {
 	if got := m.KeepAlives(1000, 10*time.Second); math.Abs(got-279.07) > 0.01 {
 		t.Errorf("1000 registrations of 10s: %.2f keep-alives/s", got)
 	}
+	// Through a node, every 3.33 s.
+	if got := m.NodeKeepAlives(1000, 10*time.Second); math.Abs(got-300) > 0.01 {
+		t.Errorf("1000 registrations of 10s through a node: %.2f keep-alives/s", got)
+	}
 	if got, want := Colocated(30, 60), 20.0; math.Abs(got-want) > 1e-9 {
 		t.Errorf("Colocated(30, 60) = %v", got)
 	}
