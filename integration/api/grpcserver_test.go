@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/coordinator-dev/coordinator/api/coordinator/v1"
@@ -89,8 +90,8 @@ func TestSplitListenersServeTheirOwnProtocol(t *testing.T) {
 // gRPC's own server keeps the limits of Config: a call whose request
 // never completes is ended by WriteTimeout, a connection with no call by
 // IdleTimeout, an old one by MaxConnectionAge (GOAWAY, the client going on
-// over a new connection), while a WaitApplied longer than all of them is
-// answered.
+// over a new connection), headers over 64 KiB are refused, while a
+// WaitApplied longer than all of them is answered.
 func TestGRPCServerBoundsCallsAndConnections(t *testing.T) {
 	c := startCluster(t)
 	n := startSplitAPI(t, c.etcd, apiserver.Config{WriteTimeout: 2 * time.Second, IdleTimeout: 2 * time.Second, MaxConnectionAge: 2 * time.Second})
@@ -134,6 +135,15 @@ func TestGRPCServerBoundsCallsAndConnections(t *testing.T) {
 		}
 		return dials.Load() >= 2
 	}, "the caller's connection is replaced past MaxConnectionAge")
+
+	// Headers over 64 KiB are refused, and the node serves on.
+	big := metadata.AppendToOutgoingContext(ctx, "x-padding", strings.Repeat("x", 100<<10))
+	if _, err := api.Status(big, &pb.StatusRequest{}); err == nil {
+		t.Fatal("a call with 100 KiB of headers was served")
+	}
+	if _, err := api.Status(ctx, &pb.StatusRequest{}); err != nil {
+		t.Fatalf("status after refused headers: %v", err)
+	}
 
 	start = time.Now()
 	_, err = api.WaitApplied(ctx, &pb.WaitAppliedRequest{Token: "999999999", TimeoutMs: 5000})

@@ -34,6 +34,7 @@ func (s *Server) ServeGRPC(ctx context.Context, lis net.Listener) error {
 	opts := []grpc.ServerOption{
 		grpc.MaxConcurrentStreams(uint32(min(s.cfg.MaxStreamsPerConn, math.MaxUint32))),
 		grpc.ConnectionTimeout(handshakeTimeout),
+		grpc.MaxHeaderListSize(maxHeaderBytes),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			MaxConnectionIdle: s.cfg.IdleTimeout,
 			// Born with a jitter of connBorn's, and aged by gRPC with a

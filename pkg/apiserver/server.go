@@ -61,6 +61,9 @@ const shutdownTimeout = 2 * time.Second
 // request headers (gRPC: its HTTP/2 preface and settings).
 const handshakeTimeout = 10 * time.Second
 
+// maxHeaderBytes bounds a request's headers.
+const maxHeaderBytes = 64 << 10
+
 // pingTimeout is how long a connection's ping may go unanswered before the
 // connection is closed.
 const pingTimeout = 15 * time.Second
@@ -281,7 +284,7 @@ func (s *Server) serveHTTP(ctx context.Context, lis net.Listener, gs *grpc.Serve
 		ReadTimeout:       s.cfg.ReadTimeout,
 		WriteTimeout:      s.cfg.WriteTimeout,
 		IdleTimeout:       s.cfg.IdleTimeout,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    maxHeaderBytes,
 		HTTP2: &http.HTTP2Config{
 			MaxConcurrentStreams: s.cfg.MaxStreamsPerConn,
 			// A peer that stops answering pings (gone without a FIN: a
