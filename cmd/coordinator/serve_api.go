@@ -52,7 +52,7 @@ func (a *apiOptions) addFlags(f *pflag.FlagSet) {
 			"Without --api-client-ca anyone who reaches it can act as any name")
 	f.StringVar(&a.httpListen, "api-http-listen", "",
 		"host:port to serve the HTTP/JSON API on, apart from gRPC; --api-listen then serves gRPC alone, on gRPC's own "+
-			"HTTP/2 server, which holds a stream with one goroutine instead of four: for nodes with thousands of "+
+			"HTTP/2 server, which holds a stream with one goroutine instead of three: for nodes with thousands of "+
 			"keep-alive streams (TLS and limits as for --api-listen)")
 	f.StringVar(&a.cert, "api-cert", "", "PEM certificate of the API listener (TLS; needs --api-key)")
 	f.StringVar(&a.key, "api-key", "", "PEM key of --api-cert")

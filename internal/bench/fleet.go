@@ -103,7 +103,7 @@ type fleetAddrs struct {
 
 // fleetNodeArgs are the node's flags beyond the usual: the API's gRPC and
 // HTTP/JSON on listeners of their own, as a node sized for thousands of
-// streams is run (a stream costs a goroutine on gRPC's own server, four
+// streams is run (a stream costs a goroutine on gRPC's own server, three
 // through net/http), the metrics listener (with the profiler, on
 // loopback), and limits lifted
 // so that they are not what the scenario measures: room for every

@@ -17,7 +17,7 @@ import (
 // server: the caller API, grpc.health.v1.Health and server reflection, as
 // Serve does, without HTTP/JSON (ServeJSON serves it on another
 // listener). A stream costs the node one goroutine here, where through
-// net/http it costs four, which is what a node holding thousands of
+// net/http it costs three, which is what a node holding thousands of
 // KeepAlive streams is sized by.
 //
 // The limits of Config apply as they do in Serve: Config.TLS (its

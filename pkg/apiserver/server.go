@@ -190,7 +190,7 @@ func (s *Server) Handler() http.Handler {
 // stopped.
 //
 // gRPC served this way goes through net/http's HTTP/2 server, which costs
-// a stream three goroutines and a response buffer more than gRPC's own
+// a stream two goroutines and a response buffer more than gRPC's own
 // transport: a node holding thousands of KeepAlive streams serves gRPC
 // with ServeGRPC on a listener of its own, and HTTP/JSON with ServeJSON on
 // another, as etcd splits its client URLs.
