@@ -146,8 +146,9 @@ type fleetCounters struct {
 	// metrics cannot be read.
 	EtcdKeepAlives, EtcdRenewed float64
 	EtcdCounted                 bool
-	// NodeKeepAlives are the KeepAlive responses the node sent its API
-	// callers, one per renewal.
+	// NodeKeepAlives are the keep-alive messages the node sent its API
+	// callers: a KeepAlive response per renewal, a KeepAliveMany response
+	// for the renewals of many.
 	NodeKeepAlives float64
 	// Limited counts the calls the node's limits refused.
 	Limited float64
@@ -398,7 +399,9 @@ func (r *runner) fleetCount(ctx context.Context, s *fleetServers, hs []*benchenv
 	if err != nil {
 		return c, err
 	}
-	c.NodeKeepAlives, _ = m.sum("grpc_server_msg_sent_total", "grpc_method", "KeepAlive")
+	one, _ := m.sum("grpc_server_msg_sent_total", "grpc_method", "KeepAlive")
+	many, _ := m.sum("grpc_server_msg_sent_total", "grpc_method", "KeepAliveMany")
+	c.NodeKeepAlives = one + many
 	c.Limited, _ = m.sum("coordinator_api_limited_total")
 	if c.NodeCPU, err = pidCPU(s.node.Pid()); err != nil {
 		return c, err

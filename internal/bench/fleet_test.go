@@ -240,7 +240,7 @@ func TestFleetResults(t *testing.T) {
 		t.Errorf("etcd heap per registration missing: %s", m.Note)
 	}
 	ka := got["etcd lease keep-alive requests/s, 1000 idle"]
-	for _, s := range []string{"etcd renewed 275 leases/s", "290/s expected", "the 501 kept by etcd's client", "the 500 the node keeps", "140 keep-alive answers/s", "node 5%", "etcd 10%"} {
+	for _, s := range []string{"etcd renewed 275 leases/s", "290/s expected", "the 501 kept by etcd's client", "the 500 the node keeps", "140 keep-alive messages/s", "node 5%", "etcd 10%"} {
 		if !strings.Contains(ka.Note, s) {
 			t.Errorf("keep-alive note lacks %q: %s", s, ka.Note)
 		}

@@ -61,7 +61,7 @@ func fleetPhaseMeasurements(p fleetPhase, ttl time.Duration) []Measurement {
 		direct := n - p.Plan.API + 1 // the node's own lease too
 		ka.Note = joinNote(ka.Note, fmt.Sprintf("%.0f/s expected at one request per lease each TTL/3 + 0.25 s for the %d kept by etcd's client "+
 			"(the sessions' and the node's own), each TTL/3 for the %d the node keeps for its API callers; "+
-			"the node sent %.0f keep-alive answers/s to its API callers; CPU over the window: node %.0f%% of a core",
+			"the node sent %.0f keep-alive messages/s to its API callers (one per renewal on a KeepAlive stream, the renewals of many on a KeepAliveMany stream); CPU over the window: node %.0f%% of a core",
 			keepAlivesExpected(direct, p.Plan.API, ttl), direct, p.Plan.API,
 			perSecond(p.W0, p.W1, func(c fleetCounters) float64 { return c.NodeKeepAlives }),
 			100*(p.W1.NodeCPU-p.W0.NodeCPU).Seconds()/window))

@@ -390,10 +390,11 @@ type connBornKey struct{}
 // by design, true for a stream: the keep-alive stream, the submit stream
 // (whose submissions are bounded one by one), and waits for a token.
 var longCalls = map[string]bool{
-	"/coordinator.v1.Coordinator/KeepAlive":    true,
-	"/coordinator.v1.Coordinator/SubmitStream": true,
-	"/coordinator.v1.Coordinator/WaitApplied":  false,
-	"/v1/wait-applied":                         false,
+	"/coordinator.v1.Coordinator/KeepAlive":     true,
+	"/coordinator.v1.Coordinator/KeepAliveMany": true,
+	"/coordinator.v1.Coordinator/SubmitStream":  true,
+	"/coordinator.v1.Coordinator/WaitApplied":   false,
+	"/v1/wait-applied":                          false,
 }
 
 // callerInfo is what the HTTP layer knows of a caller, carried to the calls

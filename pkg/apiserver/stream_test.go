@@ -328,31 +328,7 @@ func TestSubmitStreamAuthorizesEachSubmission(t *testing.T) {
 }
 
 func submitStreamAuthorizes(t *testing.T, how serving) {
-	_, cli := testenv.Etcd(t)
-	ca := testcerts.NewCA(t, "api")
-	server, client := ca.Server("node"), ca.Client("agent-1")
-	tlsCfg, err := TLSFiles{CertFile: server.CertFile, KeyFile: server.KeyFile, ClientCAFile: ca.CertFile}.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var log testenv.SyncBuffer
-	s, err := New(Config{Etcd: cli, Namespace: "stream-tls", TLS: tlsCfg, AuthorizeNames: true,
-		Logger: slog.New(slog.NewJSONHandler(&log, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := tls.LoadX509KeyPair(client.CertFile, client.KeyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient(serveLoopbackWith(t, s, how), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
-		RootCAs: caPool(t, ca.CertFile), Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12,
-	})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	api := pb.NewCoordinatorClient(conn)
+	api, log := mutualTLSAPI(t, how)
 	ctx := testenv.Ctx(t, 60*time.Second)
 	a, err := api.Register(ctx, &pb.RegisterRequest{Name: "agent-1", TtlSeconds: 30})
 	if err != nil {
@@ -374,6 +350,38 @@ func submitStreamAuthorizes(t *testing.T, how serving) {
 	if l := log.String(); !strings.Contains(l, `"event":"permission_denied"`) || !strings.Contains(l, `"name":"agent-2"`) {
 		t.Errorf("no audit line of the refusal:\n%s", l)
 	}
+}
+
+// mutualTLSAPI serves an API with mTLS and per-name authorization through
+// how, and returns a client of it whose certificate allows agent-1, and
+// the server's log.
+func mutualTLSAPI(t *testing.T, how serving) (pb.CoordinatorClient, *testenv.SyncBuffer) {
+	t.Helper()
+	_, cli := testenv.Etcd(t)
+	ca := testcerts.NewCA(t, "api")
+	server, client := ca.Server("node"), ca.Client("agent-1")
+	tlsCfg, err := TLSFiles{CertFile: server.CertFile, KeyFile: server.KeyFile, ClientCAFile: ca.CertFile}.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := new(testenv.SyncBuffer)
+	s, err := New(Config{Etcd: cli, Namespace: "stream-tls", TLS: tlsCfg, AuthorizeNames: true,
+		Logger: slog.New(slog.NewJSONHandler(log, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.LoadX509KeyPair(client.CertFile, client.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(serveLoopbackWith(t, s, how), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		RootCAs: caPool(t, ca.CertFile), Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12,
+	})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return pb.NewCoordinatorClient(conn), log
 }
 
 // errorStatus keeps a refusal's details: the ErrorInfo and, for a limit,

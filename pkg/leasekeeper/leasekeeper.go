@@ -10,7 +10,8 @@
 // times, and closes the channels of leases not renewed in time. The
 // receiver opens the stream, reads the answers and reopens the stream after
 // an error. A kept lease costs a map entry, a heap entry and a small record;
-// each subscriber a channel of one element.
+// each subscriber a channel of one element (Keep) or a func (KeepFunc, for
+// a caller that keeps many leases and waits on none of them alone).
 //
 // Renewals are scheduled as etcd's client schedules them: a lease is sent
 // at once when first kept, and again a third of its TTL after each answer.
@@ -95,7 +96,7 @@ type Keeper struct {
 // send time of the last answered request plus the TTL answered.
 type lease struct {
 	id       clientv3.LeaseID
-	subs     []chan int64
+	subs     []*subscriber
 	at       int64 // heap key: when the sender next has to look at it
 	deadline int64
 	sent     int64 // when the request awaiting its answer was sent; 0: none
@@ -158,11 +159,47 @@ func (k *Keeper) start() {
 // the schedule when its last subscriber stops.
 func (k *Keeper) Keep(id clientv3.LeaseID) (renewals <-chan int64, stop func()) {
 	ch := make(chan int64, 1)
+	closed := false // under k.mu, as every call of the func below
+	stopFunc := k.KeepFunc(id, func(ttl int64) {
+		select { // replace a renewal not yet read
+		case <-ch:
+		default:
+		}
+		if ttl > 0 {
+			ch <- ttl // cannot block: only the Keeper sends, under k.mu
+			return
+		}
+		closed = true
+		close(ch)
+	})
+	return ch, func() {
+		stopFunc()
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		if !closed {
+			closed = true
+			select {
+			case <-ch:
+			default:
+			}
+			close(ch)
+		}
+	}
+}
+
+// KeepFunc is Keep for a caller that keeps many leases and cannot wait on
+// a channel for each: f is called with each successful renewal's TTL in
+// seconds (> 0), and once with 0 when Keep's channel would close (the
+// lease gone, unrenewed for its TTL, or the Keeper closing). f is called
+// from the Keeper's goroutines with its lock held: it must not block, nor
+// call the Keeper. After stop returns, f is not called again.
+func (k *Keeper) KeepFunc(id clientv3.LeaseID, f func(ttl int64)) (stop func()) {
+	sub := &subscriber{f: f}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.closed {
-		close(ch)
-		return ch, func() {}
+		f(0)
+		return func() {}
 	}
 	k.start()
 	l := k.leases[id]
@@ -176,9 +213,12 @@ func (k *Keeper) Keep(id clientv3.LeaseID) (renewals <-chan int64, stop func()) 
 			signal(k.wake)
 		}
 	}
-	l.subs = append(l.subs, ch)
-	return ch, func() { k.unsubscribe(id, ch) }
+	l.subs = append(l.subs, sub)
+	return func() { k.unsubscribe(id, sub) }
 }
+
+// subscriber is one KeepFunc's.
+type subscriber struct{ f func(ttl int64) }
 
 // Close stops renewing every lease, revoking none, closes every channel
 // and waits for the Keeper's goroutines to end. Calling it again does
@@ -198,33 +238,28 @@ func (k *Keeper) Close() {
 
 func (k *Keeper) now() int64 { return int64(time.Since(k.epoch)) + 1 }
 
-func (k *Keeper) unsubscribe(id clientv3.LeaseID, ch chan int64) {
+func (k *Keeper) unsubscribe(id clientv3.LeaseID, sub *subscriber) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	l := k.leases[id]
 	if l == nil {
 		return
 	}
-	i := slices.Index(l.subs, ch)
+	i := slices.Index(l.subs, sub)
 	if i < 0 {
-		return // stopped already, or closed with a lease since gone
+		return // stopped already, or ended with a lease since gone
 	}
 	l.subs = slices.Delete(l.subs, i, i+1)
-	select {
-	case <-ch:
-	default:
-	}
-	close(ch)
 	if len(l.subs) == 0 {
 		delete(k.leases, l.id)
 		heap.Remove(&k.due, l.index)
 	}
 }
 
-// end closes l's subscribers' channels and forgets l.
+// end tells l's subscribers it ended and forgets l.
 func (k *Keeper) end(l *lease) {
-	for _, ch := range l.subs {
-		close(ch)
+	for _, sub := range l.subs {
+		sub.f(0)
 	}
 	l.subs = nil
 	delete(k.leases, l.id)
@@ -404,12 +439,8 @@ func (k *Keeper) answered(id clientv3.LeaseID, ttl int64) {
 	if l.index == 0 {
 		signal(k.wake)
 	}
-	for _, ch := range l.subs {
-		select { // replace a renewal not yet read
-		case <-ch:
-		default:
-		}
-		ch <- ttl // cannot block: only this goroutine sends, under k.mu
+	for _, sub := range l.subs {
+		sub.f(ttl)
 	}
 }
 

@@ -133,11 +133,32 @@ type Watcher struct {
 	stopWatch context.CancelFunc
 }
 
-// sub is one subscription.
+// sub is one subscription: Subscribe's, with a channel, or
+// SubscribeFunc's, with a func.
 type sub struct {
 	inc   int64
 	ch    chan Signal
+	f     func(Signal)
 	ended bool // Changed was sent; nothing more is
+}
+
+// signal tells s sig: Changed replaces a pending Recheck, a Recheck is
+// dropped while one is pending.
+func (s *sub) signal(sig Signal) {
+	if s.f != nil {
+		s.f(sig)
+		return
+	}
+	if sig == Changed {
+		select { // a pending Recheck gives way: Changed says more
+		case <-s.ch:
+		default:
+		}
+	}
+	select { // the slot is free for a Changed: only the Watcher sends, under mu
+	case s.ch <- sig:
+	default:
+	}
 }
 
 // New returns a Watcher of cfg.Layout's registrations. It does not touch
@@ -181,10 +202,29 @@ func New(cfg Config) (*Watcher, error) {
 // Several subscriptions of one name, with one inc or several, are
 // independent.
 func (w *Watcher) Subscribe(ctx context.Context, name string, inc int64) (signals <-chan Signal, cancel func(), err error) {
+	s := &sub{inc: inc, ch: make(chan Signal, 1)}
+	if cancel, err = w.subscribe(ctx, name, s); err != nil {
+		return nil, nil, err
+	}
+	return s.ch, cancel, nil
+}
+
+// SubscribeFunc is Subscribe for a subscriber that holds many
+// subscriptions and cannot wait on a channel for each: f is called with
+// each signal Subscribe's channel would receive (a Recheck while one is
+// pending too). f is called from the Watcher's goroutine with its lock
+// held: it must not block, nor call the Watcher. After cancel returns, or
+// once the Watcher is closed, f is not called again.
+func (w *Watcher) SubscribeFunc(ctx context.Context, name string, inc int64, f func(Signal)) (cancel func(), err error) {
+	return w.subscribe(ctx, name, &sub{inc: inc, f: f})
+}
+
+// subscribe registers s once the watch's start revision is fixed.
+func (w *Watcher) subscribe(ctx context.Context, name string, s *sub) (cancel func(), err error) {
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
-		return nil, nil, ErrClosed
+		return nil, ErrClosed
 	}
 	if !w.started {
 		w.started = true
@@ -199,20 +239,19 @@ func (w *Watcher) Subscribe(ctx context.Context, name string, inc int64) (signal
 		select {
 		case <-w.ready:
 		case <-w.ctx.Done():
-			return nil, nil, ErrClosed
+			return nil, ErrClosed
 		case <-ctx.Done():
-			return nil, nil, ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
 
-	s := &sub{inc: inc, ch: make(chan Signal, 1)}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
-		return nil, nil, ErrClosed
+		return nil, ErrClosed
 	}
 	w.subs[name] = append(w.subs[name], s)
-	return s.ch, func() { w.unsubscribe(name, s) }, nil
+	return func() { w.unsubscribe(name, s) }, nil
 }
 
 // unsubscribe removes s from name's subscriptions, if it is still there.
@@ -238,7 +277,9 @@ func (w *Watcher) unsubscribe(name string, s *sub) {
 
 // Close ends the watch and waits for the Watcher's goroutine to return,
 // then closes the channel of every subscription not cancelled: a closed
-// channel says that nothing more will be reported. Subscribe then returns
+// channel says that nothing more will be reported (SubscribeFunc's funcs
+// are not called: their subscriber learns of the end from whoever closed
+// the Watcher). Subscribe then returns
 // ErrClosed. Close may be called more than once.
 func (w *Watcher) Close() {
 	w.mu.Lock()
@@ -251,7 +292,9 @@ func (w *Watcher) Close() {
 	defer w.mu.Unlock()
 	for _, ss := range w.subs {
 		for _, s := range ss {
-			close(s.ch)
+			if s.ch != nil {
+				close(s.ch)
+			}
 		}
 	}
 	clear(w.subs)
@@ -361,11 +404,7 @@ func (w *Watcher) dispatch(evs []*clientv3.Event) {
 			// A delete's ModRevision is the delete's revision.
 			if !s.ended && ev.Kv.ModRevision > s.inc {
 				s.ended = true
-				select { // a pending Recheck gives way: Changed says more
-				case <-s.ch:
-				default:
-				}
-				s.ch <- Changed // the slot is free: only dispatch sends, under mu
+				s.signal(Changed)
 			}
 		}
 	}
@@ -378,12 +417,8 @@ func (w *Watcher) recheckAll() {
 	defer w.mu.Unlock()
 	for _, ss := range w.subs {
 		for _, s := range ss {
-			if s.ended {
-				continue
-			}
-			select {
-			case s.ch <- Recheck:
-			default:
+			if !s.ended {
+				s.signal(Recheck)
 			}
 		}
 	}

@@ -293,6 +293,244 @@ func (x *KeepAliveResponse) GetTtlSeconds() int32 {
 	return 0
 }
 
+// KeepAliveManyRequest changes the incarnations a KeepAliveMany stream
+// keeps alive.
+type KeepAliveManyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// add starts keeping these incarnations alive; an incarnation already on
+	// the stream is left as it is.
+	Add []*KeepAliveRequest `protobuf:"bytes,1,rep,name=add,proto3" json:"add,omitempty"`
+	// remove stops keeping these alive (by name and incarnation), without
+	// an answer: their leases run out by their TTL unless kept alive
+	// elsewhere or revoked.
+	Remove        []*KeepAliveRequest `protobuf:"bytes,2,rep,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeepAliveManyRequest) Reset() {
+	*x = KeepAliveManyRequest{}
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeepAliveManyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeepAliveManyRequest) ProtoMessage() {}
+
+func (x *KeepAliveManyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeepAliveManyRequest.ProtoReflect.Descriptor instead.
+func (*KeepAliveManyRequest) Descriptor() ([]byte, []int) {
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *KeepAliveManyRequest) GetAdd() []*KeepAliveRequest {
+	if x != nil {
+		return x.Add
+	}
+	return nil
+}
+
+func (x *KeepAliveManyRequest) GetRemove() []*KeepAliveRequest {
+	if x != nil {
+		return x.Remove
+	}
+	return nil
+}
+
+// KeepAliveManyResponse reports renewals and ends of a KeepAliveMany
+// stream's incarnations.
+type KeepAliveManyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Renewed       []*KeptAlive           `protobuf:"bytes,1,rep,name=renewed,proto3" json:"renewed,omitempty"`
+	Ended         []*KeepAliveEnded      `protobuf:"bytes,2,rep,name=ended,proto3" json:"ended,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeepAliveManyResponse) Reset() {
+	*x = KeepAliveManyResponse{}
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeepAliveManyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeepAliveManyResponse) ProtoMessage() {}
+
+func (x *KeepAliveManyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeepAliveManyResponse.ProtoReflect.Descriptor instead.
+func (*KeepAliveManyResponse) Descriptor() ([]byte, []int) {
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *KeepAliveManyResponse) GetRenewed() []*KeptAlive {
+	if x != nil {
+		return x.Renewed
+	}
+	return nil
+}
+
+func (x *KeepAliveManyResponse) GetEnded() []*KeepAliveEnded {
+	if x != nil {
+		return x.Ended
+	}
+	return nil
+}
+
+// KeptAlive is a renewal of an incarnation's lease.
+type KeptAlive struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Incarnation int64                  `protobuf:"varint,2,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// ttl_seconds is the lease's TTL after the renewal.
+	TtlSeconds    int32 `protobuf:"varint,3,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeptAlive) Reset() {
+	*x = KeptAlive{}
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeptAlive) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeptAlive) ProtoMessage() {}
+
+func (x *KeptAlive) ProtoReflect() protoreflect.Message {
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeptAlive.ProtoReflect.Descriptor instead.
+func (*KeptAlive) Descriptor() ([]byte, []int) {
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *KeptAlive) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *KeptAlive) GetIncarnation() int64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *KeptAlive) GetTtlSeconds() int32 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+// KeepAliveEnded is an incarnation no longer kept alive by the stream, and
+// why.
+type KeepAliveEnded struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Incarnation int64                  `protobuf:"varint,2,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// error is the status KeepAlive would have ended with.
+	Error         *ErrorStatus `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeepAliveEnded) Reset() {
+	*x = KeepAliveEnded{}
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeepAliveEnded) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeepAliveEnded) ProtoMessage() {}
+
+func (x *KeepAliveEnded) ProtoReflect() protoreflect.Message {
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeepAliveEnded.ProtoReflect.Descriptor instead.
+func (*KeepAliveEnded) Descriptor() ([]byte, []int) {
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *KeepAliveEnded) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *KeepAliveEnded) GetIncarnation() int64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *KeepAliveEnded) GetError() *ErrorStatus {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 // UnregisterRequest names the incarnation to end.
 type UnregisterRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -305,7 +543,7 @@ type UnregisterRequest struct {
 
 func (x *UnregisterRequest) Reset() {
 	*x = UnregisterRequest{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[4]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -317,7 +555,7 @@ func (x *UnregisterRequest) String() string {
 func (*UnregisterRequest) ProtoMessage() {}
 
 func (x *UnregisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[4]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -330,7 +568,7 @@ func (x *UnregisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnregisterRequest.ProtoReflect.Descriptor instead.
 func (*UnregisterRequest) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{4}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UnregisterRequest) GetName() string {
@@ -363,7 +601,7 @@ type UnregisterResponse struct {
 
 func (x *UnregisterResponse) Reset() {
 	*x = UnregisterResponse{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[5]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -375,7 +613,7 @@ func (x *UnregisterResponse) String() string {
 func (*UnregisterResponse) ProtoMessage() {}
 
 func (x *UnregisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[5]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -388,7 +626,7 @@ func (x *UnregisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnregisterResponse.ProtoReflect.Descriptor instead.
 func (*UnregisterResponse) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{5}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{9}
 }
 
 // Op is one memcached operation.
@@ -405,7 +643,7 @@ type Op struct {
 
 func (x *Op) Reset() {
 	*x = Op{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[6]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -417,7 +655,7 @@ func (x *Op) String() string {
 func (*Op) ProtoMessage() {}
 
 func (x *Op) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[6]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -430,7 +668,7 @@ func (x *Op) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Op.ProtoReflect.Descriptor instead.
 func (*Op) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{6}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Op) GetOp() isOp_Op {
@@ -495,7 +733,7 @@ type SetOp struct {
 
 func (x *SetOp) Reset() {
 	*x = SetOp{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[7]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -507,7 +745,7 @@ func (x *SetOp) String() string {
 func (*SetOp) ProtoMessage() {}
 
 func (x *SetOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[7]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -520,7 +758,7 @@ func (x *SetOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetOp.ProtoReflect.Descriptor instead.
 func (*SetOp) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{7}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SetOp) GetKey() string {
@@ -588,7 +826,7 @@ type DeleteOp struct {
 
 func (x *DeleteOp) Reset() {
 	*x = DeleteOp{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[8]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -600,7 +838,7 @@ func (x *DeleteOp) String() string {
 func (*DeleteOp) ProtoMessage() {}
 
 func (x *DeleteOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[8]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -613,7 +851,7 @@ func (x *DeleteOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOp.ProtoReflect.Descriptor instead.
 func (*DeleteOp) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{8}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DeleteOp) GetKey() string {
@@ -644,7 +882,7 @@ type SubmitRequest struct {
 
 func (x *SubmitRequest) Reset() {
 	*x = SubmitRequest{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[9]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -656,7 +894,7 @@ func (x *SubmitRequest) String() string {
 func (*SubmitRequest) ProtoMessage() {}
 
 func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[9]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -669,7 +907,7 @@ func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRequest) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{9}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SubmitRequest) GetName() string {
@@ -720,7 +958,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[10]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +970,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[10]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +983,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{10}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SubmitResponse) GetToken() string {
@@ -772,7 +1010,7 @@ type SubmitStreamRequest struct {
 
 func (x *SubmitStreamRequest) Reset() {
 	*x = SubmitStreamRequest{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[11]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -784,7 +1022,7 @@ func (x *SubmitStreamRequest) String() string {
 func (*SubmitStreamRequest) ProtoMessage() {}
 
 func (x *SubmitStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[11]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -797,7 +1035,7 @@ func (x *SubmitStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitStreamRequest.ProtoReflect.Descriptor instead.
 func (*SubmitStreamRequest) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{11}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SubmitStreamRequest) GetSubmissions() []*StreamSubmission {
@@ -825,7 +1063,7 @@ type StreamSubmission struct {
 
 func (x *StreamSubmission) Reset() {
 	*x = StreamSubmission{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[12]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +1075,7 @@ func (x *StreamSubmission) String() string {
 func (*StreamSubmission) ProtoMessage() {}
 
 func (x *StreamSubmission) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[12]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +1088,7 @@ func (x *StreamSubmission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamSubmission.ProtoReflect.Descriptor instead.
 func (*StreamSubmission) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{12}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StreamSubmission) GetRequestId() uint64 {
@@ -884,7 +1122,7 @@ type SubmitStreamResponse struct {
 
 func (x *SubmitStreamResponse) Reset() {
 	*x = SubmitStreamResponse{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[13]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -896,7 +1134,7 @@ func (x *SubmitStreamResponse) String() string {
 func (*SubmitStreamResponse) ProtoMessage() {}
 
 func (x *SubmitStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[13]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -909,7 +1147,7 @@ func (x *SubmitStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitStreamResponse.ProtoReflect.Descriptor instead.
 func (*SubmitStreamResponse) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{13}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SubmitStreamResponse) GetResults() []*StreamResult {
@@ -934,7 +1172,7 @@ type StreamResult struct {
 
 func (x *StreamResult) Reset() {
 	*x = StreamResult{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[14]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -946,7 +1184,7 @@ func (x *StreamResult) String() string {
 func (*StreamResult) ProtoMessage() {}
 
 func (x *StreamResult) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[14]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -959,7 +1197,7 @@ func (x *StreamResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamResult.ProtoReflect.Descriptor instead.
 func (*StreamResult) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{14}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StreamResult) GetRequestId() uint64 {
@@ -998,7 +1236,7 @@ type ErrorStatus struct {
 
 func (x *ErrorStatus) Reset() {
 	*x = ErrorStatus{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[15]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1010,7 +1248,7 @@ func (x *ErrorStatus) String() string {
 func (*ErrorStatus) ProtoMessage() {}
 
 func (x *ErrorStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[15]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1023,7 +1261,7 @@ func (x *ErrorStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorStatus.ProtoReflect.Descriptor instead.
 func (*ErrorStatus) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{15}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ErrorStatus) GetCode() int32 {
@@ -1059,7 +1297,7 @@ type ErrorDetail struct {
 
 func (x *ErrorDetail) Reset() {
 	*x = ErrorDetail{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[16]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1071,7 +1309,7 @@ func (x *ErrorDetail) String() string {
 func (*ErrorDetail) ProtoMessage() {}
 
 func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[16]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1084,7 +1322,7 @@ func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
 func (*ErrorDetail) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{16}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ErrorDetail) GetTypeUrl() string {
@@ -1113,7 +1351,7 @@ type ForgetReceiptsRequest struct {
 
 func (x *ForgetReceiptsRequest) Reset() {
 	*x = ForgetReceiptsRequest{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[17]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1125,7 +1363,7 @@ func (x *ForgetReceiptsRequest) String() string {
 func (*ForgetReceiptsRequest) ProtoMessage() {}
 
 func (x *ForgetReceiptsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[17]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1138,7 +1376,7 @@ func (x *ForgetReceiptsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetReceiptsRequest.ProtoReflect.Descriptor instead.
 func (*ForgetReceiptsRequest) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{17}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ForgetReceiptsRequest) GetName() string {
@@ -1171,7 +1409,7 @@ type ForgetReceiptsResponse struct {
 
 func (x *ForgetReceiptsResponse) Reset() {
 	*x = ForgetReceiptsResponse{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[18]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1183,7 +1421,7 @@ func (x *ForgetReceiptsResponse) String() string {
 func (*ForgetReceiptsResponse) ProtoMessage() {}
 
 func (x *ForgetReceiptsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[18]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1196,7 +1434,7 @@ func (x *ForgetReceiptsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForgetReceiptsResponse.ProtoReflect.Descriptor instead.
 func (*ForgetReceiptsResponse) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{18}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{22}
 }
 
 // WaitAppliedRequest names a token.
@@ -1212,7 +1450,7 @@ type WaitAppliedRequest struct {
 
 func (x *WaitAppliedRequest) Reset() {
 	*x = WaitAppliedRequest{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[19]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1224,7 +1462,7 @@ func (x *WaitAppliedRequest) String() string {
 func (*WaitAppliedRequest) ProtoMessage() {}
 
 func (x *WaitAppliedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[19]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1237,7 +1475,7 @@ func (x *WaitAppliedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitAppliedRequest.ProtoReflect.Descriptor instead.
 func (*WaitAppliedRequest) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{19}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WaitAppliedRequest) GetToken() string {
@@ -1263,7 +1501,7 @@ type WaitAppliedResponse struct {
 
 func (x *WaitAppliedResponse) Reset() {
 	*x = WaitAppliedResponse{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[20]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1275,7 +1513,7 @@ func (x *WaitAppliedResponse) String() string {
 func (*WaitAppliedResponse) ProtoMessage() {}
 
 func (x *WaitAppliedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[20]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1288,7 +1526,7 @@ func (x *WaitAppliedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitAppliedResponse.ProtoReflect.Descriptor instead.
 func (*WaitAppliedResponse) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{20}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{24}
 }
 
 // StatusRequest is empty.
@@ -1300,7 +1538,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[21]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +1550,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[21]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +1563,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{21}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{25}
 }
 
 // StatusResponse summarises the namespace.
@@ -1352,7 +1590,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[22]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1364,7 +1602,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[22]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1377,7 +1615,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{22}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *StatusResponse) GetNamespace() string {
@@ -1459,7 +1697,7 @@ type RegistrationsRequest struct {
 
 func (x *RegistrationsRequest) Reset() {
 	*x = RegistrationsRequest{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[23]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1471,7 +1709,7 @@ func (x *RegistrationsRequest) String() string {
 func (*RegistrationsRequest) ProtoMessage() {}
 
 func (x *RegistrationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[23]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1484,7 +1722,7 @@ func (x *RegistrationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistrationsRequest.ProtoReflect.Descriptor instead.
 func (*RegistrationsRequest) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{23}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RegistrationsRequest) GetPageSize() int32 {
@@ -1527,7 +1765,7 @@ type Registration struct {
 
 func (x *Registration) Reset() {
 	*x = Registration{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[24]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1777,7 @@ func (x *Registration) String() string {
 func (*Registration) ProtoMessage() {}
 
 func (x *Registration) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[24]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1790,7 @@ func (x *Registration) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Registration.ProtoReflect.Descriptor instead.
 func (*Registration) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{24}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Registration) GetName() string {
@@ -1624,7 +1862,7 @@ type RegistrationsResponse struct {
 
 func (x *RegistrationsResponse) Reset() {
 	*x = RegistrationsResponse{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[25]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1636,7 +1874,7 @@ func (x *RegistrationsResponse) String() string {
 func (*RegistrationsResponse) ProtoMessage() {}
 
 func (x *RegistrationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[25]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1649,7 +1887,7 @@ func (x *RegistrationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegistrationsResponse.ProtoReflect.Descriptor instead.
 func (*RegistrationsResponse) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{25}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RegistrationsResponse) GetRegistrations() []*Registration {
@@ -1684,7 +1922,7 @@ type OpsRequest struct {
 
 func (x *OpsRequest) Reset() {
 	*x = OpsRequest{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[26]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1696,7 +1934,7 @@ func (x *OpsRequest) String() string {
 func (*OpsRequest) ProtoMessage() {}
 
 func (x *OpsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[26]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1709,7 +1947,7 @@ func (x *OpsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpsRequest.ProtoReflect.Descriptor instead.
 func (*OpsRequest) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{26}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *OpsRequest) GetLimit() int32 {
@@ -1750,7 +1988,7 @@ type PendingOp struct {
 
 func (x *PendingOp) Reset() {
 	*x = PendingOp{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[27]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1762,7 +2000,7 @@ func (x *PendingOp) String() string {
 func (*PendingOp) ProtoMessage() {}
 
 func (x *PendingOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[27]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1775,7 +2013,7 @@ func (x *PendingOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingOp.ProtoReflect.Descriptor instead.
 func (*PendingOp) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{27}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PendingOp) GetToken() string {
@@ -1848,7 +2086,7 @@ type OpsResponse struct {
 
 func (x *OpsResponse) Reset() {
 	*x = OpsResponse{}
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[28]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1860,7 +2098,7 @@ func (x *OpsResponse) String() string {
 func (*OpsResponse) ProtoMessage() {}
 
 func (x *OpsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[28]
+	mi := &file_api_coordinator_v1_coordinator_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1873,7 +2111,7 @@ func (x *OpsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpsResponse.ProtoReflect.Descriptor instead.
 func (*OpsResponse) Descriptor() ([]byte, []int) {
-	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{28}
+	return file_api_coordinator_v1_coordinator_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *OpsResponse) GetOps() []*PendingOp {
@@ -1937,7 +2175,22 @@ const file_api_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\blease_id\x18\x03 \x01(\x03R\aleaseId\"4\n" +
 	"\x11KeepAliveResponse\x12\x1f\n" +
 	"\vttl_seconds\x18\x01 \x01(\x05R\n" +
-	"ttlSeconds\"d\n" +
+	"ttlSeconds\"\x84\x01\n" +
+	"\x14KeepAliveManyRequest\x122\n" +
+	"\x03add\x18\x01 \x03(\v2 .coordinator.v1.KeepAliveRequestR\x03add\x128\n" +
+	"\x06remove\x18\x02 \x03(\v2 .coordinator.v1.KeepAliveRequestR\x06remove\"\x82\x01\n" +
+	"\x15KeepAliveManyResponse\x123\n" +
+	"\arenewed\x18\x01 \x03(\v2\x19.coordinator.v1.KeptAliveR\arenewed\x124\n" +
+	"\x05ended\x18\x02 \x03(\v2\x1e.coordinator.v1.KeepAliveEndedR\x05ended\"b\n" +
+	"\tKeptAlive\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vincarnation\x18\x02 \x01(\x03R\vincarnation\x12\x1f\n" +
+	"\vttl_seconds\x18\x03 \x01(\x05R\n" +
+	"ttlSeconds\"y\n" +
+	"\x0eKeepAliveEnded\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vincarnation\x18\x02 \x01(\x03R\vincarnation\x121\n" +
+	"\x05error\x18\x03 \x01(\v2\x1b.coordinator.v1.ErrorStatusR\x05error\"d\n" +
 	"\x11UnregisterRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vincarnation\x18\x02 \x01(\x03R\vincarnation\x12\x19\n" +
@@ -2046,10 +2299,11 @@ const file_api_coordinator_v1_coordinator_proto_rawDesc = "" +
 	"\x05total\x18\x02 \x01(\x03R\x05total\x12 \n" +
 	"\vundecodable\x18\x03 \x03(\tR\vundecodable\x12&\n" +
 	"\x0fnext_page_token\x18\x04 \x01(\tR\rnextPageToken\x12*\n" +
-	"\x11total_lower_bound\x18\x05 \x01(\bR\x0ftotalLowerBound2\xa3\a\n" +
+	"\x11total_lower_bound\x18\x05 \x01(\bR\x0ftotalLowerBound2\x85\b\n" +
 	"\vCoordinator\x12M\n" +
 	"\bRegister\x12\x1f.coordinator.v1.RegisterRequest\x1a .coordinator.v1.RegisterResponse\x12R\n" +
-	"\tKeepAlive\x12 .coordinator.v1.KeepAliveRequest\x1a!.coordinator.v1.KeepAliveResponse0\x01\x12T\n" +
+	"\tKeepAlive\x12 .coordinator.v1.KeepAliveRequest\x1a!.coordinator.v1.KeepAliveResponse0\x01\x12`\n" +
+	"\rKeepAliveMany\x12$.coordinator.v1.KeepAliveManyRequest\x1a%.coordinator.v1.KeepAliveManyResponse(\x010\x01\x12T\n" +
 	"\rKeepAliveOnce\x12 .coordinator.v1.KeepAliveRequest\x1a!.coordinator.v1.KeepAliveResponse\x12S\n" +
 	"\n" +
 	"Unregister\x12!.coordinator.v1.UnregisterRequest\x1a\".coordinator.v1.UnregisterResponse\x12G\n" +
@@ -2073,77 +2327,88 @@ func file_api_coordinator_v1_coordinator_proto_rawDescGZIP() []byte {
 	return file_api_coordinator_v1_coordinator_proto_rawDescData
 }
 
-var file_api_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_api_coordinator_v1_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_api_coordinator_v1_coordinator_proto_goTypes = []any{
 	(*RegisterRequest)(nil),        // 0: coordinator.v1.RegisterRequest
 	(*RegisterResponse)(nil),       // 1: coordinator.v1.RegisterResponse
 	(*KeepAliveRequest)(nil),       // 2: coordinator.v1.KeepAliveRequest
 	(*KeepAliveResponse)(nil),      // 3: coordinator.v1.KeepAliveResponse
-	(*UnregisterRequest)(nil),      // 4: coordinator.v1.UnregisterRequest
-	(*UnregisterResponse)(nil),     // 5: coordinator.v1.UnregisterResponse
-	(*Op)(nil),                     // 6: coordinator.v1.Op
-	(*SetOp)(nil),                  // 7: coordinator.v1.SetOp
-	(*DeleteOp)(nil),               // 8: coordinator.v1.DeleteOp
-	(*SubmitRequest)(nil),          // 9: coordinator.v1.SubmitRequest
-	(*SubmitResponse)(nil),         // 10: coordinator.v1.SubmitResponse
-	(*SubmitStreamRequest)(nil),    // 11: coordinator.v1.SubmitStreamRequest
-	(*StreamSubmission)(nil),       // 12: coordinator.v1.StreamSubmission
-	(*SubmitStreamResponse)(nil),   // 13: coordinator.v1.SubmitStreamResponse
-	(*StreamResult)(nil),           // 14: coordinator.v1.StreamResult
-	(*ErrorStatus)(nil),            // 15: coordinator.v1.ErrorStatus
-	(*ErrorDetail)(nil),            // 16: coordinator.v1.ErrorDetail
-	(*ForgetReceiptsRequest)(nil),  // 17: coordinator.v1.ForgetReceiptsRequest
-	(*ForgetReceiptsResponse)(nil), // 18: coordinator.v1.ForgetReceiptsResponse
-	(*WaitAppliedRequest)(nil),     // 19: coordinator.v1.WaitAppliedRequest
-	(*WaitAppliedResponse)(nil),    // 20: coordinator.v1.WaitAppliedResponse
-	(*StatusRequest)(nil),          // 21: coordinator.v1.StatusRequest
-	(*StatusResponse)(nil),         // 22: coordinator.v1.StatusResponse
-	(*RegistrationsRequest)(nil),   // 23: coordinator.v1.RegistrationsRequest
-	(*Registration)(nil),           // 24: coordinator.v1.Registration
-	(*RegistrationsResponse)(nil),  // 25: coordinator.v1.RegistrationsResponse
-	(*OpsRequest)(nil),             // 26: coordinator.v1.OpsRequest
-	(*PendingOp)(nil),              // 27: coordinator.v1.PendingOp
-	(*OpsResponse)(nil),            // 28: coordinator.v1.OpsResponse
+	(*KeepAliveManyRequest)(nil),   // 4: coordinator.v1.KeepAliveManyRequest
+	(*KeepAliveManyResponse)(nil),  // 5: coordinator.v1.KeepAliveManyResponse
+	(*KeptAlive)(nil),              // 6: coordinator.v1.KeptAlive
+	(*KeepAliveEnded)(nil),         // 7: coordinator.v1.KeepAliveEnded
+	(*UnregisterRequest)(nil),      // 8: coordinator.v1.UnregisterRequest
+	(*UnregisterResponse)(nil),     // 9: coordinator.v1.UnregisterResponse
+	(*Op)(nil),                     // 10: coordinator.v1.Op
+	(*SetOp)(nil),                  // 11: coordinator.v1.SetOp
+	(*DeleteOp)(nil),               // 12: coordinator.v1.DeleteOp
+	(*SubmitRequest)(nil),          // 13: coordinator.v1.SubmitRequest
+	(*SubmitResponse)(nil),         // 14: coordinator.v1.SubmitResponse
+	(*SubmitStreamRequest)(nil),    // 15: coordinator.v1.SubmitStreamRequest
+	(*StreamSubmission)(nil),       // 16: coordinator.v1.StreamSubmission
+	(*SubmitStreamResponse)(nil),   // 17: coordinator.v1.SubmitStreamResponse
+	(*StreamResult)(nil),           // 18: coordinator.v1.StreamResult
+	(*ErrorStatus)(nil),            // 19: coordinator.v1.ErrorStatus
+	(*ErrorDetail)(nil),            // 20: coordinator.v1.ErrorDetail
+	(*ForgetReceiptsRequest)(nil),  // 21: coordinator.v1.ForgetReceiptsRequest
+	(*ForgetReceiptsResponse)(nil), // 22: coordinator.v1.ForgetReceiptsResponse
+	(*WaitAppliedRequest)(nil),     // 23: coordinator.v1.WaitAppliedRequest
+	(*WaitAppliedResponse)(nil),    // 24: coordinator.v1.WaitAppliedResponse
+	(*StatusRequest)(nil),          // 25: coordinator.v1.StatusRequest
+	(*StatusResponse)(nil),         // 26: coordinator.v1.StatusResponse
+	(*RegistrationsRequest)(nil),   // 27: coordinator.v1.RegistrationsRequest
+	(*Registration)(nil),           // 28: coordinator.v1.Registration
+	(*RegistrationsResponse)(nil),  // 29: coordinator.v1.RegistrationsResponse
+	(*OpsRequest)(nil),             // 30: coordinator.v1.OpsRequest
+	(*PendingOp)(nil),              // 31: coordinator.v1.PendingOp
+	(*OpsResponse)(nil),            // 32: coordinator.v1.OpsResponse
 }
 var file_api_coordinator_v1_coordinator_proto_depIdxs = []int32{
-	7,  // 0: coordinator.v1.Op.set:type_name -> coordinator.v1.SetOp
-	8,  // 1: coordinator.v1.Op.delete:type_name -> coordinator.v1.DeleteOp
-	6,  // 2: coordinator.v1.SubmitRequest.ops:type_name -> coordinator.v1.Op
-	12, // 3: coordinator.v1.SubmitStreamRequest.submissions:type_name -> coordinator.v1.StreamSubmission
-	9,  // 4: coordinator.v1.StreamSubmission.submit:type_name -> coordinator.v1.SubmitRequest
-	14, // 5: coordinator.v1.SubmitStreamResponse.results:type_name -> coordinator.v1.StreamResult
-	10, // 6: coordinator.v1.StreamResult.submitted:type_name -> coordinator.v1.SubmitResponse
-	15, // 7: coordinator.v1.StreamResult.error:type_name -> coordinator.v1.ErrorStatus
-	16, // 8: coordinator.v1.ErrorStatus.details:type_name -> coordinator.v1.ErrorDetail
-	24, // 9: coordinator.v1.RegistrationsResponse.registrations:type_name -> coordinator.v1.Registration
-	27, // 10: coordinator.v1.OpsResponse.ops:type_name -> coordinator.v1.PendingOp
-	0,  // 11: coordinator.v1.Coordinator.Register:input_type -> coordinator.v1.RegisterRequest
-	2,  // 12: coordinator.v1.Coordinator.KeepAlive:input_type -> coordinator.v1.KeepAliveRequest
-	2,  // 13: coordinator.v1.Coordinator.KeepAliveOnce:input_type -> coordinator.v1.KeepAliveRequest
-	4,  // 14: coordinator.v1.Coordinator.Unregister:input_type -> coordinator.v1.UnregisterRequest
-	9,  // 15: coordinator.v1.Coordinator.Submit:input_type -> coordinator.v1.SubmitRequest
-	11, // 16: coordinator.v1.Coordinator.SubmitStream:input_type -> coordinator.v1.SubmitStreamRequest
-	17, // 17: coordinator.v1.Coordinator.ForgetReceipts:input_type -> coordinator.v1.ForgetReceiptsRequest
-	19, // 18: coordinator.v1.Coordinator.WaitApplied:input_type -> coordinator.v1.WaitAppliedRequest
-	21, // 19: coordinator.v1.Coordinator.Status:input_type -> coordinator.v1.StatusRequest
-	23, // 20: coordinator.v1.Coordinator.Registrations:input_type -> coordinator.v1.RegistrationsRequest
-	26, // 21: coordinator.v1.Coordinator.Ops:input_type -> coordinator.v1.OpsRequest
-	1,  // 22: coordinator.v1.Coordinator.Register:output_type -> coordinator.v1.RegisterResponse
-	3,  // 23: coordinator.v1.Coordinator.KeepAlive:output_type -> coordinator.v1.KeepAliveResponse
-	3,  // 24: coordinator.v1.Coordinator.KeepAliveOnce:output_type -> coordinator.v1.KeepAliveResponse
-	5,  // 25: coordinator.v1.Coordinator.Unregister:output_type -> coordinator.v1.UnregisterResponse
-	10, // 26: coordinator.v1.Coordinator.Submit:output_type -> coordinator.v1.SubmitResponse
-	13, // 27: coordinator.v1.Coordinator.SubmitStream:output_type -> coordinator.v1.SubmitStreamResponse
-	18, // 28: coordinator.v1.Coordinator.ForgetReceipts:output_type -> coordinator.v1.ForgetReceiptsResponse
-	20, // 29: coordinator.v1.Coordinator.WaitApplied:output_type -> coordinator.v1.WaitAppliedResponse
-	22, // 30: coordinator.v1.Coordinator.Status:output_type -> coordinator.v1.StatusResponse
-	25, // 31: coordinator.v1.Coordinator.Registrations:output_type -> coordinator.v1.RegistrationsResponse
-	28, // 32: coordinator.v1.Coordinator.Ops:output_type -> coordinator.v1.OpsResponse
-	22, // [22:33] is the sub-list for method output_type
-	11, // [11:22] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	2,  // 0: coordinator.v1.KeepAliveManyRequest.add:type_name -> coordinator.v1.KeepAliveRequest
+	2,  // 1: coordinator.v1.KeepAliveManyRequest.remove:type_name -> coordinator.v1.KeepAliveRequest
+	6,  // 2: coordinator.v1.KeepAliveManyResponse.renewed:type_name -> coordinator.v1.KeptAlive
+	7,  // 3: coordinator.v1.KeepAliveManyResponse.ended:type_name -> coordinator.v1.KeepAliveEnded
+	19, // 4: coordinator.v1.KeepAliveEnded.error:type_name -> coordinator.v1.ErrorStatus
+	11, // 5: coordinator.v1.Op.set:type_name -> coordinator.v1.SetOp
+	12, // 6: coordinator.v1.Op.delete:type_name -> coordinator.v1.DeleteOp
+	10, // 7: coordinator.v1.SubmitRequest.ops:type_name -> coordinator.v1.Op
+	16, // 8: coordinator.v1.SubmitStreamRequest.submissions:type_name -> coordinator.v1.StreamSubmission
+	13, // 9: coordinator.v1.StreamSubmission.submit:type_name -> coordinator.v1.SubmitRequest
+	18, // 10: coordinator.v1.SubmitStreamResponse.results:type_name -> coordinator.v1.StreamResult
+	14, // 11: coordinator.v1.StreamResult.submitted:type_name -> coordinator.v1.SubmitResponse
+	19, // 12: coordinator.v1.StreamResult.error:type_name -> coordinator.v1.ErrorStatus
+	20, // 13: coordinator.v1.ErrorStatus.details:type_name -> coordinator.v1.ErrorDetail
+	28, // 14: coordinator.v1.RegistrationsResponse.registrations:type_name -> coordinator.v1.Registration
+	31, // 15: coordinator.v1.OpsResponse.ops:type_name -> coordinator.v1.PendingOp
+	0,  // 16: coordinator.v1.Coordinator.Register:input_type -> coordinator.v1.RegisterRequest
+	2,  // 17: coordinator.v1.Coordinator.KeepAlive:input_type -> coordinator.v1.KeepAliveRequest
+	4,  // 18: coordinator.v1.Coordinator.KeepAliveMany:input_type -> coordinator.v1.KeepAliveManyRequest
+	2,  // 19: coordinator.v1.Coordinator.KeepAliveOnce:input_type -> coordinator.v1.KeepAliveRequest
+	8,  // 20: coordinator.v1.Coordinator.Unregister:input_type -> coordinator.v1.UnregisterRequest
+	13, // 21: coordinator.v1.Coordinator.Submit:input_type -> coordinator.v1.SubmitRequest
+	15, // 22: coordinator.v1.Coordinator.SubmitStream:input_type -> coordinator.v1.SubmitStreamRequest
+	21, // 23: coordinator.v1.Coordinator.ForgetReceipts:input_type -> coordinator.v1.ForgetReceiptsRequest
+	23, // 24: coordinator.v1.Coordinator.WaitApplied:input_type -> coordinator.v1.WaitAppliedRequest
+	25, // 25: coordinator.v1.Coordinator.Status:input_type -> coordinator.v1.StatusRequest
+	27, // 26: coordinator.v1.Coordinator.Registrations:input_type -> coordinator.v1.RegistrationsRequest
+	30, // 27: coordinator.v1.Coordinator.Ops:input_type -> coordinator.v1.OpsRequest
+	1,  // 28: coordinator.v1.Coordinator.Register:output_type -> coordinator.v1.RegisterResponse
+	3,  // 29: coordinator.v1.Coordinator.KeepAlive:output_type -> coordinator.v1.KeepAliveResponse
+	5,  // 30: coordinator.v1.Coordinator.KeepAliveMany:output_type -> coordinator.v1.KeepAliveManyResponse
+	3,  // 31: coordinator.v1.Coordinator.KeepAliveOnce:output_type -> coordinator.v1.KeepAliveResponse
+	9,  // 32: coordinator.v1.Coordinator.Unregister:output_type -> coordinator.v1.UnregisterResponse
+	14, // 33: coordinator.v1.Coordinator.Submit:output_type -> coordinator.v1.SubmitResponse
+	17, // 34: coordinator.v1.Coordinator.SubmitStream:output_type -> coordinator.v1.SubmitStreamResponse
+	22, // 35: coordinator.v1.Coordinator.ForgetReceipts:output_type -> coordinator.v1.ForgetReceiptsResponse
+	24, // 36: coordinator.v1.Coordinator.WaitApplied:output_type -> coordinator.v1.WaitAppliedResponse
+	26, // 37: coordinator.v1.Coordinator.Status:output_type -> coordinator.v1.StatusResponse
+	29, // 38: coordinator.v1.Coordinator.Registrations:output_type -> coordinator.v1.RegistrationsResponse
+	32, // 39: coordinator.v1.Coordinator.Ops:output_type -> coordinator.v1.OpsResponse
+	28, // [28:40] is the sub-list for method output_type
+	16, // [16:28] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_api_coordinator_v1_coordinator_proto_init() }
@@ -2151,11 +2416,11 @@ func file_api_coordinator_v1_coordinator_proto_init() {
 	if File_api_coordinator_v1_coordinator_proto != nil {
 		return
 	}
-	file_api_coordinator_v1_coordinator_proto_msgTypes[6].OneofWrappers = []any{
+	file_api_coordinator_v1_coordinator_proto_msgTypes[10].OneofWrappers = []any{
 		(*Op_Set)(nil),
 		(*Op_Delete)(nil),
 	}
-	file_api_coordinator_v1_coordinator_proto_msgTypes[7].OneofWrappers = []any{
+	file_api_coordinator_v1_coordinator_proto_msgTypes[11].OneofWrappers = []any{
 		(*SetOp_Value)(nil),
 		(*SetOp_Text)(nil),
 	}
@@ -2165,7 +2430,7 @@ func file_api_coordinator_v1_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_coordinator_v1_coordinator_proto_rawDesc), len(file_api_coordinator_v1_coordinator_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

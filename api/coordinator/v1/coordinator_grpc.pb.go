@@ -28,6 +28,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Coordinator_Register_FullMethodName       = "/coordinator.v1.Coordinator/Register"
 	Coordinator_KeepAlive_FullMethodName      = "/coordinator.v1.Coordinator/KeepAlive"
+	Coordinator_KeepAliveMany_FullMethodName  = "/coordinator.v1.Coordinator/KeepAliveMany"
 	Coordinator_KeepAliveOnce_FullMethodName  = "/coordinator.v1.Coordinator/KeepAliveOnce"
 	Coordinator_Unregister_FullMethodName     = "/coordinator.v1.Coordinator/Unregister"
 	Coordinator_Submit_FullMethodName         = "/coordinator.v1.Coordinator/Submit"
@@ -58,6 +59,18 @@ type CoordinatorClient interface {
 	// the lease. The stream ends with SUPERSEDED or EXPIRED when the
 	// incarnation ends.
 	KeepAlive(ctx context.Context, in *KeepAliveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[KeepAliveResponse], error)
+	// KeepAliveMany keeps the leases of many incarnations alive on one
+	// stream, as etcd's own client keeps all its leases alive on one: a
+	// caller process that holds many names opens one. Each request adds
+	// incarnations to the stream, each checked and authorized as KeepAlive's
+	// request is, or removes them; each response carries renewals (an
+	// incarnation and its lease's TTL) and ends: an incarnation off the
+	// stream, with the status KeepAlive would have ended with (SUPERSEDED,
+	// EXPIRED, a refusal of its add, or UNAVAILABLE when its renewals went
+	// unanswered while it is still registered: add it again). The others go
+	// on. The stream's end, as KeepAlive's, leaves every lease to its TTL;
+	// the node stopping ends it UNAVAILABLE. gRPC only.
+	KeepAliveMany(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[KeepAliveManyRequest, KeepAliveManyResponse], error)
 	// KeepAliveOnce renews the lease once (for callers without streams,
 	// such as HTTP/JSON ones: call it every third of the TTL).
 	KeepAliveOnce(ctx context.Context, in *KeepAliveRequest, opts ...grpc.CallOption) (*KeepAliveResponse, error)
@@ -134,6 +147,19 @@ func (c *coordinatorClient) KeepAlive(ctx context.Context, in *KeepAliveRequest,
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Coordinator_KeepAliveClient = grpc.ServerStreamingClient[KeepAliveResponse]
 
+func (c *coordinatorClient) KeepAliveMany(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[KeepAliveManyRequest, KeepAliveManyResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Coordinator_ServiceDesc.Streams[1], Coordinator_KeepAliveMany_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[KeepAliveManyRequest, KeepAliveManyResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Coordinator_KeepAliveManyClient = grpc.BidiStreamingClient[KeepAliveManyRequest, KeepAliveManyResponse]
+
 func (c *coordinatorClient) KeepAliveOnce(ctx context.Context, in *KeepAliveRequest, opts ...grpc.CallOption) (*KeepAliveResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(KeepAliveResponse)
@@ -166,7 +192,7 @@ func (c *coordinatorClient) Submit(ctx context.Context, in *SubmitRequest, opts 
 
 func (c *coordinatorClient) SubmitStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubmitStreamRequest, SubmitStreamResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Coordinator_ServiceDesc.Streams[1], Coordinator_SubmitStream_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Coordinator_ServiceDesc.Streams[2], Coordinator_SubmitStream_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -246,6 +272,18 @@ type CoordinatorServer interface {
 	// the lease. The stream ends with SUPERSEDED or EXPIRED when the
 	// incarnation ends.
 	KeepAlive(*KeepAliveRequest, grpc.ServerStreamingServer[KeepAliveResponse]) error
+	// KeepAliveMany keeps the leases of many incarnations alive on one
+	// stream, as etcd's own client keeps all its leases alive on one: a
+	// caller process that holds many names opens one. Each request adds
+	// incarnations to the stream, each checked and authorized as KeepAlive's
+	// request is, or removes them; each response carries renewals (an
+	// incarnation and its lease's TTL) and ends: an incarnation off the
+	// stream, with the status KeepAlive would have ended with (SUPERSEDED,
+	// EXPIRED, a refusal of its add, or UNAVAILABLE when its renewals went
+	// unanswered while it is still registered: add it again). The others go
+	// on. The stream's end, as KeepAlive's, leaves every lease to its TTL;
+	// the node stopping ends it UNAVAILABLE. gRPC only.
+	KeepAliveMany(grpc.BidiStreamingServer[KeepAliveManyRequest, KeepAliveManyResponse]) error
 	// KeepAliveOnce renews the lease once (for callers without streams,
 	// such as HTTP/JSON ones: call it every third of the TTL).
 	KeepAliveOnce(context.Context, *KeepAliveRequest) (*KeepAliveResponse, error)
@@ -298,6 +336,9 @@ func (UnimplementedCoordinatorServer) Register(context.Context, *RegisterRequest
 }
 func (UnimplementedCoordinatorServer) KeepAlive(*KeepAliveRequest, grpc.ServerStreamingServer[KeepAliveResponse]) error {
 	return status.Error(codes.Unimplemented, "method KeepAlive not implemented")
+}
+func (UnimplementedCoordinatorServer) KeepAliveMany(grpc.BidiStreamingServer[KeepAliveManyRequest, KeepAliveManyResponse]) error {
+	return status.Error(codes.Unimplemented, "method KeepAliveMany not implemented")
 }
 func (UnimplementedCoordinatorServer) KeepAliveOnce(context.Context, *KeepAliveRequest) (*KeepAliveResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method KeepAliveOnce not implemented")
@@ -375,6 +416,13 @@ func _Coordinator_KeepAlive_Handler(srv interface{}, stream grpc.ServerStream) e
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Coordinator_KeepAliveServer = grpc.ServerStreamingServer[KeepAliveResponse]
+
+func _Coordinator_KeepAliveMany_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(CoordinatorServer).KeepAliveMany(&grpc.GenericServerStream[KeepAliveManyRequest, KeepAliveManyResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Coordinator_KeepAliveManyServer = grpc.BidiStreamingServer[KeepAliveManyRequest, KeepAliveManyResponse]
 
 func _Coordinator_KeepAliveOnce_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(KeepAliveRequest)
@@ -576,6 +624,12 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "KeepAlive",
 			Handler:       _Coordinator_KeepAlive_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "KeepAliveMany",
+			Handler:       _Coordinator_KeepAliveMany_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 		{
 			StreamName:    "SubmitStream",

@@ -43,6 +43,32 @@ class ForgetReceiptsResponse(_message.Message):
     __slots__ = []
     def __init__(self) -> None: ...
 
+class KeepAliveEnded(_message.Message):
+    __slots__ = ["error", "incarnation", "name"]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    error: ErrorStatus
+    incarnation: int
+    name: str
+    def __init__(self, name: _Optional[str] = ..., incarnation: _Optional[int] = ..., error: _Optional[_Union[ErrorStatus, _Mapping]] = ...) -> None: ...
+
+class KeepAliveManyRequest(_message.Message):
+    __slots__ = ["add", "remove"]
+    ADD_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    add: _containers.RepeatedCompositeFieldContainer[KeepAliveRequest]
+    remove: _containers.RepeatedCompositeFieldContainer[KeepAliveRequest]
+    def __init__(self, add: _Optional[_Iterable[_Union[KeepAliveRequest, _Mapping]]] = ..., remove: _Optional[_Iterable[_Union[KeepAliveRequest, _Mapping]]] = ...) -> None: ...
+
+class KeepAliveManyResponse(_message.Message):
+    __slots__ = ["ended", "renewed"]
+    ENDED_FIELD_NUMBER: _ClassVar[int]
+    RENEWED_FIELD_NUMBER: _ClassVar[int]
+    ended: _containers.RepeatedCompositeFieldContainer[KeepAliveEnded]
+    renewed: _containers.RepeatedCompositeFieldContainer[KeptAlive]
+    def __init__(self, renewed: _Optional[_Iterable[_Union[KeptAlive, _Mapping]]] = ..., ended: _Optional[_Iterable[_Union[KeepAliveEnded, _Mapping]]] = ...) -> None: ...
+
 class KeepAliveRequest(_message.Message):
     __slots__ = ["incarnation", "lease_id", "name"]
     INCARNATION_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +84,16 @@ class KeepAliveResponse(_message.Message):
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     ttl_seconds: int
     def __init__(self, ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class KeptAlive(_message.Message):
+    __slots__ = ["incarnation", "name", "ttl_seconds"]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    incarnation: int
+    name: str
+    ttl_seconds: int
+    def __init__(self, name: _Optional[str] = ..., incarnation: _Optional[int] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
 
 class Op(_message.Message):
     __slots__ = ["delete", "set"]

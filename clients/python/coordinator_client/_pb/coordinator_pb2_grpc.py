@@ -25,6 +25,11 @@ class CoordinatorStub(object):
         request_serializer=api_dot_coordinator_dot_v1_dot_coordinator__pb2.KeepAliveRequest.SerializeToString,
         response_deserializer=api_dot_coordinator_dot_v1_dot_coordinator__pb2.KeepAliveResponse.FromString,
         )
+    self.KeepAliveMany = channel.stream_stream(
+        '/coordinator.v1.Coordinator/KeepAliveMany',
+        request_serializer=api_dot_coordinator_dot_v1_dot_coordinator__pb2.KeepAliveManyRequest.SerializeToString,
+        response_deserializer=api_dot_coordinator_dot_v1_dot_coordinator__pb2.KeepAliveManyResponse.FromString,
+        )
     self.KeepAliveOnce = channel.unary_unary(
         '/coordinator.v1.Coordinator/KeepAliveOnce',
         request_serializer=api_dot_coordinator_dot_v1_dot_coordinator__pb2.KeepAliveRequest.SerializeToString,
@@ -94,6 +99,23 @@ class CoordinatorServicer(object):
     any node, with the same incarnation and lease. Only Unregister revokes
     the lease. The stream ends with SUPERSEDED or EXPIRED when the
     incarnation ends.
+    """
+    context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+    context.set_details('Method not implemented!')
+    raise NotImplementedError('Method not implemented!')
+
+  def KeepAliveMany(self, request_iterator, context):
+    """KeepAliveMany keeps the leases of many incarnations alive on one
+    stream, as etcd's own client keeps all its leases alive on one: a
+    caller process that holds many names opens one. Each request adds
+    incarnations to the stream, each checked and authorized as KeepAlive's
+    request is, or removes them; each response carries renewals (an
+    incarnation and its lease's TTL) and ends: an incarnation off the
+    stream, with the status KeepAlive would have ended with (SUPERSEDED,
+    EXPIRED, a refusal of its add, or UNAVAILABLE when its renewals went
+    unanswered while it is still registered: add it again). The others go
+    on. The stream's end, as KeepAlive's, leaves every lease to its TTL;
+    the node stopping ends it UNAVAILABLE. gRPC only.
     """
     context.set_code(grpc.StatusCode.UNIMPLEMENTED)
     context.set_details('Method not implemented!')
@@ -193,6 +215,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
           servicer.KeepAlive,
           request_deserializer=api_dot_coordinator_dot_v1_dot_coordinator__pb2.KeepAliveRequest.FromString,
           response_serializer=api_dot_coordinator_dot_v1_dot_coordinator__pb2.KeepAliveResponse.SerializeToString,
+      ),
+      'KeepAliveMany': grpc.stream_stream_rpc_method_handler(
+          servicer.KeepAliveMany,
+          request_deserializer=api_dot_coordinator_dot_v1_dot_coordinator__pb2.KeepAliveManyRequest.FromString,
+          response_serializer=api_dot_coordinator_dot_v1_dot_coordinator__pb2.KeepAliveManyResponse.SerializeToString,
       ),
       'KeepAliveOnce': grpc.unary_unary_rpc_method_handler(
           servicer.KeepAliveOnce,
