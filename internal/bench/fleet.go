@@ -218,7 +218,7 @@ func (r *runner) runFleet(ctx context.Context) (*ScenarioReport, error) {
 			"keep-alives and memory counted there include other clients'"
 	}
 	sr.notef("each phase: a fresh node (`coordinator serve`, a process of its own) on %s; the idle callers in child "+
-		"processes, half through the node's API (pkg/apiclient, a KeepAlive stream each, %d per connection) and half "+
+		"processes, half through the node's API (pkg/apiclient, %d to a Client: a connection and one KeepAliveMany stream) and half "+
 		"direct (pkg/client sessions, %d per etcd connection), at most %d per process, lease TTL %s; %d active callers "+
 		"in %d processes submit through the API, one set at a time, each waiting for its token, in pairs of runs "+
 		"adjacent in time: one while the idle callers are held, one with none (released, and registered again for "+
@@ -268,11 +268,11 @@ func (r *runner) fleetPhase(ctx context.Context, idx int, plan fleetPlan) (p fle
 			r.Reap(w.Child)
 		}
 	}()
-	holders, api, err := r.fleetRegister(ctx, idx, 0, s, &p)
+	holders, err = r.fleetRegister(ctx, idx, 0, s, &p)
 	if err != nil {
 		return p, err
 	}
-	if err := r.fleetWaitStreams(ctx, s, api); err != nil {
+	if err := r.fleetWaitStreams(ctx, s, apiStreams(p.Plan)); err != nil {
 		return p, err
 	}
 	window := idleWindow(r.cfg.Duration, r.cfg.FleetTTL)
@@ -307,10 +307,10 @@ func (r *runner) fleetPhase(ctx context.Context, idx int, plan fleetPlan) (p fle
 		for _, idle := range order {
 			if idle != registered {
 				if idle {
-					if holders, api, err = r.fleetRegister(ctx, idx, run, s, &p); err != nil {
+					if holders, err = r.fleetRegister(ctx, idx, run, s, &p); err != nil {
 						return p, err
 					}
-					if err := r.fleetWaitStreams(ctx, s, api); err != nil {
+					if err := r.fleetWaitStreams(ctx, s, apiStreams(p.Plan)); err != nil {
 						return p, err
 					}
 				} else {
@@ -437,9 +437,8 @@ func perSecond(a, b fleetCounters, f func(fleetCounters) float64) float64 {
 // registrations (round round of the phase) from one common start and
 // records the outcome in p: the first round's in full, a later round's
 // errors. It returns the processes, which go on holding their
-// registrations until fleetRelease, and how many registrations through
-// the API succeeded.
-func (r *runner) fleetRegister(ctx context.Context, idx, round int, s *fleetServers, p *fleetPhase) (ws []*benchenv.Worker, api int, err error) {
+// registrations until fleetRelease.
+func (r *runner) fleetRegister(ctx context.Context, idx, round int, s *fleetServers, p *fleetPhase) (ws []*benchenv.Worker, err error) {
 	var specs []fleetSpec
 	var sec etcdconn.Security
 	if !s.own {
@@ -460,24 +459,20 @@ func (r *runner) fleetRegister(ctx context.Context, idx, round int, s *fleetServ
 	}
 	ws, err = r.startFleetProcesses(ctx, fmt.Sprintf("fleet%d-r%d-idle", idx, round), specs)
 	if err != nil {
-		return ws, 0, err
+		return ws, err
 	}
 	r.Progressf("  fleet: registering %d idle callers from %d processes", p.Plan.Idle, len(ws))
 	start := time.Now().Add(fleetStartLead)
 	for _, w := range ws {
 		if err := w.Send(fleetGo{Start: start}); err != nil {
-			return ws, 0, err
+			return ws, err
 		}
 	}
 	rctx, cancel := context.WithTimeout(ctx, fleetWaitTimeout)
 	defer cancel()
 	regs := make([]fleetRegistered, len(ws))
 	if err := eachWorker(ws, func(i int, w *benchenv.Worker) error { return w.Receive(rctx, &regs[i]) }); err != nil {
-		return ws, 0, err
-	}
-	// The API's holding processes come first.
-	for _, x := range regs[:len(p.Plan.APIProcs)] {
-		api += int(x.Registered)
+		return ws, err
 	}
 	var this fleetPhase
 	mergeRegistered(&this, regs)
@@ -490,9 +485,9 @@ func (r *runner) fleetRegister(ctx context.Context, idx, round int, s *fleetServ
 		p.RegFirstErr = cmp.Or(p.RegFirstErr, this.RegFirstErr)
 	}
 	if this.Registered == 0 {
-		return ws, 0, fmt.Errorf("no registration succeeded: %s", this.RegFirstErr)
+		return ws, fmt.Errorf("no registration succeeded: %s", this.RegFirstErr)
 	}
-	return ws, api, nil
+	return ws, nil
 }
 
 // mergeRegistered adds up the holding processes' registrations into p: the
@@ -544,8 +539,19 @@ func (r *runner) startFleetProcesses(ctx context.Context, id string, specs []fle
 	})
 }
 
-// fleetWaitStreams waits until the node holds at least n KeepAlive
-// streams: the API callers open theirs once registered.
+// apiStreams is how many keep-alive streams the idle API callers of plan
+// open: one KeepAliveMany stream per pkg/apiclient Client, each Client the
+// callers of one connection.
+func apiStreams(plan fleetPlan) int {
+	n := 0
+	for _, callers := range plan.APIProcs {
+		n += (callers + fleetPerConn - 1) / fleetPerConn
+	}
+	return n
+}
+
+// fleetWaitStreams waits until the node holds at least n keep-alive
+// streams: the API callers' Clients open theirs with their first caller.
 func (r *runner) fleetWaitStreams(ctx context.Context, s *fleetServers, n int) error {
 	ctx, cancel := context.WithTimeout(ctx, fleetWaitTimeout)
 	defer cancel()

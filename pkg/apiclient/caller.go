@@ -24,8 +24,10 @@ type Caller struct {
 	name string
 	reg  *pb.RegisterResponse
 
-	cancel context.CancelFunc
-	kaDone chan struct{} // closed when the keep-alive goroutine returns
+	// Its own KeepAlive stream's, against a node without KeepAliveMany;
+	// nil otherwise. Guarded by the Client's keepAlives.mu.
+	ownCancel context.CancelFunc
+	kaDone    chan struct{} // closed when its keepAlive goroutine returns
 
 	mu   sync.Mutex
 	err  error
@@ -33,14 +35,14 @@ type Caller struct {
 }
 
 func newCaller(c *Client, name string, reg *pb.RegisterResponse) *Caller {
-	ctx, cancel := context.WithCancel(context.Background())
-	cl := &Caller{c: c, name: name, reg: reg, cancel: cancel, kaDone: make(chan struct{}), done: make(chan struct{})}
-	go cl.keepAlive(ctx)
+	cl := &Caller{c: c, name: name, reg: reg, done: make(chan struct{})}
+	c.ka.add(cl)
 	return cl
 }
 
-// keepAlive holds a KeepAlive stream open until ctx ends or the
-// incarnation ends; a broken stream (the node restarting) is opened again,
+// keepAlive holds a KeepAlive stream of the caller's own open until ctx
+// ends or the incarnation ends, against a node without KeepAliveMany (see
+// keepAlives); a broken stream (the node restarting) is opened again,
 // which the lease's TTL leaves time for.
 func (cl *Caller) keepAlive(ctx context.Context) {
 	defer close(cl.kaDone)
@@ -148,13 +150,19 @@ func (cl *Caller) WaitApplied(ctx context.Context, tok Token) error {
 	return cl.c.WaitApplied(ctx, tok)
 }
 
-// Close ends the KeepAlive stream and unregisters, which revokes the
+// stopKeepAlive stops keeping the lease alive; it returns the channel
+// closed once the caller's own KeepAlive goroutine has returned, nil when
+// it has none.
+func (cl *Caller) stopKeepAlive() <-chan struct{} { return cl.c.ka.remove(cl) }
+
+// Close stops keeping the lease alive and unregisters, which revokes the
 // lease: the name is free at once. Accepted operations are still applied
 // (G4).
 func (cl *Caller) Close(ctx context.Context) error {
 	cl.finish(ErrClosed)
-	cl.cancel()
-	<-cl.kaDone
+	if done := cl.stopKeepAlive(); done != nil {
+		<-done
+	}
 	_, err := cl.c.api.Unregister(ctx, &pb.UnregisterRequest{Name: cl.name, Incarnation: cl.reg.Incarnation, LeaseId: cl.reg.LeaseId})
 	if err := wrap(err); err != nil && !errors.Is(err, ErrSuperseded) {
 		return err

@@ -1,9 +1,10 @@
 // Package apiclient is a Go caller that goes through a coordinator node's
 // API rather than to etcd directly: the path for processes
 // that should share their node's group commit, or that may not reach etcd.
-// A Caller is one incarnation whose lease the package keeps alive with a
-// KeepAlive stream; a Session re-registers once when the lease is lost,
-// however many calls fail at that moment (G9).
+// A Caller is one incarnation whose lease the package keeps alive, with
+// those of the Client's other callers, on the Client's one KeepAliveMany
+// stream; a Session re-registers once when the lease is lost, however many
+// calls fail at that moment (G9).
 package apiclient
 
 import (
@@ -76,9 +77,9 @@ type Config struct {
 	// Addr is the node's API address, host:port.
 	Addr string
 	// Addrs are more nodes' API addresses. With several, a call whose
-	// node is gone goes to the next one (gRPC's pick_first), and a
-	// Caller's keep-alive stream is opened again there with the same
-	// incarnation, well within the lease's TTL.
+	// node is gone goes to the next one (gRPC's pick_first), and the
+	// Client's keep-alive stream is opened again there with the same
+	// incarnations, well within the leases' TTLs.
 	Addrs []string
 	// TLS, when set, dials with TLS (with a client certificate for mTLS);
 	// nil dials plain TCP.
@@ -123,17 +124,21 @@ func (c *Config) addrs() []string {
 }
 
 // statsHandler is the OpenTelemetry instrumentation of the client's
-// calls. A Caller's KeepAlive stream is left out: it lives as long as its
-// incarnation, in no caller's context, and would be a trace of its own
-// per incarnation. So is the Client's SubmitStream, which carries the
-// submissions of every caller and lives as long as its connection: a
-// traced submission is a Submit call of its own (Caller.Submit).
+// calls. The keep-alive streams are left out: the Client's KeepAliveMany
+// stream, and a Caller's KeepAlive stream against a node without it, live
+// as long as the connection or the incarnation, in no caller's context,
+// and would be traces of their own. So is the Client's SubmitStream, which
+// carries the submissions of every caller and lives as long as its
+// connection: a traced submission is a Submit call of its own
+// (Caller.Submit).
 func (c *Config) statsHandler() stats.Handler {
-	keepAlive, stream := pb.Coordinator_KeepAlive_FullMethodName, pb.Coordinator_SubmitStream_FullMethodName
+	untraced := map[string]bool{
+		pb.Coordinator_KeepAlive_FullMethodName:     true,
+		pb.Coordinator_KeepAliveMany_FullMethodName: true,
+		pb.Coordinator_SubmitStream_FullMethodName:  true,
+	}
 	return otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(c.TracerProvider), otelgrpc.WithPropagators(c.Propagator),
-		otelgrpc.WithFilter(func(info *stats.RPCTagInfo) bool {
-			return info.FullMethodName != keepAlive && info.FullMethodName != stream
-		}))
+		otelgrpc.WithFilter(func(info *stats.RPCTagInfo) bool { return !untraced[info.FullMethodName] }))
 }
 
 // The connection's flow-control windows: static, which turns off gRPC's
@@ -153,6 +158,7 @@ type Client struct {
 	api   pb.CoordinatorClient
 	unary bool
 	sub   *streamer
+	ka    *keepAlives
 }
 
 // New returns a Client; it does not wait for the node to answer.
@@ -179,13 +185,16 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("apiclient: %w", err)
 	}
 	c := &Client{conn: conn, api: pb.NewCoordinatorClient(conn), unary: cfg.UnarySubmit}
-	c.sub = newStreamer(c)
+	c.sub, c.ka = newStreamer(c), newKeepAlives(c)
 	return c, nil
 }
 
 // Close closes the connection; submissions waiting for their answer fail.
+// It stops keeping its callers' leases alive, leaving each to its TTL:
+// Close the callers first to free their names at once.
 func (c *Client) Close() error {
 	c.sub.close()
+	c.ka.close()
 	return c.conn.Close()
 }
 
@@ -216,8 +225,9 @@ type RegisterConfig struct {
 // outside registry.TTLSeconds' rule also matches registry.ErrBadTTL.
 func (c *RegisterConfig) Validate() error { return registry.ValidateTTL("apiclient", c.TTL) }
 
-// Register registers name and keeps its lease alive with a KeepAlive
-// stream until Close or until the incarnation ends.
+// Register registers name and keeps its lease alive, on the Client's
+// keep-alive stream, until the Caller's Close, the incarnation's end or
+// the Client's Close.
 func (c *Client) Register(ctx context.Context, name string, cfg RegisterConfig) (*Caller, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err

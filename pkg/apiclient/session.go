@@ -120,7 +120,7 @@ func (s *Session) renew(ctx context.Context, inc int64) error {
 	close(done)
 	if err == nil {
 		old.finish(ErrExpired)
-		old.cancel()
+		old.stopKeepAlive()
 	}
 	return err
 }

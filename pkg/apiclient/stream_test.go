@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -21,18 +22,29 @@ import (
 	"github.com/coordinator-dev/coordinator/pkg/ops"
 )
 
-// apiNode is a caller API on a loopback port, on an etcd of its own,
-// with its request metrics.
+// apiNode is a caller API on a loopback port, with its request metrics
+// and its etcd client.
 type apiNode struct {
 	addr    string
 	metrics *prometheus.Registry
+	etcd    *clientv3.Client
+	// stop stops the node (its streams end UNAVAILABLE) and waits for it;
+	// the test's end calls it too.
+	stop func()
 }
 
 // startNodeAPI serves a caller API with cfg (etcd, namespace, logger and
-// metrics filled in) until the test ends.
+// metrics filled in) on an etcd of its own until the test ends.
 func startNodeAPI(t *testing.T, cfg apiserver.Config) apiNode {
 	t.Helper()
 	_, cli := testenv.Etcd(t)
+	return serveNodeAPI(t, cli, cfg)
+}
+
+// serveNodeAPI serves a caller API on cli as startNodeAPI does: nodes
+// served on one etcd client share its registrations.
+func serveNodeAPI(t *testing.T, cli *clientv3.Client, cfg apiserver.Config) apiNode {
+	t.Helper()
 	m := apiserver.NewMetrics()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(m.Collectors()...)
@@ -48,13 +60,14 @@ func startNodeAPI(t *testing.T, cfg apiserver.Config) apiNode {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, lis) }()
-	t.Cleanup(func() {
+	stop := sync.OnceFunc(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return apiNode{addr: lis.Addr().String(), metrics: reg}
+	t.Cleanup(stop)
+	return apiNode{addr: lis.Addr().String(), metrics: reg, etcd: cli, stop: stop}
 }
 
 // started counts the gRPC calls of method the node started.

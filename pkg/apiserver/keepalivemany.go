@@ -17,6 +17,9 @@ import (
 // KeepAliveManyResponse; more go in the next.
 const maxKeptPerResponse = 1000
 
+// maxConcurrentAdds bounds the adds of one stream checked at once.
+const maxConcurrentAdds = 32
+
 // KeepAliveMany keeps many incarnations' leases alive on one stream; see
 // the proto. It costs the node two goroutines whatever the number of
 // incarnations (the call, and one reading the caller's adds and removes)
@@ -122,11 +125,21 @@ func (k *keptSet) receive(stream pb.Coordinator_KeepAliveManyServer) error {
 		for _, r := range req.GetRemove() {
 			k.remove(incKey{r.GetName(), r.GetIncarnation()})
 		}
+		// A message's adds are checked concurrently: each reads its
+		// registration, and a caller adding thousands at once (a process
+		// moving to this node) must have them renewed within their TTL.
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, maxConcurrentAdds)
 		for _, r := range req.GetAdd() {
-			if err := k.add(r); err != nil {
-				k.report(&pb.KeepAliveEnded{Name: r.GetName(), Incarnation: r.GetIncarnation(), Error: errorStatus(err)})
-			}
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				if err := k.add(r); err != nil {
+					k.report(&pb.KeepAliveEnded{Name: r.GetName(), Incarnation: r.GetIncarnation(), Error: errorStatus(err)})
+				}
+			})
 		}
+		wg.Wait()
 	}
 }
 
