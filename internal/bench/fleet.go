@@ -268,11 +268,11 @@ func (r *runner) fleetPhase(ctx context.Context, idx int, plan fleetPlan) (p fle
 			r.Reap(w.Child)
 		}
 	}()
-	holders, err = r.fleetRegister(ctx, idx, 0, s, &p)
+	holders, api, err := r.fleetRegister(ctx, idx, 0, s, &p)
 	if err != nil {
 		return p, err
 	}
-	if err := r.fleetWaitStreams(ctx, s, apiStreams(p.Plan)); err != nil {
+	if err := r.fleetWaitKept(ctx, s, api); err != nil {
 		return p, err
 	}
 	window := idleWindow(r.cfg.Duration, r.cfg.FleetTTL)
@@ -307,10 +307,10 @@ func (r *runner) fleetPhase(ctx context.Context, idx int, plan fleetPlan) (p fle
 		for _, idle := range order {
 			if idle != registered {
 				if idle {
-					if holders, err = r.fleetRegister(ctx, idx, run, s, &p); err != nil {
+					if holders, api, err = r.fleetRegister(ctx, idx, run, s, &p); err != nil {
 						return p, err
 					}
-					if err := r.fleetWaitStreams(ctx, s, apiStreams(p.Plan)); err != nil {
+					if err := r.fleetWaitKept(ctx, s, api); err != nil {
 						return p, err
 					}
 				} else {
@@ -437,8 +437,9 @@ func perSecond(a, b fleetCounters, f func(fleetCounters) float64) float64 {
 // registrations (round round of the phase) from one common start and
 // records the outcome in p: the first round's in full, a later round's
 // errors. It returns the processes, which go on holding their
-// registrations until fleetRelease.
-func (r *runner) fleetRegister(ctx context.Context, idx, round int, s *fleetServers, p *fleetPhase) (ws []*benchenv.Worker, err error) {
+// registrations until fleetRelease, and how many registrations through
+// the API succeeded.
+func (r *runner) fleetRegister(ctx context.Context, idx, round int, s *fleetServers, p *fleetPhase) (ws []*benchenv.Worker, api int, err error) {
 	var specs []fleetSpec
 	var sec etcdconn.Security
 	if !s.own {
@@ -459,20 +460,24 @@ func (r *runner) fleetRegister(ctx context.Context, idx, round int, s *fleetServ
 	}
 	ws, err = r.startFleetProcesses(ctx, fmt.Sprintf("fleet%d-r%d-idle", idx, round), specs)
 	if err != nil {
-		return ws, err
+		return ws, 0, err
 	}
 	r.Progressf("  fleet: registering %d idle callers from %d processes", p.Plan.Idle, len(ws))
 	start := time.Now().Add(fleetStartLead)
 	for _, w := range ws {
 		if err := w.Send(fleetGo{Start: start}); err != nil {
-			return ws, err
+			return ws, 0, err
 		}
 	}
 	rctx, cancel := context.WithTimeout(ctx, fleetWaitTimeout)
 	defer cancel()
 	regs := make([]fleetRegistered, len(ws))
 	if err := eachWorker(ws, func(i int, w *benchenv.Worker) error { return w.Receive(rctx, &regs[i]) }); err != nil {
-		return ws, err
+		return ws, 0, err
+	}
+	// The API's holding processes come first.
+	for _, x := range regs[:len(p.Plan.APIProcs)] {
+		api += int(x.Registered)
 	}
 	var this fleetPhase
 	mergeRegistered(&this, regs)
@@ -485,9 +490,9 @@ func (r *runner) fleetRegister(ctx context.Context, idx, round int, s *fleetServ
 		p.RegFirstErr = cmp.Or(p.RegFirstErr, this.RegFirstErr)
 	}
 	if this.Registered == 0 {
-		return ws, fmt.Errorf("no registration succeeded: %s", this.RegFirstErr)
+		return ws, 0, fmt.Errorf("no registration succeeded: %s", this.RegFirstErr)
 	}
-	return ws, nil
+	return ws, api, nil
 }
 
 // mergeRegistered adds up the holding processes' registrations into p: the
@@ -539,20 +544,11 @@ func (r *runner) startFleetProcesses(ctx context.Context, id string, specs []fle
 	})
 }
 
-// apiStreams is how many keep-alive streams the idle API callers of plan
-// open: one KeepAliveMany stream per pkg/apiclient Client, each Client the
-// callers of one connection.
-func apiStreams(plan fleetPlan) int {
-	n := 0
-	for _, callers := range plan.APIProcs {
-		n += (callers + fleetPerConn - 1) / fleetPerConn
-	}
-	return n
-}
-
-// fleetWaitStreams waits until the node holds at least n keep-alive
-// streams: the API callers' Clients open theirs with their first caller.
-func (r *runner) fleetWaitStreams(ctx context.Context, s *fleetServers, n int) error {
+// fleetWaitKept waits until the node keeps at least n registrations
+// alive (coordinator_api_kept_alive): the API callers' Clients add theirs
+// to their keep-alive streams once registered, and the idle window counts
+// the renewals from then on.
+func (r *runner) fleetWaitKept(ctx context.Context, s *fleetServers, n int) error {
 	ctx, cancel := context.WithTimeout(ctx, fleetWaitTimeout)
 	defer cancel()
 	for {
@@ -560,12 +556,12 @@ func (r *runner) fleetWaitStreams(ctx context.Context, s *fleetServers, n int) e
 		if err != nil {
 			return err
 		}
-		if got, _ := m.sum("coordinator_api_streams"); got >= float64(n) {
+		if got, _ := m.sum("coordinator_api_kept_alive"); got >= float64(n) {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("the node does not hold %d keep-alive streams: %w", n, ctx.Err())
+			return fmt.Errorf("the node does not keep %d registrations alive: %w", n, ctx.Err())
 		case <-time.After(fleetPoll):
 		}
 	}

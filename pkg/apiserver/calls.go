@@ -142,6 +142,8 @@ func (s *Server) KeepAlive(req *pb.KeepAliveRequest, stream pb.Coordinator_KeepA
 	}
 	renewals, stop := s.leases.Keep(clientv3.LeaseID(lease))
 	defer stop()
+	s.lim.stats.KeptAlive.Add(1)
+	defer s.lim.stats.KeptAlive.Add(-1)
 	for {
 		select {
 		case <-s.stopping:

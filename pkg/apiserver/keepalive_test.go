@@ -56,6 +56,9 @@ func TestKeepAliveStreamsShareTheirRenewalsAndWatch(t *testing.T) {
 	perStream := func() float64 { return float64(runtime.NumGoroutine()-before) / (streams - 1) }
 	testenv.Eventually(t, 30*time.Second, func() bool { return perStream() < 2.5 },
 		"goroutines per stream: %.2f, want about 2 (one the node's, one the client's)", perStream())
+	if kept := s.lim.stats.KeptAlive.Load(); kept != streams {
+		t.Errorf("coordinator_api_kept_alive %d, want %d", kept, streams)
+	}
 
 	// A new incarnation of one name ends that stream alone, SUPERSEDED.
 	if _, err := api.Register(ctx, &pb.RegisterRequest{Name: "idle-7", TtlSeconds: 30}); err != nil {

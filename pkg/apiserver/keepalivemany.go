@@ -222,6 +222,7 @@ func (k *keptSet) add(r *pb.KeepAliveRequest) error {
 	}
 	e.stopKeep, e.cancelWatch = stopKeep, cancelWatch
 	k.mu.Unlock()
+	s.lim.stats.KeptAlive.Add(1)
 	return nil
 }
 
@@ -252,17 +253,18 @@ func (k *keptSet) remove(key incKey) {
 	delete(k.entries, key)
 	k.mu.Unlock()
 	if e != nil {
-		e.stop()
+		k.stop(e)
 	}
 }
 
-// stop ends e's renewals and watch. It is called without keptSet.mu: the
-// Keeper and the Watcher call their funcs, which take it, under their own
-// locks.
-func (e *keptEntry) stop() {
+// stop ends e's renewals and watch, once its add made them. It is called
+// without keptSet.mu: the Keeper and the Watcher call their funcs, which
+// take it, under their own locks.
+func (k *keptSet) stop(e *keptEntry) {
 	if e.stopKeep != nil {
 		e.stopKeep()
 		e.cancelWatch()
+		k.s.lim.stats.KeptAlive.Add(-1)
 	}
 }
 
@@ -274,7 +276,7 @@ func (k *keptSet) stopAll() {
 	k.entries = nil
 	k.mu.Unlock()
 	for _, e := range entries {
-		e.stop()
+		k.stop(e)
 	}
 }
 
@@ -320,7 +322,7 @@ func (k *keptSet) collect() (*pb.KeepAliveManyResponse, bool) {
 		}
 		k.mu.Unlock()
 		if current {
-			e.stop()
+			k.stop(e)
 			resp.Ended = append(resp.Ended, &pb.KeepAliveEnded{Name: e.key.name, Incarnation: e.key.inc, Error: errorStatus(k.s.stoppingOr(err))})
 		}
 	}

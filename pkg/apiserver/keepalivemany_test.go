@@ -143,6 +143,9 @@ func TestKeepAliveManyKeepsManyOnOneStream(t *testing.T) {
 	if grown := runtime.NumGoroutine() - before; grown > 20 {
 		t.Errorf("%d goroutines more for one stream of %d incarnations", grown, n)
 	}
+	if kept := s.lim.stats.KeptAlive.Load(); kept != n {
+		t.Errorf("coordinator_api_kept_alive %d, want %d", kept, n)
+	}
 
 	// Superseded: that one ends SUPERSEDED.
 	if _, err := api.Register(ctx, &pb.RegisterRequest{Name: "many-7", TtlSeconds: 2}); err != nil {
@@ -181,6 +184,9 @@ func TestKeepAliveManyKeepsManyOnOneStream(t *testing.T) {
 	delete(names, "many-8")
 	delete(names, "many-11")
 	m.renewedAll(names)
+	if kept := s.lim.stats.KeptAlive.Load(); kept != int64(len(names)) {
+		t.Errorf("coordinator_api_kept_alive %d after three ends, want %d", kept, len(names))
+	}
 
 	s.Close()
 	select {
@@ -191,6 +197,8 @@ func TestKeepAliveManyKeepsManyOnOneStream(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the stream outlived the node's stop by 20 s")
 	}
+	testenv.Eventually(t, 10*time.Second, func() bool { return s.lim.stats.KeptAlive.Load() == 0 },
+		"coordinator_api_kept_alive %d after the stream ended", s.lim.stats.KeptAlive.Load())
 }
 
 // With mTLS and per-name authorization, each add of a KeepAliveMany stream

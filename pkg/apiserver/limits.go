@@ -58,6 +58,9 @@ type Stats struct {
 	Streams atomic.Int64
 	// Registrations is the live registrations made through the node.
 	Registrations atomic.Int64
+	// KeptAlive is the registrations whose leases the node's KeepAlive and
+	// KeepAliveMany streams keep alive.
+	KeptAlive atomic.Int64
 }
 
 // exhausted is the RESOURCE_EXHAUSTED refusal of a limit, with a retry

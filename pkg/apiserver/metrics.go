@@ -15,15 +15,18 @@ import (
 )
 
 // Collectors returns the metrics of st, read when scraped, for a node's
-// registry: what the limits refused, by limit, and the streams and
-// registrations the node holds.
+// registry: what the limits refused, by limit, and the streams,
+// registrations and kept-alive leases the node holds.
 func (st *Stats) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{&limitedCollector{st}, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "coordinator", Name: "api_streams", Help: "Keep-alive and submit streams the caller API holds open.",
 	}, func() float64 { return float64(st.Streams.Load()) }), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "coordinator", Name: "api_registrations",
 		Help: "Live registrations made or kept alive through this node's caller API.",
-	}, func() float64 { return float64(st.Registrations.Load()) })}
+	}, func() float64 { return float64(st.Registrations.Load()) }), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "coordinator", Name: "api_kept_alive",
+		Help: "Registrations whose leases this node's keep-alive streams (KeepAlive, KeepAliveMany) keep alive.",
+	}, func() float64 { return float64(st.KeptAlive.Load()) })}
 }
 
 // limitedDesc is coordinator_api_limited_total{limit}.
