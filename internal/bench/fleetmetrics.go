@@ -151,3 +151,26 @@ func scrape(ctx context.Context, url string) (promSamples, error) {
 	}
 	return parsePromText(resp.Body)
 }
+
+// fleetWaitKept waits until the node keeps at least n registrations
+// alive (coordinator_api_kept_alive): the API callers' Clients add theirs
+// to their keep-alive streams once registered, and the idle window counts
+// the renewals from then on.
+func (r *runner) fleetWaitKept(ctx context.Context, s *fleetServers, n int) error {
+	ctx, cancel := context.WithTimeout(ctx, fleetWaitTimeout)
+	defer cancel()
+	for {
+		m, err := scrape(ctx, s.nodeMetrics)
+		if err != nil {
+			return err
+		}
+		if got, _ := m.sum("coordinator_api_kept_alive"); got >= float64(n) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the node does not keep %d registrations alive: %w", n, ctx.Err())
+		case <-time.After(fleetPoll):
+		}
+	}
+}

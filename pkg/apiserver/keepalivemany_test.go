@@ -154,6 +154,11 @@ func TestKeepAliveManyKeepsManyOnOneStream(t *testing.T) {
 	if e := m.nextEnd(); e.Name != "many-7" || apierr.ReasonOf(endErr(e)) != apierr.ReasonSuperseded {
 		t.Fatalf("after a supersede: %v", e)
 	}
+	// Added again, the superseded incarnation is refused SUPERSEDED.
+	m.send(&pb.KeepAliveManyRequest{Add: []*pb.KeepAliveRequest{{Name: "many-7", Incarnation: regs["many-7"].Incarnation, LeaseId: regs["many-7"].LeaseId}}})
+	if e := m.nextEnd(); e.Name != "many-7" || apierr.ReasonOf(endErr(e)) != apierr.ReasonSuperseded {
+		t.Fatalf("an add of a superseded incarnation: %v", e)
+	}
 	// Revoked: EXPIRED.
 	if _, err := api.Unregister(ctx, &pb.UnregisterRequest{Name: "many-8", Incarnation: regs["many-8"].Incarnation, LeaseId: regs["many-8"].LeaseId}); err != nil {
 		t.Fatal(err)
